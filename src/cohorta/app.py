@@ -1,0 +1,62 @@
+"""The web application: API under /api/v1, OpenAPI docs, and (later) the management UI."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import RedirectResponse
+from sqlalchemy.engine import Engine
+
+from cohorta import __version__, problems
+from cohorta.clock import Clock, SystemClock
+from cohorta.config import Settings, get_settings
+from cohorta.customers.router import router as customers_router
+from cohorta.db import create_db_engine, make_session_factory
+from cohorta.deps import get_principal
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(
+    settings: Settings | None = None, *, clock: Clock | None = None, engine: Engine | None = None
+) -> FastAPI:
+    settings = settings or get_settings()
+    engine = engine or create_db_engine(settings.database_url)
+    logging.basicConfig(level=settings.log_level.upper())
+
+    app = FastAPI(
+        title="Cohorta",
+        version=__version__,
+        description="Customer segmentation engine for loyalty programs and commerce. "
+        "Authenticate with `Authorization: Bearer <token>`.",
+        docs_url="/docs",
+        redoc_url="/redoc",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.clock = clock or SystemClock()
+    app.state.engine = engine
+    app.state.session_factory = make_session_factory(engine)
+    problems.install(app)
+    app.add_middleware(problems.BodySizeLimit, max_bytes=settings.max_request_bytes)
+
+    public = APIRouter(prefix=API_PREFIX)
+
+    @public.get("/health", tags=["health"])
+    def health() -> dict[str, Any]:
+        from sqlalchemy import text
+
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return {"status": "ok", "version": __version__, "database": engine.dialect.name}
+
+    app.include_router(public)
+    app.include_router(customers_router, prefix=API_PREFIX, dependencies=[Depends(get_principal)])
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app

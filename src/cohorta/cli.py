@@ -1,0 +1,146 @@
+"""The ``cohorta`` command line."""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from cohorta import db
+from cohorta.access.service import generate_token
+from cohorta.config import Settings, get_settings
+
+app = typer.Typer(help="Cohorta: customer segmentation engine for loyalty programs and commerce.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+demo_app = typer.Typer(help="Demo data.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(demo_app, name="demo")
+console = Console()
+
+TOKEN_FILE = Path(".cohorta-admin-token")
+
+
+def _engine(settings: Settings) -> sa.Engine:
+    return db.create_db_engine(settings.database_url)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
+    """Apply the schema migrations."""
+    settings = get_settings()
+    engine = _engine(settings)
+    db.upgrade(engine, revision)
+    console.print(f"[green]Database at revision {db.current_revision(engine)}[/] ({engine.url.render_as_string()})")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the schema revision of the database."""
+    engine = _engine(get_settings())
+    console.print(db.current_revision(engine) or "empty (no migrations applied)")
+
+
+def _load_demo(engine: sa.Engine, customers: int, seed: int) -> None:
+    from cohorta.demo.generator import load_demo
+
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        stats = load_demo(engine, customers=customers, seed=seed, now=datetime.now(UTC), progress=report)
+    console.print(f"[green]Demo data loaded:[/] {stats}")
+
+
+@demo_app.command("load")
+def demo_load(
+    customers: Annotated[int, typer.Option(min=1, help="How many customers to generate")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same data")] = 7,
+) -> None:
+    """Generate a realistic demo data set into an empty database (migrating it first)."""
+    settings = get_settings()
+    engine = _engine(settings)
+    db.upgrade(engine)
+    if not _is_empty(engine):
+        console.print("[red]The database already holds customers; demo data loads only into an empty one.[/]")
+        raise typer.Exit(code=1)
+    _load_demo(engine, customers, seed)
+
+
+def _is_empty(engine: sa.Engine) -> bool:
+    with engine.connect() as connection:
+        return connection.execute(sa.text("SELECT 1 FROM customers LIMIT 1")).first() is None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
+) -> None:
+    """Migrate the database and serve the API, its docs and the web UI."""
+    import uvicorn
+
+    from cohorta.app import create_app
+
+    settings = get_settings()
+    engine = _engine(settings)
+    db.upgrade(engine)
+    uvicorn.run(
+        create_app(settings, engine=engine),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level,
+    )
+
+
+@app.command()
+def run(
+    demo_customers: Annotated[int, typer.Option(help="Demo customers to load into an empty database")] = 10_000,
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Quickstart: migrate, load demo data into an empty database, print how to log in, and serve."""
+    if not os.environ.get("COHORTA_ADMIN_TOKEN"):
+        os.environ["COHORTA_ADMIN_TOKEN"] = _stored_or_new_token()
+        get_settings.cache_clear()
+    settings = get_settings()
+    engine = _engine(settings)
+    db.upgrade(engine)
+    if _is_empty(engine) and demo_customers > 0:
+        _load_demo(engine, demo_customers, seed=7)
+    address = f"http://{host or settings.host}:{port or settings.port}"
+    console.rule("[bold]Cohorta is starting")
+    console.print(f"API:        {address}/api/v1   (health: {address}/api/v1/health)")
+    console.print(f"API docs:   {address}/docs")
+    console.print(f"Log in:     send the header  Authorization: Bearer {settings.admin_token}")
+    console.print(f'Try:        curl -H "Authorization: Bearer {settings.admin_token}" {address}/api/v1/attributes')
+    console.rule()
+    serve(host=host, port=port)
+
+
+def _stored_or_new_token() -> str:
+    """The quickstart's admin token, kept in a file beside the database so it survives restarts."""
+    if TOKEN_FILE.exists():
+        token = TOKEN_FILE.read_text().strip()
+        if token:
+            return token
+    token = generate_token()
+    TOKEN_FILE.write_text(token + "\n")
+    TOKEN_FILE.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    return token
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,60 @@
+"""Configuration from environment variables (prefix ``COHORTA_``); see docs/operations.md."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cohorta.money import currency_exponent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COHORTA_", env_file=None, extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///cohorta.db",
+        description="SQLAlchemy URL. Default: a SQLite file in the working directory. "
+        "PostgreSQL: postgresql+psycopg://user@host:5432/db",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: str = "info"
+    currency: str = Field(default="EUR", description="ISO 4217 code of the project's currency")
+    timezone: str = Field(default="UTC", description="IANA time zone for relative dates and calendar periods")
+    admin_token: str | None = Field(default=None, description="Bearer token with admin rights, for automation")
+
+    # Limits on input; documented in docs/api.md.
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    bulk_max_items: int = Field(default=10_000, ge=1)
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, value: str) -> str:
+        value = value.upper()
+        currency_exponent(value)  # raises ValueError for an unknown code
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def currency_exponent(self) -> int:
+        return currency_exponent(self.currency)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

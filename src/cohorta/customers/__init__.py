@@ -1,0 +1,1 @@
+"""Customer data: profiles, typed custom attributes, orders, events, loyalty ledger and the per-customer summary."""

@@ -1,0 +1,804 @@
+"""Customer data logic: schemas, upserts, activity ingestion, reads and erasure. No HTTP; never commits.
+
+Every write validates the whole request before writing anything, so a refused item leaves no partial write.
+Each write returns the internal ids of the customers it changed, for the caller to re-evaluate their segments in the
+same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from cohorta.clock import Clock
+from cohorta.customers import summary, values
+from cohorta.customers.models import (
+    AttributeDefinition,
+    Customer,
+    CustomerAttributeValue,
+    CustomerProgramSummary,
+    CustomerSummary,
+    Event,
+    EventDefinition,
+    EventPropertyValue,
+    GiftCardOperation,
+    LoyaltyTransaction,
+    LoyaltyType,
+    Order,
+    OrderItem,
+    PointsEntry,
+    ProjectSetting,
+    ValueType,
+)
+from cohorta.customers.schemas import (
+    AttributeDefinitionIn,
+    BulkResult,
+    CustomerBulkItem,
+    CustomerIn,
+    CustomerOut,
+    EventDefinitionIn,
+    EventIn,
+    GiftCardOut,
+    GiftCardTransactionIn,
+    LoyaltyTransactionIn,
+    OrderIn,
+    PointsTransactionIn,
+    ProgramSummaryOut,
+    SummaryOut,
+    WriteResult,
+)
+from cohorta.db import table_of
+from cohorta.errors import Conflict, FieldError, InvalidInput, NotFound
+from cohorta.money import from_minor, to_minor
+
+PROFILE_FIELDS: tuple[str, ...] = (
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "birthdate",
+    "gender",
+    "postal_code",
+    "city",
+    "state",
+    "country",
+    "created_at",
+    "source",
+    "source_metadata",
+    "store",
+    "company",
+    "loyalty_member",
+    "member_since",
+)
+ATTRIBUTES_OPEN_KEY = "customer_attributes_open"
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass
+class Ingested:
+    """What a write did, for the API (``result``) and for segment re-evaluation (``customer_ids``)."""
+
+    result: BulkResult
+    customer_ids: set[int] = field(default_factory=set)
+
+
+# ---------------------------------------------------------------------------------------------- schemas
+
+
+def attributes_open(session: Session) -> bool:
+    setting = session.get(ProjectSetting, ATTRIBUTES_OPEN_KEY)
+    return bool(setting.value) if setting else False
+
+
+def set_attributes_open(session: Session, is_open: bool) -> None:
+    setting = session.get(ProjectSetting, ATTRIBUTES_OPEN_KEY)
+    if setting is None:
+        session.add(ProjectSetting(key=ATTRIBUTES_OPEN_KEY, value=is_open))
+    else:
+        setting.value = is_open
+    session.flush()
+
+
+def attribute_definitions(session: Session) -> dict[str, AttributeDefinition]:
+    return {d.name: d for d in session.scalars(sa.select(AttributeDefinition).order_by(AttributeDefinition.name))}
+
+
+def put_attribute(session: Session, clock: Clock, name: str, body: AttributeDefinitionIn) -> AttributeDefinition:
+    _check_name(name, ("name",))
+    now = clock.now()
+    definition = session.get(AttributeDefinition, name)
+    if definition is None:
+        definition = AttributeDefinition(name=name, type=body.type.value, created_at=now)
+        session.add(definition)
+    elif definition.type != body.type.value:
+        in_use = session.scalar(
+            sa.select(sa.func.count()).select_from(CustomerAttributeValue).where(CustomerAttributeValue.name == name)
+        )
+        if in_use:
+            raise Conflict(
+                f"attribute {name!r} is {definition.type} and {in_use} values are stored; "
+                f"its type cannot change to {body.type.value} while values exist"
+            )
+        definition.type = body.type.value
+    definition.label = body.label
+    definition.description = body.description
+    definition.updated_at = now
+    session.flush()
+    return definition
+
+
+def event_definitions(session: Session) -> dict[str, EventDefinition]:
+    return {d.name: d for d in session.scalars(sa.select(EventDefinition).order_by(EventDefinition.name))}
+
+
+def put_event_definition(session: Session, clock: Clock, name: str, body: EventDefinitionIn) -> EventDefinition:
+    now = clock.now()
+    definition = session.get(EventDefinition, name)
+    new_properties = {key: value_type.value for key, value_type in body.properties.items()}
+    if definition is None:
+        definition = EventDefinition(name=name, created_at=now, properties=new_properties)
+        session.add(definition)
+    else:
+        changed = [k for k, t in definition.properties.items() if k in new_properties and new_properties[k] != t]
+        stored = _stored_event_property_keys(session, name, changed)
+        if stored:
+            raise Conflict(
+                f"event {name!r} has stored values for {', '.join(sorted(stored))}; "
+                "the type of a property with stored values cannot change"
+            )
+        definition.properties = new_properties
+    definition.label = body.label
+    definition.description = body.description
+    definition.updated_at = now
+    session.flush()
+    return definition
+
+
+def _stored_event_property_keys(session: Session, event_name: str, keys: list[str]) -> set[str]:
+    if not keys:
+        return set()
+    rows = session.execute(
+        sa.select(EventPropertyValue.key)
+        .join(Event, Event.id == EventPropertyValue.event_pk)
+        .where(Event.name == event_name, EventPropertyValue.key.in_(keys))
+        .distinct()
+    ).scalars()
+    return set(rows)
+
+
+def _check_name(name: str, loc: Loc) -> None:
+    import re
+
+    if not re.match(NAME_PATTERN, name):
+        raise InvalidInput(
+            [FieldError(loc, "must start with a lowercase letter and contain only a-z, 0-9 and _ (at most 64)")]
+        )
+
+
+# ---------------------------------------------------------------------------------------------- customers
+
+
+def upsert_customer(session: Session, clock: Clock, source_id: str, body: CustomerIn) -> Ingested:
+    item = CustomerBulkItem.model_validate({"source_id": source_id, **body.model_dump(exclude_unset=True)})
+    return upsert_customers(session, clock, [item], loc_prefix=lambda _index: ())
+
+
+def upsert_customers(
+    session: Session,
+    clock: Clock,
+    items: Sequence[CustomerBulkItem],
+    *,
+    loc_prefix: Any = None,
+) -> Ingested:
+    """Create or update customers. Fields left out are kept; fields sent as null are cleared."""
+    loc_of = loc_prefix or (lambda index: ("items", index))
+    now = clock.now()
+    errors: list[FieldError] = []
+
+    first_seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if item.source_id in first_seen:
+            errors.append(
+                FieldError((*loc_of(index), "source_id"), f"repeats item {first_seen[item.source_id]} of this request")
+            )
+        first_seen.setdefault(item.source_id, index)
+
+    definitions = {name: ValueType(d.type) for name, d in attribute_definitions(session).items()}
+    schema_open = attributes_open(session)
+    declared_now: dict[str, ValueType] = {}
+    attribute_changes: list[dict[str, Any]] = []  # per item: name -> coerced value, or None to remove
+    for index, item in enumerate(items):
+        changes: dict[str, Any] = {}
+        for name, raw in (item.attributes or {}).items():
+            loc = (*loc_of(index), "attributes", name)
+            value_type = definitions.get(name) or declared_now.get(name)
+            if value_type is None:
+                if not schema_open:
+                    errors.append(
+                        FieldError(
+                            loc,
+                            f"unknown attribute {name!r}: declare it with PUT /api/v1/attributes/{name} "
+                            "or open the attribute schema",
+                            "unknown_attribute",
+                        )
+                    )
+                    continue
+                try:
+                    _check_name(name, loc)
+                    if raw is None:
+                        continue
+                    value_type = values.infer_type(raw)
+                except InvalidInput as exc:
+                    errors.extend(exc.errors)
+                    continue
+                except ValueError as exc:
+                    errors.append(FieldError(loc, str(exc)))
+                    continue
+                declared_now[name] = value_type
+            if raw is None:
+                changes[name] = None
+                continue
+            try:
+                changes[name] = values.coerce(value_type, raw)
+            except ValueError as exc:
+                errors.append(FieldError(loc, f"{exc} (attribute {name!r} is {value_type.value})"))
+        attribute_changes.append(changes)
+    if errors:
+        raise InvalidInput(errors)
+
+    for name, value_type in declared_now.items():
+        session.add(AttributeDefinition(name=name, type=value_type.value, created_at=now, updated_at=now))
+    definitions.update(declared_now)
+
+    existing = _customers_by_source_id(session, [item.source_id for item in items])
+    existing_attributes = _attribute_rows(
+        session, [existing[item.source_id]["id"] for item in items if item.source_id in existing]
+    )
+
+    result = BulkResult()
+    new_rows: list[dict[str, Any]] = []
+    updated_rows: list[dict[str, Any]] = []
+    for item, changes in zip(items, attribute_changes, strict=True):
+        sent = item.model_dump(exclude_unset=True, exclude={"source_id", "attributes"})
+        current = existing.get(item.source_id)
+        if current is None:
+            row = dict.fromkeys(PROFILE_FIELDS)
+            row.update(sent)
+            row["created_at"] = row["created_at"] or now
+            row["loyalty_member"] = bool(row["loyalty_member"])
+            row.update(source_id=item.source_id, updated_at=now)
+            new_rows.append(row)
+            result.items.append(WriteResult(id=item.source_id, result="created"))
+            result.created += 1
+            continue
+        merged = {key: current[key] for key in PROFILE_FIELDS}
+        merged.update(sent)
+        if merged["created_at"] is None:
+            merged["created_at"] = current["created_at"]
+        merged["loyalty_member"] = bool(merged["loyalty_member"])
+        stored = existing_attributes.get(current["id"], {})
+        attributes_differ = any(stored.get(name) != value for name, value in changes.items())
+        if merged == {key: current[key] for key in PROFILE_FIELDS} and not attributes_differ:
+            result.items.append(WriteResult(id=item.source_id, result="unchanged"))
+            result.unchanged += 1
+            continue
+        updated_rows.append({"b_id": current["id"], **{f"b_{k}": v for k, v in merged.items()}, "b_updated_at": now})
+        result.items.append(WriteResult(id=item.source_id, result="updated"))
+        result.updated += 1
+
+    if new_rows:
+        session.execute(sa.insert(Customer), new_rows)
+    if updated_rows:
+        table = table_of(Customer)
+        session.execute(
+            sa.update(table)
+            .where(table.c.id == sa.bindparam("b_id"))
+            .values({k: sa.bindparam(f"b_{k}") for k in (*PROFILE_FIELDS, "updated_at")}),
+            updated_rows,
+        )
+    ids = {source_id: row["id"] for source_id, row in existing.items()}
+    if new_rows:
+        created_ids = _customer_ids(session, [row["source_id"] for row in new_rows])
+        ids.update(created_ids)
+        summary.ensure_summary_rows(session, list(created_ids.values()))
+
+    _write_attribute_changes(session, definitions, items, attribute_changes, ids)
+    changed_ids = {ids[r.id] for r in result.items if r.result != "unchanged"}
+    session.flush()
+    return Ingested(result=result, customer_ids=changed_ids)
+
+
+def _write_attribute_changes(
+    session: Session,
+    definitions: dict[str, ValueType],
+    items: Sequence[CustomerBulkItem],
+    attribute_changes: list[dict[str, Any]],
+    ids: dict[str, int],
+) -> None:
+    deletes: list[dict[str, Any]] = []
+    inserts: list[dict[str, Any]] = []
+    for item, changes in zip(items, attribute_changes, strict=True):
+        customer_id = ids[item.source_id]
+        for name, value in changes.items():
+            deletes.append({"b_customer_id": customer_id, "b_name": name})
+            if value is not None:
+                for row in values.to_rows(definitions[name], value):
+                    inserts.append({"customer_id": customer_id, "name": name, **row})
+    table = table_of(CustomerAttributeValue)
+    if deletes:
+        session.execute(
+            sa.delete(table).where(
+                table.c.customer_id == sa.bindparam("b_customer_id"), table.c.name == sa.bindparam("b_name")
+            ),
+            deletes,
+        )
+    if inserts:
+        session.execute(sa.insert(table), inserts)
+
+
+def _customers_by_source_id(session: Session, source_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    table = table_of(Customer)
+    found: dict[str, dict[str, Any]] = {}
+    for chunk in summary.chunked(sorted(set(source_ids))):
+        for row in session.execute(sa.select(table).where(table.c.source_id.in_(chunk))).mappings():
+            found[row["source_id"]] = dict(row)
+    return found
+
+
+def _customer_ids(session: Session, source_ids: Sequence[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for chunk in summary.chunked(sorted(set(source_ids))):
+        found.update(
+            session.execute(sa.select(Customer.source_id, Customer.id).where(Customer.source_id.in_(chunk))).all()
+        )
+    return found
+
+
+def _attribute_rows(session: Session, customer_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Stored attribute values per customer, as Python values."""
+    definitions = {name: ValueType(d.type) for name, d in attribute_definitions(session).items()}
+    rows_by_key: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
+    table = table_of(CustomerAttributeValue)
+    for chunk in summary.chunked(sorted(set(customer_ids))):
+        for row in session.execute(sa.select(table).where(table.c.customer_id.in_(chunk))).mappings():
+            rows_by_key[(row["customer_id"], row["name"])].append(dict(row))
+    result: dict[int, dict[str, Any]] = defaultdict(dict)
+    for (customer_id, name), rows in rows_by_key.items():
+        result[customer_id][name] = values.from_rows(definitions.get(name, ValueType.string), rows)
+    return result
+
+
+def customer_id_for(session: Session, source_id: str) -> int:
+    customer_id = session.scalar(sa.select(Customer.id).where(Customer.source_id == source_id))
+    if customer_id is None:
+        raise NotFound(f"no customer with source_id {source_id!r}")
+    return customer_id
+
+
+def get_customer(session: Session, source_id: str, exponent: int) -> CustomerOut:
+    customer = session.scalar(sa.select(Customer).where(Customer.source_id == source_id))
+    if customer is None:
+        raise NotFound(f"no customer with source_id {source_id!r}")
+    attributes = _attribute_rows(session, [customer.id]).get(customer.id, {})
+    stored = session.get(CustomerSummary, customer.id)
+    programs = session.scalars(
+        sa.select(CustomerProgramSummary)
+        .where(CustomerProgramSummary.customer_id == customer.id)
+        .order_by(CustomerProgramSummary.program)
+    ).all()
+    cards = session.execute(
+        sa.select(LoyaltyTransaction.gift_card, sa.func.sum(LoyaltyTransaction.amount_minor))
+        .where(LoyaltyTransaction.customer_id == customer.id, LoyaltyTransaction.type == LoyaltyType.gift_card.value)
+        .group_by(LoyaltyTransaction.gift_card)
+        .order_by(LoyaltyTransaction.gift_card)
+    ).all()
+    s = stored or CustomerSummary(customer_id=customer.id, **summary.EMPTY_SUMMARY)
+
+    def money(minor: int | None) -> Decimal | None:
+        return from_minor(minor, exponent)
+
+    return CustomerOut(
+        source_id=customer.source_id,
+        **{name: getattr(customer, name) for name in PROFILE_FIELDS},
+        updated_at=customer.updated_at,
+        attributes={name: values.to_json(value) for name, value in sorted(attributes.items())},
+        summary=SummaryOut(
+            order_count=s.order_count,
+            total_spent=from_minor(s.total_spent_minor, exponent) or Decimal(0),
+            average_order_value=money(s.average_order_value_minor),
+            first_order_at=s.first_order_at,
+            last_order_at=s.last_order_at,
+            last_order_amount=money(s.last_order_amount_minor),
+            points_balance=s.points_balance,
+            redemption_count=s.redemption_count,
+            referral_count=s.referral_count,
+            gift_card_balance=from_minor(s.gift_card_balance_minor, exponent) or Decimal(0),
+            programs=[
+                ProgramSummaryOut(program=p.program, points_balance=p.points_balance, tier=p.tier) for p in programs
+            ],
+            gift_cards=[
+                GiftCardOut(code=code, balance=from_minor(int(total or 0), exponent) or Decimal(0))
+                for code, total in cards
+            ],
+        ),
+    )
+
+
+def delete_customer(session: Session, source_id: str) -> int:
+    """Erase a customer and all their activity (orders, items, events, loyalty, summaries). Returns the old id."""
+    customer_id = customer_id_for(session, source_id)
+    # Children first, so erasure does not depend on the database enforcing ON DELETE CASCADE.
+    event_ids = sa.select(Event.id).where(Event.customer_id == customer_id)
+    session.execute(sa.delete(EventPropertyValue).where(EventPropertyValue.event_pk.in_(event_ids)))
+    for model in (
+        OrderItem,
+        Order,
+        Event,
+        LoyaltyTransaction,
+        CustomerAttributeValue,
+        CustomerProgramSummary,
+        CustomerSummary,
+    ):
+        session.execute(sa.delete(model).where(model.customer_id == customer_id))
+    session.execute(sa.delete(Customer).where(Customer.id == customer_id))
+    session.flush()
+    return customer_id
+
+
+# ---------------------------------------------------------------------------------------------- activity
+
+
+def content_hash(item: BaseModel) -> str:
+    """Identity of an item as received: same id and same hash is a duplicate; same id, other hash, an update."""
+    canonical = json.dumps(item.model_dump(mode="json", exclude_unset=True), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass
+class _Prepared:
+    """An activity item checked and turned into rows, waiting to be written."""
+
+    index: int
+    client_id: str
+    customer_id: int
+    digest: str
+    row: dict[str, Any]
+    children: list[dict[str, Any]] = field(default_factory=list)
+    explicit_time: bool = True
+
+
+def _resolve_customers(session: Session, items: Sequence[Any], loc_of: Any, errors: list[FieldError]) -> dict[str, int]:
+    ids = _customer_ids(session, [item.customer for item in items])
+    for index, item in enumerate(items):
+        if item.customer not in ids:
+            errors.append(
+                FieldError(
+                    (*loc_of(index), "customer"),
+                    f"unknown customer {item.customer!r}: create it first with PUT /api/v1/customers/{item.customer}",
+                    "unknown_customer",
+                )
+            )
+    return ids
+
+
+def _repeated_ids(items: Sequence[Any], loc_of: Any, errors: list[FieldError]) -> None:
+    first_seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if item.id in first_seen:
+            errors.append(FieldError((*loc_of(index), "id"), f"repeats item {first_seen[item.id]} of this request"))
+        first_seen.setdefault(item.id, index)
+
+
+def _apply(
+    session: Session,
+    model: type[Any],
+    id_column: str,
+    prepared: list[_Prepared],
+    *,
+    child_table: sa.Table | None,
+    child_key: str,
+    child_time_column: str | None = None,
+    time_column: str,
+    loc_of: Any,
+) -> Ingested:
+    """Insert new items, update changed ones, skip duplicates; children are replaced on update."""
+    table = table_of(model)
+    client_ids = [p.client_id for p in prepared]
+    existing: dict[str, Any] = {}
+    for chunk in summary.chunked(client_ids):
+        for row in session.execute(
+            sa.select(
+                table.c.id, table.c[id_column], table.c.customer_id, table.c.content_hash, table.c[time_column]
+            ).where(table.c[id_column].in_(chunk))
+        ):
+            existing[row[1]] = row
+    errors = [
+        FieldError((*loc_of(p.index), "customer"), f"{p.client_id!r} was recorded for another customer")
+        for p in prepared
+        if p.client_id in existing and existing[p.client_id].customer_id != p.customer_id
+    ]
+    if errors:
+        raise InvalidInput(errors)
+
+    result = BulkResult()
+    inserts: list[_Prepared] = []
+    updates: list[_Prepared] = []
+    for p in prepared:
+        current = existing.get(p.client_id)
+        if current is None:
+            inserts.append(p)
+            result.created += 1
+            result.items.append(WriteResult(id=p.client_id, result="created"))
+        elif current.content_hash == p.digest:
+            result.duplicates += 1
+            result.items.append(WriteResult(id=p.client_id, result="duplicate"))
+        else:
+            if not p.explicit_time:  # a resend without a time keeps the time first recorded
+                p.row[time_column] = current[4]
+                if child_time_column:
+                    for child in p.children:
+                        child[child_time_column] = current[4]
+            updates.append(p)
+            result.updated += 1
+            result.items.append(WriteResult(id=p.client_id, result="updated"))
+
+    if inserts:
+        session.execute(sa.insert(table), [p.row for p in inserts])
+        new_ids: dict[str, int] = {}
+        for chunk in summary.chunked([p.client_id for p in inserts]):
+            new_ids.update(
+                session.execute(sa.select(table.c[id_column], table.c.id).where(table.c[id_column].in_(chunk))).all()
+            )
+        for p in inserts:
+            for child in p.children:
+                child[child_key] = new_ids[p.client_id]
+    if updates:
+        session.execute(
+            sa.update(table)
+            .where(table.c[id_column] == sa.bindparam("b_client_id"))
+            .values({k: sa.bindparam(f"b_{k}") for k in updates[0].row if k != id_column}),
+            [
+                {"b_client_id": p.client_id, **{f"b_{k}": v for k, v in p.row.items() if k != id_column}}
+                for p in updates
+            ],
+        )
+        if child_table is not None:
+            update_pks = [existing[p.client_id].id for p in updates]
+            for chunk in summary.chunked(update_pks):
+                session.execute(sa.delete(child_table).where(child_table.c[child_key].in_(chunk)))
+            for p in updates:
+                for child in p.children:
+                    child[child_key] = existing[p.client_id].id
+    if child_table is not None:
+        children = [child for p in (*inserts, *updates) for child in p.children]
+        if children:
+            session.execute(sa.insert(child_table), children)
+    session.flush()
+    return Ingested(result=result, customer_ids={p.customer_id for p in (*inserts, *updates)})
+
+
+def record_orders(
+    session: Session, clock: Clock, exponent: int, orders: Sequence[OrderIn], *, loc_prefix: Any = None
+) -> Ingested:
+    loc_of = loc_prefix or (lambda index: ("items", index))
+    errors: list[FieldError] = []
+    _repeated_ids(orders, loc_of, errors)
+    ids = _resolve_customers(session, orders, loc_of, errors)
+    now = clock.now()
+    prepared: list[_Prepared] = []
+    for index, order in enumerate(orders):
+        loc = loc_of(index)
+        total = _minor(order.total, exponent, (*loc, "total"), errors)
+        created_at = order.created_at or now
+        items = []
+        for item_index, item in enumerate(order.items):
+            unit = _minor(item.unit_price, exponent, (*loc, "items", item_index, "unit_price"), errors)
+            items.append(
+                {
+                    "customer_id": ids.get(order.customer),
+                    "ordered_at": created_at,
+                    "status": order.status.value,
+                    "sku": item.sku,
+                    "name": item.name,
+                    "category": item.category,
+                    "brand": item.brand,
+                    "quantity": item.quantity,
+                    "unit_price_minor": unit,
+                    "amount_minor": unit * item.quantity,
+                }
+            )
+        if order.customer in ids:
+            prepared.append(
+                _Prepared(
+                    index=index,
+                    client_id=order.id,
+                    customer_id=ids[order.customer],
+                    digest=content_hash(order),
+                    row={
+                        "order_id": order.id,
+                        "customer_id": ids[order.customer],
+                        "status": order.status.value,
+                        "created_at": created_at,
+                        "total_minor": total,
+                        "content_hash": content_hash(order),
+                    },
+                    children=items,
+                    explicit_time=order.created_at is not None,
+                )
+            )
+    if errors:
+        raise InvalidInput(errors)
+    ingested = _apply(
+        session,
+        Order,
+        "order_id",
+        prepared,
+        child_table=table_of(OrderItem),
+        child_key="order_pk",
+        child_time_column="ordered_at",
+        time_column="created_at",
+        loc_of=loc_of,
+    )
+    summary.refresh_order_summaries(session, sorted(ingested.customer_ids))
+    return ingested
+
+
+def record_events(session: Session, clock: Clock, events: Sequence[EventIn], *, loc_prefix: Any = None) -> Ingested:
+    loc_of = loc_prefix or (lambda index: ("items", index))
+    errors: list[FieldError] = []
+    _repeated_ids(events, loc_of, errors)
+    ids = _resolve_customers(session, events, loc_of, errors)
+    declared = event_definitions(session)
+    now = clock.now()
+    prepared: list[_Prepared] = []
+    for index, event in enumerate(events):
+        loc = loc_of(index)
+        definition = declared.get(event.name)
+        typed_rows: list[dict[str, Any]] = []
+        for key, value_type_name in (definition.properties if definition else {}).items():
+            if key not in event.properties or event.properties[key] is None:
+                continue
+            value_type = ValueType(value_type_name)
+            try:
+                coerced = values.coerce(value_type, event.properties[key])
+            except ValueError as exc:
+                errors.append(
+                    FieldError((*loc, "properties", key), f"{exc} (declared {value_type.value} for {event.name!r})")
+                )
+                continue
+            typed_rows.extend({"key": key, **row} for row in values.to_rows(value_type, coerced))
+        if event.customer in ids:
+            digest = content_hash(event)
+            prepared.append(
+                _Prepared(
+                    index=index,
+                    client_id=event.id,
+                    customer_id=ids[event.customer],
+                    digest=digest,
+                    row={
+                        "event_id": event.id,
+                        "customer_id": ids[event.customer],
+                        "name": event.name,
+                        "occurred_at": event.timestamp or now,
+                        "properties": event.properties,
+                        "content_hash": digest,
+                    },
+                    children=typed_rows,
+                    explicit_time=event.timestamp is not None,
+                )
+            )
+    if errors:
+        raise InvalidInput(errors)
+    return _apply(
+        session,
+        Event,
+        "event_id",
+        prepared,
+        child_table=table_of(EventPropertyValue),
+        child_key="event_pk",
+        time_column="occurred_at",
+        loc_of=loc_of,
+    )
+
+
+def record_loyalty(
+    session: Session,
+    clock: Clock,
+    exponent: int,
+    transactions: Sequence[LoyaltyTransactionIn],
+    *,
+    loc_prefix: Any = None,
+) -> Ingested:
+    loc_of = loc_prefix or (lambda index: ("items", index))
+    errors: list[FieldError] = []
+    _repeated_ids(transactions, loc_of, errors)
+    ids = _resolve_customers(session, transactions, loc_of, errors)
+    now = clock.now()
+    prepared: list[_Prepared] = []
+    for index, txn in enumerate(transactions):
+        loc = loc_of(index)
+        row: dict[str, Any] = {
+            column: None
+            for column in (
+                "program",
+                "entry",
+                "points",
+                "tier",
+                "reward",
+                "referred",
+                "gift_card",
+                "operation",
+                "amount_minor",
+            )
+        }
+        row.update(
+            transaction_id=txn.id,
+            customer_id=ids.get(txn.customer),
+            type=txn.type,
+            reason=txn.reason,
+            occurred_at=txn.timestamp or now,
+            content_hash=content_hash(txn),
+        )
+        if isinstance(txn, PointsTransactionIn):
+            if txn.entry is not PointsEntry.adjust and txn.points < 0:
+                errors.append(
+                    FieldError((*loc, "points"), f"must be positive for {txn.entry.value} (the entry gives the sign)")
+                )
+            sign = -1 if txn.entry in (PointsEntry.spend, PointsEntry.expire) else 1
+            row.update(program=txn.program, entry=txn.entry.value, points=sign * txn.points)
+        elif isinstance(txn, GiftCardTransactionIn):
+            minor = _minor(txn.amount, exponent, (*loc, "amount"), errors)
+            if txn.operation is not GiftCardOperation.adjust and minor <= 0:
+                errors.append(FieldError((*loc, "amount"), f"must be positive for {txn.operation.value}"))
+            if minor == 0:
+                errors.append(FieldError((*loc, "amount"), "must not be zero"))
+            sign = -1 if txn.operation is GiftCardOperation.redeem else 1
+            row.update(gift_card=txn.gift_card, operation=txn.operation.value, amount_minor=sign * minor)
+        else:
+            row.update(
+                {key: value for key, value in txn.model_dump(include={"program", "tier", "reward", "referred"}).items()}
+            )
+        if txn.customer in ids:
+            prepared.append(
+                _Prepared(
+                    index=index,
+                    client_id=txn.id,
+                    customer_id=ids[txn.customer],
+                    digest=row["content_hash"],
+                    row=row,
+                    explicit_time=txn.timestamp is not None,
+                )
+            )
+    if errors:
+        raise InvalidInput(errors)
+    ingested = _apply(
+        session,
+        LoyaltyTransaction,
+        "transaction_id",
+        prepared,
+        child_table=None,
+        child_key="",
+        time_column="occurred_at",
+        loc_of=loc_of,
+    )
+    summary.refresh_loyalty_summaries(session, sorted(ingested.customer_ids))
+    return ingested
+
+
+def _minor(amount: Decimal, exponent: int, loc: Loc, errors: list[FieldError]) -> int:
+    try:
+        return to_minor(amount, exponent)
+    except ValueError as exc:
+        errors.append(FieldError(loc, f"{exc} (amounts are in the project's currency)"))
+        return 0

@@ -1,0 +1,45 @@
+"""FastAPI dependencies shared by every router: the unit of work, the clock, settings and the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session
+
+from cohorta.access.service import Principal, authenticate_bearer
+from cohorta.clock import Clock
+from cohorta.config import Settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """A session per request. Routers commit explicitly; anything not committed is rolled back."""
+    session: Session = request.app.state.session_factory()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
+def get_clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_principal(
+    request: Request, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
+) -> Principal:
+    return authenticate_bearer(authorization, request.app.state.settings.admin_token)
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+ClockDep = Annotated[Clock, Depends(get_clock)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

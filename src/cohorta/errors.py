@@ -1,0 +1,54 @@
+"""Domain errors raised by services. The app maps them to RFC 9457 problem responses; services know no HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class FieldError:
+    """One thing wrong with the input. ``loc`` is the path to it, e.g. ``("items", 3, "email")``."""
+
+    loc: tuple[str | int, ...]
+    message: str
+    type: str = "value_error"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"loc": list(self.loc), "pointer": json_pointer(self.loc), "detail": self.message, "type": self.type}
+
+
+def json_pointer(loc: tuple[str | int, ...]) -> str:
+    """RFC 6901 pointer for a location path."""
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in loc)
+
+
+class CohortaError(Exception):
+    status = 400
+    title = "Bad request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+@dataclass
+class InvalidInput(CohortaError):
+    """Input that is well-formed JSON but wrong: unknown attribute, wrong type, unknown customer..."""
+
+    errors: list[FieldError] = field(default_factory=list)
+    detail: str = "The request has invalid fields."
+    status = 422
+    title = "Invalid input"
+
+    def __post_init__(self) -> None:
+        Exception.__init__(self, self.detail)
+
+
+class NotFound(CohortaError):
+    status = 404
+    title = "Not found"
+
+
+class Conflict(CohortaError):
+    status = 409
+    title = "Conflict"

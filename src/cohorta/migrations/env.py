@@ -1,0 +1,36 @@
+"""Alembic environment: runs on the connection handed over by cohorta.db.upgrade, or on COHORTA_DATABASE_URL."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from cohorta.customers import models as _customer_models  # noqa: F401  (registers the tables)
+from cohorta.db import Base, create_db_engine
+
+target_metadata = Base.metadata
+
+
+def run_migrations() -> None:
+    connection = context.config.attributes.get("connection")
+    if connection is None:
+        from cohorta.config import get_settings
+
+        engine = create_db_engine(get_settings().database_url)
+        with engine.begin() as connection:
+            _run(connection)
+        return
+    _run(connection)
+
+
+def _run(connection: object) -> None:
+    context.configure(
+        connection=connection,  # type: ignore[arg-type]
+        target_metadata=target_metadata,
+        render_as_batch=True,  # SQLite alters tables by copying them
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+run_migrations()

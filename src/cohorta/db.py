@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +69,8 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 
 def sqlite_instant_text(value: datetime) -> str:
     """The stored SQLite text of an instant (see UTCDateTime)."""
-    value = value.astimezone(UTC)
-    text = value.strftime("%Y-%m-%d %H:%M:%S")
-    return f"{text}.{value.microsecond:06d}" if value.microsecond else text
+    # isoformat drops the fraction exactly when the microseconds are zero, as Ibis's literals do.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
 
 
 def table_of(model: type[Any]) -> sa.Table:
@@ -78,6 +78,44 @@ def table_of(model: type[Any]) -> sa.Table:
     table = model.__table__
     assert isinstance(table, sa.Table)
     return table
+
+
+def insert_rows(connection: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows with one prepared statement, at a fraction of SQLAlchemy's per-row cost.
+
+    Every row must have the same keys. Values go through each column type's own bind processor (so UTCDateTime,
+    JSON and booleans are stored exactly as the ORM would store them); the generic per-row parameter machinery,
+    which costs more than SQLite's own work on bulk loads, is skipped.
+    """
+    if not rows:
+        return
+    dialect = connection.dialect
+    names = list(rows[0])
+    columns = [table.c[name] for name in names]
+    processors = [column.type._cached_bind_processor(dialect) for column in columns]
+    placeholder = "?" if dialect.paramstyle == "qmark" else "%s"
+    quote = dialect.identifier_preparer.quote
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(name) for name in names)}) "
+        f"VALUES ({', '.join([placeholder] * len(names))})"
+    )
+    params = [list(row) for row in map(itemgetter(*names), rows)] if len(names) > 1 else [[r[names[0]]] for r in rows]
+    for index, process in enumerate(processors):
+        if process is None:
+            continue
+        # Bulk rows repeat values (the same "now", the same country): process each distinct value once.
+        memo: dict[Any, Any] = {}
+        for values in params:
+            value = values[index]
+            if value is None:
+                continue
+            try:
+                values[index] = memo[value]
+            except KeyError:
+                values[index] = memo[value] = process(value)
+            except TypeError:  # unhashable (JSON objects)
+                values[index] = process(value)
+    connection.exec_driver_sql(sql, [tuple(values) for values in params])
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -125,16 +163,31 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply the Alembic migrations shipped inside the package."""
-    from alembic import command
+def _alembic_config() -> Any:
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply the Alembic migrations shipped inside the package."""
+    from alembic import command
+
+    config = _alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    from alembic import command
+
+    config = _alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
 
 
 def current_revision(engine: Engine) -> str | None:

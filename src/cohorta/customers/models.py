@@ -89,7 +89,7 @@ class Customer(Base):
     country: Mapped[str | None] = mapped_column(sa.String(2), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     source: Mapped[str | None] = mapped_column(sa.String(64))
-    source_metadata: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    source_metadata: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON(none_as_null=True))
     store: Mapped[str | None] = mapped_column(sa.String(255), index=True)
     company: Mapped[str | None] = mapped_column(sa.String(255))
     loyalty_member: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=False)
@@ -126,11 +126,16 @@ class AttributeDefinition(Base):
 
 class CustomerAttributeValue(TypedValueColumns, Base):
     __tablename__ = "customer_attribute_values"
-    __table_args__ = (
-        sa.Index("ix_customer_attribute_values_name_string", "name", "value_string"),
-        sa.Index("ix_customer_attribute_values_name_number", "name", "value_number"),
-        sa.Index("ix_customer_attribute_values_name_date", "name", "value_date"),
-        sa.Index("ix_customer_attribute_values_name_datetime", "name", "value_datetime"),
+    # Partial indexes: a row holds one typed value, so it enters only the index of its own type.
+    __table_args__ = tuple(
+        sa.Index(
+            f"ix_customer_attribute_values_name_{column.removeprefix('value_')}",
+            "name",
+            column,
+            sqlite_where=sa.text(f"{column} IS NOT NULL"),
+            postgresql_where=sa.text(f"{column} IS NOT NULL"),
+        )
+        for column in ("value_string", "value_number", "value_date", "value_datetime")
     )
 
     customer_id: Mapped[int] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)

@@ -56,7 +56,7 @@ from cohorta.customers.schemas import (
     SummaryOut,
     WriteResult,
 )
-from cohorta.db import table_of
+from cohorta.db import insert_rows, table_of
 from cohorta.errors import Conflict, FieldError, InvalidInput, NotFound
 from cohorta.money import from_minor, to_minor
 
@@ -298,7 +298,7 @@ def upsert_customers(
         result.updated += 1
 
     if new_rows:
-        session.execute(sa.insert(Customer), new_rows)
+        insert_rows(session.connection(), table_of(Customer), new_rows)
     if updated_rows:
         table = table_of(Customer)
         session.execute(
@@ -313,7 +313,7 @@ def upsert_customers(
         ids.update(created_ids)
         summary.ensure_summary_rows(session, list(created_ids.values()))
 
-    _write_attribute_changes(session, definitions, items, attribute_changes, ids)
+    _write_attribute_changes(session, definitions, items, attribute_changes, ids, set(existing))
     changed_ids = {ids[r.id] for r in result.items if r.result != "unchanged"}
     session.flush()
     return Ingested(result=result, customer_ids=changed_ids)
@@ -325,13 +325,15 @@ def _write_attribute_changes(
     items: Sequence[CustomerBulkItem],
     attribute_changes: list[dict[str, Any]],
     ids: dict[str, int],
+    existed: set[str],
 ) -> None:
     deletes: list[dict[str, Any]] = []
     inserts: list[dict[str, Any]] = []
     for item, changes in zip(items, attribute_changes, strict=True):
         customer_id = ids[item.source_id]
         for name, value in changes.items():
-            deletes.append({"b_customer_id": customer_id, "b_name": name})
+            if item.source_id in existed:
+                deletes.append({"b_customer_id": customer_id, "b_name": name})
             if value is not None:
                 for row in values.to_rows(definitions[name], value):
                     inserts.append({"customer_id": customer_id, "name": name, **row})
@@ -344,7 +346,7 @@ def _write_attribute_changes(
             deletes,
         )
     if inserts:
-        session.execute(sa.insert(table), inserts)
+        insert_rows(session.connection(), table, inserts)
 
 
 def _customers_by_source_id(session: Session, source_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -357,11 +359,11 @@ def _customers_by_source_id(session: Session, source_ids: Sequence[str]) -> dict
 
 
 def _customer_ids(session: Session, source_ids: Sequence[str]) -> dict[str, int]:
+    table = table_of(Customer)
+    connection = session.connection()
     found: dict[str, int] = {}
     for chunk in summary.chunked(sorted(set(source_ids))):
-        found.update(
-            session.execute(sa.select(Customer.source_id, Customer.id).where(Customer.source_id.in_(chunk))).all()
-        )
+        found.update(connection.execute(sa.select(table.c.source_id, table.c.id).where(table.c.source_id.in_(chunk))).all())
     return found
 
 
@@ -554,7 +556,7 @@ def _apply(
             result.items.append(WriteResult(id=p.client_id, result="updated"))
 
     if inserts:
-        session.execute(sa.insert(table), [p.row for p in inserts])
+        insert_rows(session.connection(), table, [p.row for p in inserts])
         new_ids: dict[str, int] = {}
         for chunk in summary.chunked([p.client_id for p in inserts]):
             new_ids.update(
@@ -583,7 +585,7 @@ def _apply(
     if child_table is not None:
         children = [child for p in (*inserts, *updates) for child in p.children]
         if children:
-            session.execute(sa.insert(child_table), children)
+            insert_rows(session.connection(), child_table, children)
     session.flush()
     return Ingested(result=result, customer_ids={p.customer_id for p in (*inserts, *updates)})
 

@@ -20,7 +20,7 @@ from cohorta.customers.models import (
     LoyaltyType,
     Order,
 )
-from cohorta.db import table_of
+from cohorta.db import insert_rows, table_of
 
 # Bound parameters per IN list: well under SQLite's limit of 32,766 and PostgreSQL's 65,535.
 CHUNK = 5_000
@@ -37,7 +37,9 @@ def chunked(ids: Sequence[T], size: int = CHUNK) -> Iterable[Sequence[T]]:
 def ensure_summary_rows(session: Session, customer_ids: Sequence[int]) -> None:
     """Insert an empty summary row for new customers (zeros and NULLs: no activity yet)."""
     if customer_ids:
-        session.execute(sa.insert(CustomerSummary), [{"customer_id": cid, **EMPTY_SUMMARY} for cid in customer_ids])
+        insert_rows(
+            session.connection(), table_of(CustomerSummary), [{"customer_id": cid, **EMPTY_SUMMARY} for cid in customer_ids]
+        )
 
 
 EMPTY_SUMMARY: dict[str, Any] = {

@@ -91,11 +91,10 @@ def infer_type(raw: Any) -> ValueType:
 
 def to_rows(value_type: ValueType, value: Any) -> list[dict[str, Any]]:
     """Rows (position + value columns) for an already coerced value."""
-    column = column_for(value_type)
-    values = value if value_type is ValueType.string_list else [value]
-    return [
-        {**dict.fromkeys(VALUE_COLUMNS), "position": position, column: item} for position, item in enumerate(values)
-    ]
+    column = _COLUMN_OF[value_type]
+    if value_type is ValueType.string_list:
+        return [{**_EMPTY_ROW, "position": position, column: item} for position, item in enumerate(value)]
+    return [{**_EMPTY_ROW, column: value}]
 
 
 def from_rows(value_type: ValueType, rows: Iterable[Mapping[str, Any]]) -> Any:
@@ -106,15 +105,19 @@ def from_rows(value_type: ValueType, rows: Iterable[Mapping[str, Any]]) -> Any:
     return ordered[0][column] if ordered else None
 
 
+_COLUMN_OF = {
+    ValueType.string: "value_string",
+    ValueType.number: "value_number",
+    ValueType.boolean: "value_boolean",
+    ValueType.date: "value_date",
+    ValueType.datetime: "value_datetime",
+    ValueType.string_list: "value_string",
+}
+_EMPTY_ROW: dict[str, Any] = {"position": 0, **dict.fromkeys(VALUE_COLUMNS)}
+
+
 def column_for(value_type: ValueType) -> str:
-    return {
-        ValueType.string: "value_string",
-        ValueType.number: "value_number",
-        ValueType.boolean: "value_boolean",
-        ValueType.date: "value_date",
-        ValueType.datetime: "value_datetime",
-        ValueType.string_list: "value_string",
-    }[value_type]
+    return _COLUMN_OF[value_type]
 
 
 def to_json(value: Any) -> Any:

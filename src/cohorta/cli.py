@@ -144,3 +144,5 @@ def _stored_or_new_token() -> str:
 
 def main() -> None:
     app()
+if __name__ == "__main__":
+    main()

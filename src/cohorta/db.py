@@ -5,7 +5,8 @@ One code path serves SQLite (the embedded default, in WAL mode) and PostgreSQL (
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from operator import itemgetter
@@ -14,7 +15,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 NAMING_CONVENTION = {
@@ -80,27 +83,13 @@ def table_of(model: type[Any]) -> sa.Table:
     return table
 
 
-def insert_rows(connection: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """Insert many rows with one prepared statement, at a fraction of SQLAlchemy's per-row cost.
-
-    Every row must have the same keys. Values go through each column type's own bind processor (so UTCDateTime,
-    JSON and booleans are stored exactly as the ORM would store them); the generic per-row parameter machinery,
-    which costs more than SQLite's own work on bulk loads, is skipped.
-    """
-    if not rows:
-        return
-    dialect = connection.dialect
-    names = list(rows[0])
-    columns = [table.c[name] for name in names]
-    processors = [column.type._cached_bind_processor(dialect) for column in columns]
-    placeholder = "?" if dialect.paramstyle == "qmark" else "%s"
-    quote = dialect.identifier_preparer.quote
-    sql = (
-        f"INSERT INTO {quote(table.name)} ({', '.join(quote(name) for name in names)}) "
-        f"VALUES ({', '.join([placeholder] * len(names))})"
-    )
-    params = [list(row) for row in map(itemgetter(*names), rows)] if len(names) > 1 else [[r[names[0]]] for r in rows]
-    for index, process in enumerate(processors):
+def _processed_rows(dialect: Dialect, columns: list[sa.Column[Any]], rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """Row values in column order, each through its column type's bind processor (as the ORM would store it)."""
+    names = [column.key for column in columns]
+    getter = itemgetter(*names)
+    params = [list(getter(row)) for row in rows] if len(names) > 1 else [[row[names[0]]] for row in rows]
+    for index, column in enumerate(columns):
+        process = column.type._cached_bind_processor(dialect)
         if process is None:
             continue
         # Bulk rows repeat values (the same "now", the same country): process each distinct value once.
@@ -115,7 +104,90 @@ def insert_rows(connection: sa.Connection, table: sa.Table, rows: list[dict[str,
                 values[index] = memo[value] = process(value)
             except TypeError:  # unhashable (JSON objects)
                 values[index] = process(value)
-    connection.exec_driver_sql(sql, [tuple(values) for values in params])
+    return params
+
+
+def insert_rows(connection: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows at a fraction of SQLAlchemy's per-row cost. Every row must have the same keys.
+
+    SQLite: one prepared statement, executemany. PostgreSQL: COPY, which avoids a round trip per row. Values go
+    through each column type's own bind processor, so they are stored exactly as the ORM would store them.
+    """
+    if not rows:
+        return
+    dialect = connection.dialect
+    columns = [table.c[name] for name in rows[0]]
+    quote = dialect.identifier_preparer.quote
+    column_list = ", ".join(quote(column.name) for column in columns)
+    if dialect.name == "postgresql":
+        copy_columns = [column for column in columns if not isinstance(column.type, sa.JSON)]
+        params = _processed_rows(dialect, copy_columns, rows)
+        json_columns = [column for column in columns if isinstance(column.type, sa.JSON)]
+        if json_columns:  # COPY takes JSON as text
+            for values, row in zip(params, rows, strict=True):
+                values.extend(None if row[c.key] is None else json.dumps(row[c.key]) for c in json_columns)
+        names = ", ".join(quote(column.name) for column in (*copy_columns, *json_columns))
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY {quote(table.name)} ({names}) FROM STDIN") as copy:
+            for values in params:
+                copy.write_row(values)
+        return
+    placeholders = ", ".join(["?"] * len(columns))
+    params = _processed_rows(dialect, columns, rows)
+    connection.exec_driver_sql(
+        f"INSERT INTO {quote(table.name)} ({column_list}) VALUES ({placeholders})", [tuple(v) for v in params]
+    )
+
+
+def update_rows(connection: sa.Connection, table: sa.Table, key: str, rows: list[dict[str, Any]]) -> None:
+    """Update many rows, matched by the ``key`` column, in one statement (PostgreSQL) or one executemany (SQLite)."""
+    if not rows:
+        return
+    dialect = connection.dialect
+    quote = dialect.identifier_preparer.quote
+    columns = [table.c[name] for name in rows[0] if name != key]
+    key_column = table.c[key]
+    params = _processed_rows(dialect, [*columns, key_column], rows)
+    if dialect.name == "postgresql":
+        arrays = [list(values) for values in zip(*params, strict=True)]
+        unnest = ", ".join(
+            f"unnest(%s::{c.type.compile(dialect)}[]) AS {quote(c.name)}" for c in [*columns, key_column]
+        )
+        assignments = ", ".join(f"{quote(c.name)} = v.{quote(c.name)}" for c in columns)
+        sql = (
+            f"UPDATE {quote(table.name)} SET {assignments} FROM (SELECT {unnest}) AS v "
+            f"WHERE {quote(table.name)}.{quote(key)} = v.{quote(key)}"
+        )
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute(sql, arrays)
+        return
+    assignments = ", ".join(f"{quote(c.name)} = ?" for c in columns)
+    connection.exec_driver_sql(
+        f"UPDATE {quote(table.name)} SET {assignments} WHERE {quote(key)} = ?", [tuple(v) for v in params]
+    )
+
+
+class InValues(sa.sql.expression.ColumnElement[bool]):
+    """``column IN (values)`` for long lists. PostgreSQL gets ``column = ANY(:array)``: one parameter, cheap to plan,
+    where thousands of IN parameters cost more than the query itself. Other databases get a plain IN."""
+
+    inherit_cache = False
+    type = sa.Boolean()
+
+    def __init__(self, column: sa.ColumnElement[Any], values: Sequence[Any]) -> None:
+        self.column = column
+        self.values = list(values)
+
+
+@compiles(InValues)
+def _compile_in_values(element: InValues, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.column.in_(element.values), **kw))
+
+
+@compiles(InValues, "postgresql")
+def _compile_in_values_postgresql(element: InValues, compiler: Any, **kw: Any) -> str:
+    array = sa.bindparam(None, element.values, type_=postgresql.ARRAY(element.column.type))
+    return str(compiler.process(element.column == sa.any_(array), **kw))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -8,7 +8,6 @@ same transaction.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -56,7 +55,7 @@ from cohorta.customers.schemas import (
     SummaryOut,
     WriteResult,
 )
-from cohorta.db import insert_rows, table_of
+from cohorta.db import InValues, insert_rows, table_of, update_rows
 from cohorta.errors import Conflict, FieldError, InvalidInput, NotFound
 from cohorta.money import from_minor, to_minor
 
@@ -293,20 +292,14 @@ def upsert_customers(
             result.items.append(WriteResult(id=item.source_id, result="unchanged"))
             result.unchanged += 1
             continue
-        updated_rows.append({"b_id": current["id"], **{f"b_{k}": v for k, v in merged.items()}, "b_updated_at": now})
+        updated_rows.append({"id": current["id"], **merged, "updated_at": now})
         result.items.append(WriteResult(id=item.source_id, result="updated"))
         result.updated += 1
 
     if new_rows:
         insert_rows(session.connection(), table_of(Customer), new_rows)
     if updated_rows:
-        table = table_of(Customer)
-        session.execute(
-            sa.update(table)
-            .where(table.c.id == sa.bindparam("b_id"))
-            .values({k: sa.bindparam(f"b_{k}") for k in (*PROFILE_FIELDS, "updated_at")}),
-            updated_rows,
-        )
+        update_rows(session.connection(), table_of(Customer), "id", updated_rows)
     ids = {source_id: row["id"] for source_id, row in existing.items()}
     if new_rows:
         created_ids = _customer_ids(session, [row["source_id"] for row in new_rows])
@@ -327,24 +320,20 @@ def _write_attribute_changes(
     ids: dict[str, int],
     existed: set[str],
 ) -> None:
-    deletes: list[dict[str, Any]] = []
+    replaced: dict[str, list[int]] = defaultdict(list)  # attribute name -> customers whose old value goes
     inserts: list[dict[str, Any]] = []
     for item, changes in zip(items, attribute_changes, strict=True):
         customer_id = ids[item.source_id]
         for name, value in changes.items():
             if item.source_id in existed:
-                deletes.append({"b_customer_id": customer_id, "b_name": name})
+                replaced[name].append(customer_id)
             if value is not None:
                 for row in values.to_rows(definitions[name], value):
                     inserts.append({"customer_id": customer_id, "name": name, **row})
     table = table_of(CustomerAttributeValue)
-    if deletes:
-        session.execute(
-            sa.delete(table).where(
-                table.c.customer_id == sa.bindparam("b_customer_id"), table.c.name == sa.bindparam("b_name")
-            ),
-            deletes,
-        )
+    for name, customer_ids in replaced.items():
+        for chunk in summary.chunked(customer_ids):
+            session.execute(sa.delete(table).where(table.c.name == name, InValues(table.c.customer_id, chunk)))
     if inserts:
         insert_rows(session.connection(), table, inserts)
 
@@ -353,8 +342,11 @@ def _customers_by_source_id(session: Session, source_ids: Sequence[str]) -> dict
     table = table_of(Customer)
     found: dict[str, dict[str, Any]] = {}
     for chunk in summary.chunked(sorted(set(source_ids))):
-        for row in session.execute(sa.select(table).where(table.c.source_id.in_(chunk))).mappings():
-            found[row["source_id"]] = dict(row)
+        result = session.connection().execute(sa.select(table).where(InValues(table.c.source_id, chunk)))
+        keys = list(result.keys())
+        for row in result:
+            record = dict(zip(keys, row, strict=True))
+            found[record["source_id"]] = record
     return found
 
 
@@ -363,7 +355,8 @@ def _customer_ids(session: Session, source_ids: Sequence[str]) -> dict[str, int]
     connection = session.connection()
     found: dict[str, int] = {}
     for chunk in summary.chunked(sorted(set(source_ids))):
-        found.update(connection.execute(sa.select(table.c.source_id, table.c.id).where(table.c.source_id.in_(chunk))).all())
+        query = sa.select(table.c.source_id, table.c.id).where(InValues(table.c.source_id, chunk))
+        found.update(connection.execute(query).all())
     return found
 
 
@@ -373,8 +366,11 @@ def _attribute_rows(session: Session, customer_ids: Sequence[int]) -> dict[int, 
     rows_by_key: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
     table = table_of(CustomerAttributeValue)
     for chunk in summary.chunked(sorted(set(customer_ids))):
-        for row in session.execute(sa.select(table).where(table.c.customer_id.in_(chunk))).mappings():
-            rows_by_key[(row["customer_id"], row["name"])].append(dict(row))
+        result = session.connection().execute(sa.select(table).where(InValues(table.c.customer_id, chunk)))
+        keys = list(result.keys())
+        for row in result:
+            record = dict(zip(keys, row, strict=True))
+            rows_by_key[(record["customer_id"], record["name"])].append(record)
     result: dict[int, dict[str, Any]] = defaultdict(dict)
     for (customer_id, name), rows in rows_by_key.items():
         result[customer_id][name] = values.from_rows(definitions.get(name, ValueType.string), rows)
@@ -462,9 +458,12 @@ def delete_customer(session: Session, source_id: str) -> int:
 
 
 def content_hash(item: BaseModel) -> str:
-    """Identity of an item as received: same id and same hash is a duplicate; same id, other hash, an update."""
-    canonical = json.dumps(item.model_dump(mode="json", exclude_unset=True), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """Identity of an item as received: same id and same hash is a duplicate; same id, other hash, an update.
+
+    pydantic's JSON encoding is deterministic for a model (fields in declaration order, fields the client left out
+    omitted), so the same request body always hashes the same.
+    """
+    return hashlib.sha256(item.model_dump_json(exclude_unset=True).encode()).hexdigest()
 
 
 @dataclass
@@ -522,7 +521,7 @@ def _apply(
         for row in session.execute(
             sa.select(
                 table.c.id, table.c[id_column], table.c.customer_id, table.c.content_hash, table.c[time_column]
-            ).where(table.c[id_column].in_(chunk))
+            ).where(InValues(table.c[id_column], chunk))
         ):
             existing[row[1]] = row
     errors = [
@@ -559,26 +558,17 @@ def _apply(
         insert_rows(session.connection(), table, [p.row for p in inserts])
         new_ids: dict[str, int] = {}
         for chunk in summary.chunked([p.client_id for p in inserts]):
-            new_ids.update(
-                session.execute(sa.select(table.c[id_column], table.c.id).where(table.c[id_column].in_(chunk))).all()
-            )
+            query = sa.select(table.c[id_column], table.c.id).where(InValues(table.c[id_column], chunk))
+            new_ids.update(session.connection().execute(query).all())
         for p in inserts:
             for child in p.children:
                 child[child_key] = new_ids[p.client_id]
     if updates:
-        session.execute(
-            sa.update(table)
-            .where(table.c[id_column] == sa.bindparam("b_client_id"))
-            .values({k: sa.bindparam(f"b_{k}") for k in updates[0].row if k != id_column}),
-            [
-                {"b_client_id": p.client_id, **{f"b_{k}": v for k, v in p.row.items() if k != id_column}}
-                for p in updates
-            ],
-        )
+        update_rows(session.connection(), table, id_column, [p.row for p in updates])
         if child_table is not None:
             update_pks = [existing[p.client_id].id for p in updates]
             for chunk in summary.chunked(update_pks):
-                session.execute(sa.delete(child_table).where(child_table.c[child_key].in_(chunk)))
+                session.execute(sa.delete(child_table).where(InValues(child_table.c[child_key], chunk)))
             for p in updates:
                 for child in p.children:
                     child[child_key] = existing[p.client_id].id
@@ -621,19 +611,20 @@ def record_orders(
                 }
             )
         if order.customer in ids:
+            digest = content_hash(order)
             prepared.append(
                 _Prepared(
                     index=index,
                     client_id=order.id,
                     customer_id=ids[order.customer],
-                    digest=content_hash(order),
+                    digest=digest,
                     row={
                         "order_id": order.id,
                         "customer_id": ids[order.customer],
                         "status": order.status.value,
                         "created_at": created_at,
                         "total_minor": total,
-                        "content_hash": content_hash(order),
+                        "content_hash": digest,
                     },
                     children=items,
                     explicit_time=order.created_at is not None,

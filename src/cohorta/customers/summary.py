@@ -20,7 +20,7 @@ from cohorta.customers.models import (
     LoyaltyType,
     Order,
 )
-from cohorta.db import insert_rows, table_of
+from cohorta.db import InValues, insert_rows, table_of, update_rows
 
 # Bound parameters per IN list: well under SQLite's limit of 32,766 and PostgreSQL's 65,535.
 CHUNK = 5_000
@@ -37,9 +37,8 @@ def chunked(ids: Sequence[T], size: int = CHUNK) -> Iterable[Sequence[T]]:
 def ensure_summary_rows(session: Session, customer_ids: Sequence[int]) -> None:
     """Insert an empty summary row for new customers (zeros and NULLs: no activity yet)."""
     if customer_ids:
-        insert_rows(
-            session.connection(), table_of(CustomerSummary), [{"customer_id": cid, **EMPTY_SUMMARY} for cid in customer_ids]
-        )
+        rows = [{"customer_id": cid, **EMPTY_SUMMARY} for cid in customer_ids]
+        insert_rows(session.connection(), table_of(CustomerSummary), rows)
 
 
 EMPTY_SUMMARY: dict[str, Any] = {
@@ -66,7 +65,7 @@ def average_minor(total_minor: int, count: int) -> int | None:
 def refresh_order_summaries(session: Session, customer_ids: Sequence[int]) -> None:
     ids = sorted(set(customer_ids))
     for chunk in chunked(ids):
-        counted = sa.and_(Order.customer_id.in_(chunk), Order.status.in_(COUNTED_ORDER_STATUSES))
+        counted = sa.and_(InValues(Order.customer_id, chunk), Order.status.in_(COUNTED_ORDER_STATUSES))
         aggregates = session.execute(
             sa.select(
                 Order.customer_id,
@@ -120,7 +119,7 @@ def refresh_loyalty_summaries(session: Session, customer_ids: Sequence[int]) -> 
     ids = sorted(set(customer_ids))
     journal = LoyaltyTransaction
     for chunk in chunked(ids):
-        in_chunk = journal.customer_id.in_(chunk)
+        in_chunk = InValues(journal.customer_id, chunk)
         points = session.execute(
             sa.select(journal.customer_id, journal.program, sa.func.sum(journal.points))
             .where(in_chunk, journal.type == LoyaltyType.points.value)
@@ -179,25 +178,14 @@ def refresh_loyalty_summaries(session: Session, customer_ids: Sequence[int]) -> 
                 values[cid]["gift_card_balance_minor"] = int(amount or 0)
         _update_summaries(session, values)
 
-        session.execute(sa.delete(CustomerProgramSummary).where(CustomerProgramSummary.customer_id.in_(chunk)))
-        if programs:
-            session.execute(
-                sa.insert(CustomerProgramSummary),
-                [{"customer_id": cid, "program": program, **vals} for (cid, program), vals in programs.items()],
-            )
+        session.execute(sa.delete(CustomerProgramSummary).where(InValues(CustomerProgramSummary.customer_id, chunk)))
+        insert_rows(
+            session.connection(),
+            table_of(CustomerProgramSummary),
+            [{"customer_id": cid, "program": program, **vals} for (cid, program), vals in programs.items()],
+        )
 
 
 def _update_summaries(session: Session, values: dict[int, dict[str, Any]]) -> None:
-    if not values:
-        return
-    columns = next(iter(values.values())).keys()
-    table = table_of(CustomerSummary)
-    statement = (
-        sa.update(table)
-        .where(table.c.customer_id == sa.bindparam("b_customer_id"))
-        .values({column: sa.bindparam(f"b_{column}") for column in columns})
-    )
-    session.execute(
-        statement,
-        [{"b_customer_id": cid, **{f"b_{k}": v for k, v in row.items()}} for cid, row in values.items()],
-    )
+    rows = [{"customer_id": cid, **row} for cid, row in values.items()]
+    update_rows(session.connection(), table_of(CustomerSummary), "customer_id", rows)

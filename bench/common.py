@@ -53,12 +53,19 @@ def database(kind: str) -> Iterator[str]:
 def server(database_url: str) -> Iterator[httpx.Client]:
     """``cohorta serve`` in its own process on a free loopback port; yields an authenticated client."""
     port = free_port()
-    env = {**os.environ, "COHORTA_DATABASE_URL": database_url, "COHORTA_ADMIN_TOKEN": TOKEN,
-           "COHORTA_LOG_LEVEL": "warning"}  # fmt: skip
+    env = {
+        **os.environ,
+        "COHORTA_DATABASE_URL": database_url,
+        "COHORTA_ADMIN_TOKEN": TOKEN,
+        "COHORTA_LOG_LEVEL": "warning",
+    }
     process = subprocess.Popen(
-        [sys.executable, "-m", "cohorta.cli", "serve", "--port", str(port)], env=env, cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [sys.executable, "-m", "cohorta.cli", "serve", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

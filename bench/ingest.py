@@ -25,30 +25,59 @@ def customer(index: int, rng: random.Random) -> dict[str, Any]:
     country, city, postal = rng.choice(COUNTRIES)
     born = datetime(1950, 1, 1, tzinfo=UTC) + timedelta(days=rng.randrange(20_000))
     return {
-        "source_id": f"C{index:08d}", "first_name": rng.choice(["Ala", "Jan", "Eva", "Tom"]),
-        "last_name": rng.choice(["Nowak", "Meyer", "Martin", "Smith"]), "email": f"c{index}@example.com",
-        "phone": f"+48 600 {index % 1000:03d} {index % 997:03d}", "birthdate": born.date().isoformat(),
-        "gender": rng.choice(["female", "male"]), "city": city, "country": country, "postal_code": postal,
-        "loyalty_member": rng.random() < 0.7, "member_since": "2024-05-01T10:00:00Z", "source": "shopify",
-        "attributes": {"occupation": rng.choice(OCCUPATIONS), "married": rng.random() < 0.5,
-                       "children": rng.randrange(4)},
-    }  # fmt: skip
+        "source_id": f"C{index:08d}",
+        "first_name": rng.choice(["Ala", "Jan", "Eva", "Tom"]),
+        "last_name": rng.choice(["Nowak", "Meyer", "Martin", "Smith"]),
+        "email": f"c{index}@example.com",
+        "phone": f"+48 600 {index % 1000:03d} {index % 997:03d}",
+        "birthdate": born.date().isoformat(),
+        "gender": rng.choice(["female", "male"]),
+        "city": city,
+        "country": country,
+        "postal_code": postal,
+        "loyalty_member": rng.random() < 0.7,
+        "member_since": "2024-05-01T10:00:00Z",
+        "source": "shopify",
+        "attributes": {
+            "occupation": rng.choice(OCCUPATIONS),
+            "married": rng.random() < 0.5,
+            "children": rng.randrange(4),
+        },
+    }
 
 
 def order(index: int, customers: int, rng: random.Random) -> dict[str, Any]:
-    items = [{"sku": f"SKU-{rng.randrange(500)}", "name": "Product", "category": "tea", "brand": "Leaf",
-              "quantity": rng.randrange(1, 4), "unit_price": f"{rng.randrange(100, 5000) / 100:.2f}"}
-             for _ in range(rng.randrange(1, 4))]  # fmt: skip
+    items = [
+        {
+            "sku": f"SKU-{rng.randrange(500)}",
+            "name": "Product",
+            "category": "tea",
+            "brand": "Leaf",
+            "quantity": rng.randrange(1, 4),
+            "unit_price": f"{rng.randrange(100, 5000) / 100:.2f}",
+        }
+        for _ in range(rng.randrange(1, 4))
+    ]
     total = sum(int(float(i["unit_price"]) * 100 + 0.5) * i["quantity"] for i in items)
     when = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(minutes=rng.randrange(500_000))
-    return {"id": f"O{index:09d}", "customer": f"C{rng.randrange(customers):08d}", "total": f"{total / 100:.2f}",
-            "created_at": when.isoformat(), "items": items}  # fmt: skip
+    return {
+        "id": f"O{index:09d}",
+        "customer": f"C{rng.randrange(customers):08d}",
+        "total": f"{total / 100:.2f}",
+        "created_at": when.isoformat(),
+        "items": items,
+    }
 
 
 def event(index: int, customers: int, rng: random.Random) -> dict[str, Any]:
     when = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(30_000_000))
-    return {"id": f"E{index:010d}", "customer": f"C{rng.randrange(customers):08d}", "name": "product_viewed",
-            "timestamp": when.isoformat(), "properties": {"sku": f"SKU-{rng.randrange(500)}", "price": 9.99}}  # fmt: skip
+    return {
+        "id": f"E{index:010d}",
+        "customer": f"C{rng.randrange(customers):08d}",
+        "name": "product_viewed",
+        "timestamp": when.isoformat(),
+        "properties": {"sku": f"SKU-{rng.randrange(500)}", "price": 9.99},
+    }
 
 
 def post_batches(client: httpx.Client, path: str, batches: list[bytes], size: int) -> tuple[float, float]:
@@ -65,22 +94,30 @@ def post_batches(client: httpx.Client, path: str, batches: list[bytes], size: in
 def run(engine: str, batch_count: int, size: int) -> list[list[str]]:
     rng = random.Random(42)
     total = batch_count * size
-    customers = [json.dumps({"items": [customer(b * size + i, rng) for i in range(size)]}).encode()
-                 for b in range(batch_count)]  # fmt: skip
-    orders = [json.dumps({"items": [order(b * size + i, total, rng) for i in range(size)]}).encode()
-              for b in range(batch_count)]  # fmt: skip
-    events = [json.dumps({"items": [event(b * size + i, total, rng) for i in range(size)]}).encode()
-              for b in range(batch_count)]  # fmt: skip
+    customers = [
+        json.dumps({"items": [customer(b * size + i, rng) for i in range(size)]}).encode() for b in range(batch_count)
+    ]
+    orders = [
+        json.dumps({"items": [order(b * size + i, total, rng) for i in range(size)]}).encode()
+        for b in range(batch_count)
+    ]
+    events = [
+        json.dumps({"items": [event(b * size + i, total, rng) for i in range(size)]}).encode()
+        for b in range(batch_count)
+    ]
     rows = []
     with database(engine) as url, server(url) as client:
         for name, kind in (("occupation", "string"), ("married", "boolean"), ("children", "number")):
             client.put(f"/api/v1/attributes/{name}", json={"type": kind}).raise_for_status()
-        client.put("/api/v1/event-definitions/product_viewed",
-                   json={"properties": {"sku": "string", "price": "number"}}).raise_for_status()  # fmt: skip
-        for label, path, batches in (("customers (new)", "/api/v1/customers/bulk", customers),
-                                     ("customers (update)", "/api/v1/customers/bulk", customers),
-                                     ("orders (1-3 items)", "/api/v1/orders/bulk", orders),
-                                     ("events (2 typed props)", "/api/v1/events/bulk", events)):  # fmt: skip
+        client.put(
+            "/api/v1/event-definitions/product_viewed", json={"properties": {"sku": "string", "price": "number"}}
+        ).raise_for_status()
+        for label, path, batches in (
+            ("customers (new)", "/api/v1/customers/bulk", customers),
+            ("customers (update)", "/api/v1/customers/bulk", customers),
+            ("orders (1-3 items)", "/api/v1/orders/bulk", orders),
+            ("events (2 typed props)", "/api/v1/events/bulk", events),
+        ):
             per_second, median = post_batches(client, path, batches, size)
             rows.append([engine, label, f"{total:,}", f"{per_second:,.0f}", f"{median * 1000:,.0f}"])
     return rows
@@ -95,8 +132,11 @@ def main() -> None:
     rows: list[list[str]] = []
     for engine in args.engines.split(","):
         rows.extend(run(engine, args.batches, args.batch_size))
-    print_table(f"Bulk API ingestion over HTTP ({args.batch_size:,} items per request)",
-                ["engine", "what", "items", "items/s", "median ms/request"], rows)  # fmt: skip
+    print_table(
+        f"Bulk API ingestion over HTTP ({args.batch_size:,} items per request)",
+        ["engine", "what", "items", "items/s", "median ms/request"],
+        rows,
+    )
 
 
 if __name__ == "__main__":

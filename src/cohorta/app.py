@@ -15,6 +15,8 @@ from cohorta.config import Settings, get_settings
 from cohorta.customers.router import router as customers_router
 from cohorta.db import create_db_engine, make_session_factory
 from cohorta.deps import get_principal
+from cohorta.evaluation.router import router as rules_router
+from cohorta.segments.router import router as segments_router
 
 API_PREFIX = "/api/v1"
 
@@ -53,7 +55,8 @@ def create_app(
         return {"status": "ok", "version": __version__, "database": engine.dialect.name}
 
     app.include_router(public)
-    app.include_router(customers_router, prefix=API_PREFIX, dependencies=[Depends(get_principal)])
+    for router in (customers_router, rules_router, segments_router):
+        app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(get_principal)])
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

@@ -1,0 +1,167 @@
+"""Customer snapshots for the real-time predicate: profile, attributes, summary, programs and only the activity the
+rule needs (by :func:`cohorta.rules.rule_requirements`), loaded set-based for many customers at once."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from cohorta import rules
+from cohorta.customers import values
+from cohorta.customers.models import (
+    Customer,
+    CustomerAttributeValue,
+    CustomerProgramSummary,
+    CustomerSummary,
+    Event,
+    EventPropertyValue,
+    LoyaltyTransaction,
+    Order,
+    OrderItem,
+    ValueType,
+)
+from cohorta.customers.service import attribute_definitions
+from cohorta.customers.summary import chunked
+from cohorta.db import InValues, table_of
+
+PROFILE_COLUMNS = tuple(rules.tables.SCHEMAS["customers"])
+ALL_ACTIVITY = frozenset({"orders", "order_items", "events", "loyalty_transactions"})
+
+
+def _rows(session: Session, query: sa.Select[Any]) -> Iterable[dict[str, Any]]:
+    result = session.connection().execute(query)
+    keys = list(result.keys())
+    for row in result:
+        yield dict(zip(keys, row, strict=True))
+
+
+def load_snapshots(
+    session: Session,
+    customer_ids: Sequence[int],
+    requirements: rules.Requirements | None = None,
+    *,
+    segment_ids: Mapping[int, set[str]] | None = None,
+) -> dict[int, rules.CustomerSnapshot]:
+    """Snapshots of the given customers (unknown ids are left out). Without requirements, all activity is loaded."""
+    activities = set(requirements.activities) if requirements is not None else set(ALL_ACTIVITY)
+    earliest = requirements.earliest_activity if requirements is not None else {}
+    event_names = requirements.events if requirements is not None else set()
+    snapshots: dict[int, rules.CustomerSnapshot] = {}
+    definitions = {name: ValueType(d.type) for name, d in attribute_definitions(session).items()}
+    for chunk in chunked(sorted(set(customer_ids))):
+        customers = table_of(Customer)
+        for row in _rows(
+            session, sa.select(*[customers.c[c] for c in PROFILE_COLUMNS]).where(InValues(customers.c.id, chunk))
+        ):
+            snapshots[row["id"]] = rules.CustomerSnapshot(
+                customer_id=row["id"],
+                profile=row,
+                segment_ids=set((segment_ids or {}).get(row["id"], set())),
+            )
+        _attach_attributes(session, chunk, snapshots, definitions)
+        summaries = table_of(CustomerSummary)
+        for row in _rows(session, sa.select(summaries).where(InValues(summaries.c.customer_id, chunk))):
+            snapshots[row["customer_id"]].summary = row
+        programs = table_of(CustomerProgramSummary)
+        for row in _rows(session, sa.select(programs).where(InValues(programs.c.customer_id, chunk))):
+            snapshots[row["customer_id"]].programs[row["program"]] = {
+                "points_balance": row["points_balance"],
+                "tier": row["tier"],
+            }
+        if "orders" in activities:
+            _attach(session, snapshots, "orders", table_of(Order), "created_at", chunk, earliest.get("orders"))
+        if "order_items" in activities:
+            _attach(
+                session, snapshots, "order_items", table_of(OrderItem), "ordered_at", chunk, earliest.get("order_items")
+            )
+        if "loyalty_transactions" in activities:
+            _attach(
+                session,
+                snapshots,
+                "loyalty_transactions",
+                table_of(LoyaltyTransaction),
+                "occurred_at",
+                chunk,
+                earliest.get("loyalty_transactions"),
+            )
+        if "events" in activities:
+            _attach_events(session, snapshots, chunk, earliest.get("events"), event_names)
+    return snapshots
+
+
+def _attach_attributes(
+    session: Session,
+    chunk: Sequence[int],
+    snapshots: dict[int, rules.CustomerSnapshot],
+    definitions: dict[str, ValueType],
+) -> None:
+    table = table_of(CustomerAttributeValue)
+    grouped: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in _rows(session, sa.select(table).where(InValues(table.c.customer_id, chunk))):
+        grouped[(row["customer_id"], row["name"])].append(row)
+    for (customer_id, name), rows in grouped.items():
+        value_type = definitions.get(name)
+        if value_type is not None and customer_id in snapshots:
+            snapshots[customer_id].attributes[name] = values.from_rows(value_type, rows)
+
+
+def _attach(
+    session: Session,
+    snapshots: dict[int, rules.CustomerSnapshot],
+    kind: str,
+    table: sa.Table,
+    time_column: str,
+    chunk: Sequence[int],
+    since: datetime | None,
+) -> None:
+    query = sa.select(table).where(InValues(table.c.customer_id, chunk))
+    if since is not None:
+        query = query.where(table.c[time_column] >= since)
+    for row in _rows(session, query):
+        getattr(snapshots[row["customer_id"]], kind).append(row)
+
+
+def _attach_events(
+    session: Session,
+    snapshots: dict[int, rules.CustomerSnapshot],
+    chunk: Sequence[int],
+    since: datetime | None,
+    names: set[str],
+) -> None:
+    events = table_of(Event)
+    query = sa.select(events.c.id, events.c.customer_id, events.c.name, events.c.occurred_at).where(
+        InValues(events.c.customer_id, chunk)
+    )
+    if since is not None:
+        query = query.where(events.c.occurred_at >= since)
+    if names:
+        query = query.where(events.c.name.in_(sorted(names)))
+    by_pk: dict[int, dict[str, Any]] = {}
+    for row in _rows(session, query):
+        event = {"name": row["name"], "occurred_at": row["occurred_at"], "properties": {}}
+        by_pk[row["id"]] = event
+        snapshots[row["customer_id"]].events.append(event)
+    if not by_pk:
+        return
+    properties = table_of(EventPropertyValue)
+    declared = _declared_property_types(session)
+    grouped: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
+    for pks in chunked(sorted(by_pk)):
+        for row in _rows(session, sa.select(properties).where(InValues(properties.c.event_pk, pks))):
+            grouped[(row["event_pk"], row["key"])].append(row)
+    for (event_pk, key), rows in grouped.items():
+        event = by_pk[event_pk]
+        value_type = declared.get(event["name"], {}).get(key)
+        if value_type is not None:
+            event["properties"][key] = values.from_rows(ValueType(value_type), rows)
+
+
+def _declared_property_types(session: Session) -> dict[str, dict[str, str]]:
+    from cohorta.customers.service import event_definitions
+
+    return {name: dict(d.properties) for name, d in event_definitions(session).items()}

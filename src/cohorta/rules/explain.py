@@ -1,0 +1,104 @@
+"""Why a customer is (or is not) in a segment: the rule tree annotated per node with what was observed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from .model import Activity, LastDays, NodeType, Not, Rule, walk
+from .plan import BActivity, BAnd, BConst, BField, BList, BNot, BOr, Bound, BSample, BSegment, bind, sample_bucket
+from .predicate import CustomerSnapshot, compile_bound, measure_rows, measure_value, value_getter
+from .refs import assign_ids
+from .text import to_text
+from .timeutil import Context, to_utc_naive
+
+RELATIVE_OPERATORS = ("exactly_days_ago", "less_than_days_ago", "more_than_days_ago", "in_next_days", "in_calendar",
+                      "anniversary_within_days", "anniversary_this_month")
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dt.datetime | dt.date):
+        return v.isoformat()
+    if isinstance(v, list | tuple | set | frozenset):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def _next_midnight(ctx: Context) -> dt.datetime:
+    return ctx.day_start(ctx.today + dt.timedelta(days=1))
+
+
+def explain(rule: Rule | NodeType, snapshot: CustomerSnapshot, ctx: Context) -> dict[str, Any]:
+    """The rule tree as nested dicts: per node ``id``, ``kind``, ``text``, ``result`` (pass/fail) and, for
+    conditions, ``observed`` (the value(s) looked at; for activities the measure and the rows counted). A
+    time-dependent condition also gets ``changes_by`` (naive UTC): an instant at or before which its answer may
+    change with no new data (the next local midnight for relative dates and day windows, the next row to enter or
+    leave a ``last_days`` window)."""
+    root = assign_ids(rule if isinstance(rule, Rule) else Rule(rule)).root
+    models: dict[str, NodeType] = {n.id: n for n in walk(root) if n.id is not None}
+    bound = bind(root, ctx)
+
+    def visit(b: Bound) -> dict[str, Any]:
+        result = compile_bound(b)(snapshot)
+        out: dict[str, Any] = {"id": b.node_id, "result": result}
+        model = models.get(b.node_id) if b.node_id else None
+        if model is not None and b.node_id is not None:
+            out["text"] = to_text(model)
+        if isinstance(b, BAnd | BOr):
+            out["kind"] = "and" if isinstance(b, BAnd) else "or"
+            out["children"] = [visit(x) for x in b.items]
+        elif isinstance(b, BNot):
+            if isinstance(model, Not):  # a real group
+                out["kind"] = "not"
+                out["children"] = [visit(b.item)]
+            else:  # a negative operator (is_not, not_in ...): explain the positive test it negates
+                inner = visit(b.item)
+                out["kind"] = inner.get("kind", "condition")
+                for key in ("observed", "rows", "changes_by"):
+                    if key in inner:
+                        out[key] = inner[key]
+        elif isinstance(b, BField | BList):
+            out["kind"] = "condition"
+            out["observed"] = _jsonable(value_getter(b)(snapshot))
+            op = getattr(model, "op", None)
+            if op in RELATIVE_OPERATORS:
+                out["changes_by"] = _next_midnight(ctx).isoformat()
+        elif isinstance(b, BActivity):
+            out["kind"] = "activity"
+            rows = measure_rows(b)(snapshot)
+            m = measure_value(b)(rows)
+            if isinstance(m, tuple):  # avg as (sum, count)
+                m = m[0] / m[1]
+            out["observed"] = m
+            out["rows"] = len(rows)
+            if isinstance(model, Activity):
+                out["changes_by"] = _activity_change(model, b, snapshot, ctx)
+        elif isinstance(b, BSegment):
+            out["kind"] = "in_segment"
+            out["observed"] = b.segment_id in snapshot.segment_ids
+        elif isinstance(b, BSample):
+            out["kind"] = "sample"
+            out["observed"] = sample_bucket(snapshot.customer_id, b.keys)
+        elif isinstance(b, BConst):
+            out["kind"] = "constant"
+        return out
+
+    return visit(bound)
+
+
+def _activity_change(model: Activity, b: BActivity, snapshot: CustomerSnapshot, ctx: Context) -> str | None:
+    if model.window is None or isinstance(model.window, LastDays):
+        attr = {"orders": "orders", "order_items": "order_items", "events": "events"}.get(b.activity,
+                                                                                           "loyalty_transactions")
+        candidates: list[dt.datetime] = []
+        for r in getattr(snapshot, attr):
+            t = r.get(b.time_column)
+            if t is None:
+                continue
+            t = to_utc_naive(t)
+            if t > ctx.as_of_utc:
+                candidates.append(t)  # enters when the clock reaches it
+            elif isinstance(model.window, LastDays) and b.lo is not None and t >= b.lo:
+                candidates.append(ctx.as_of_utc + (t - b.lo) + dt.timedelta(microseconds=1))  # leaves the window
+        return min(candidates).isoformat() if candidates else None
+    return _next_midnight(ctx).isoformat()

@@ -1,0 +1,1 @@
+"""Segments: preview and explain of draft rules now; definitions, lifecycle and member lists as they land."""

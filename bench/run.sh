@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs the benchmarks and prints their tables. Needs the project installed in ./.venv (bash scripts/test.sh does it)
+# and, for the PostgreSQL rows, the server named by COHORTA_BENCH_POSTGRES_URL (default: local, database test).
+#   bash bench/run.sh                 # all, at the default sizes
+#   bash bench/run.sh ingest          # one of: ingest, demo
+#   CUSTOMERS=1000000 bash bench/run.sh demo
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+what=${1:-all}
+if [ "$what" = all ] || [ "$what" = ingest ]; then
+  $PY -m bench.ingest --batches "${BATCHES:-5}" --batch-size "${BATCH_SIZE:-10000}"
+fi
+if [ "$what" = all ] || [ "$what" = demo ]; then
+  $PY -m bench.demo_load --customers "${CUSTOMERS:-100000}" --engines "${ENGINES:-sqlite,postgresql}"
+fi

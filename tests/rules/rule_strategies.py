@@ -60,10 +60,11 @@ def op_value(typ: str) -> st.SearchStrategy[tuple[str, Any]]:
         st.tuples(st.just("on"), date_only),
         st.tuples(st.sampled_from(["before", "after"]), date_only if typ == "date" else sc),
         st.tuples(st.just("between"), st.lists(date_only, min_size=2, max_size=2).map(sorted)),
-        st.tuples(st.sampled_from(["exactly_days_ago", "less_than_days_ago", "more_than_days_ago", "in_next_days",
-                                   "anniversary_within_days"]), DAYS),
+        st.tuples(st.sampled_from(["exactly_days_ago", "less_than_days_ago", "more_than_days_ago", "in_next_days"]),
+                  DAYS),
         st.tuples(st.just("in_calendar"), st.sampled_from(CALENDAR_PERIODS)),
-        st.just(("anniversary_this_month", None)),
+        *([st.tuples(st.just("anniversary_within_days"), DAYS), st.just(("anniversary_this_month", None))]
+          if typ == "date" else []),
     )
 
 

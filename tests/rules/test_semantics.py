@@ -121,7 +121,7 @@ def test_money_exact_thresholds_everywhere() -> None:
         store["customers"].append({"id": cid})
         for i, t in enumerate(totals):
             store["orders"].append({"id": cid * 10 + i, "customer_id": cid, "status": "paid", "total_minor": t,
-                                    "created_at": dt.datetime(2024, 6, 1)})
+                                    "created_at": dt.datetime(2024, 6, 1, tzinfo=UTC).replace(tzinfo=None)})
         store["customer_summaries"].append({"customer_id": cid, "total_spent_minor": sum(totals)})
     from rules_harness import snapshots
 
@@ -152,9 +152,9 @@ def test_explain_and_requirements() -> None:
     rule = validate({"and": [{"field": "country", "op": "is_not", "value": "PL"},
                              {"activity": "events", "event": "product_viewed", "window": {"last_days": 30},
                               "op": "gte", "value": 1}]}, CATALOG)
+    seen = dt.datetime(2024, 6, 10, tzinfo=UTC).replace(tzinfo=None)
     snap = CustomerSnapshot(1, profile={"country": "DE"},
-                            events=[{"name": "product_viewed", "occurred_at": dt.datetime(2024, 6, 10),
-                                     "properties": {}}])
+                            events=[{"name": "product_viewed", "occurred_at": seen, "properties": {}}])
     ctx = Context(NOW, "UTC", 2, CATALOG)
     tree = explain(rule, snap, ctx)
     assert tree["result"] is True
@@ -162,7 +162,7 @@ def test_explain_and_requirements() -> None:
     assert tree["children"][1]["changes_by"].startswith("2024-07-10")
     req = rule_requirements(rule, ctx)
     assert req.activities == {"events"} and req.events == {"product_viewed"} and req.time_dependent
-    assert req.earliest_activity["events"] == dt.datetime(2024, 5, 16, 12, 0)
+    assert req.earliest_activity["events"] == dt.datetime(2024, 5, 16, 12, 0, tzinfo=UTC).replace(tzinfo=None)
 
 
 def test_predicate_speed_1000_simple_rules() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from decimal import Decimal
 from typing import Any
@@ -168,10 +169,8 @@ JSON_VALUES = st.recursive(
 @settings(max_examples=500, deadline=None)
 @given(JSON_VALUES)
 def test_fuzz_validate_only_raises_rule_error(value: Any) -> None:
-    try:
+    with contextlib.suppress(RuleError):
         validate(value, CATALOG, 2)
-    except RuleError:
-        pass
 
 
 TOKENS = st.sampled_from(["country", "is", "in", "(", ")", '"PL"', "and", "or", "not", "3", "-1.5", "count",
@@ -188,10 +187,8 @@ def test_fuzz_parse_text_only_raises_rule_error(text: str) -> None:
     except RuleError:
         return
     assert isinstance(rule, Rule)
-    try:
+    with contextlib.suppress(RuleError):
         validate(rule, CATALOG, 2)
-    except RuleError:
-        pass
 
 
 def test_deep_parentheses_are_a_rule_error() -> None:

@@ -643,7 +643,7 @@ def record_orders(
         time_column="created_at",
         loc_of=loc_of,
     )
-    summary.refresh_order_summaries(session, sorted(ingested.customer_ids))
+    summary.refresh_summaries(session, sorted(ingested.customer_ids))
     return ingested
 
 
@@ -785,7 +785,7 @@ def record_loyalty(
         time_column="occurred_at",
         loc_of=loc_of,
     )
-    summary.refresh_loyalty_summaries(session, sorted(ingested.customer_ids))
+    summary.refresh_summaries(session, sorted(ingested.customer_ids))
     return ingested
 
 

@@ -1,7 +1,8 @@
-"""The per-customer summary, recomputed set-based from the raw rows for the customers a write touched.
+"""The per-customer summary: one set-based definition, for all customers or for the ones a write touched.
 
-Recomputing a customer's aggregates from their own (indexed) rows, rather than adjusting counters, keeps the summary
-exact under updates, out-of-order arrivals and deletes, at the cost of reading that customer's orders again.
+Every write recomputes the touched customers' summaries from their own (indexed) rows in the write's transaction,
+rather than adjusting counters: exact under updates, out-of-order arrivals and deletes. Bulk loads rebuild every
+customer's with the same statements.
 """
 
 from __future__ import annotations
@@ -14,32 +15,20 @@ from sqlalchemy.orm import Session
 
 from cohorta.customers.models import (
     COUNTED_ORDER_STATUSES,
+    Customer,
     CustomerProgramSummary,
     CustomerSummary,
     LoyaltyTransaction,
     LoyaltyType,
     Order,
 )
-from cohorta.db import InValues, insert_rows, table_of, update_rows
+from cohorta.db import InValues, insert_rows, table_of
 
 # Bound parameters per IN list: well under SQLite's limit of 32,766 and PostgreSQL's 65,535.
 CHUNK = 5_000
-
-
+# rebuild_summaries repeats the id list in six places.
+REBUILD_CHUNK = 2_000
 T = TypeVar("T")
-
-
-def chunked(ids: Sequence[T], size: int = CHUNK) -> Iterable[Sequence[T]]:
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
-
-
-def ensure_summary_rows(session: Session, customer_ids: Sequence[int]) -> None:
-    """Insert an empty summary row for new customers (zeros and NULLs: no activity yet)."""
-    if customer_ids:
-        rows = [{"customer_id": cid, **EMPTY_SUMMARY} for cid in customer_ids]
-        insert_rows(session.connection(), table_of(CustomerSummary), rows)
-
 
 EMPTY_SUMMARY: dict[str, Any] = {
     "order_count": 0,
@@ -55,137 +44,159 @@ EMPTY_SUMMARY: dict[str, Any] = {
 }
 
 
+def chunked(ids: Sequence[T], size: int = CHUNK) -> Iterable[Sequence[T]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
 def average_minor(total_minor: int, count: int) -> int | None:
-    """Average in minor units, rounded half up (amounts are never negative)."""
+    """Average in minor units, rounded half up (amounts are never negative). The SQL below computes the same."""
     if count == 0:
         return None
     return (2 * total_minor + count) // (2 * count)
 
 
-def refresh_order_summaries(session: Session, customer_ids: Sequence[int]) -> None:
+def ensure_summary_rows(session: Session, customer_ids: Sequence[int]) -> None:
+    """An empty summary for new customers (zeros and NULLs: no activity yet)."""
+    rows = [{"customer_id": cid, **EMPTY_SUMMARY} for cid in customer_ids]
+    insert_rows(session.connection(), table_of(CustomerSummary), rows)
+
+
+def refresh_summaries(session: Session, customer_ids: Sequence[int]) -> None:
+    """Recompute the summaries of these customers (after any write to their orders or loyalty journal)."""
     ids = sorted(set(customer_ids))
-    for chunk in chunked(ids):
-        counted = sa.and_(InValues(Order.customer_id, chunk), Order.status.in_(COUNTED_ORDER_STATUSES))
-        aggregates = session.execute(
-            sa.select(
-                Order.customer_id,
-                sa.func.count(),
-                sa.func.sum(Order.total_minor),
-                sa.func.min(Order.created_at),
-                sa.func.max(Order.created_at),
-            )
-            .where(counted)
-            .group_by(Order.customer_id)
-        ).all()
-        # The latest order's amount; ties on time are broken by arrival order.
-        ranked = (
-            sa.select(
-                Order.customer_id,
-                Order.total_minor,
-                sa.func.row_number()
-                .over(partition_by=Order.customer_id, order_by=(Order.created_at.desc(), Order.id.desc()))
-                .label("rank"),
-            )
-            .where(counted)
-            .subquery()
+    for chunk in chunked(ids, REBUILD_CHUNK):
+        rebuild_summaries(session.connection(), chunk)
+
+
+def rebuild_summaries(connection: sa.Connection, customer_ids: Sequence[int] | None = None) -> None:
+    """Recompute ``customer_summaries`` and ``customer_program_summaries`` set-based from the raw rows.
+
+    ``customer_ids`` None: every customer (bulk loads). Definitions: orders count when their status is in
+    COUNTED_ORDER_STATUSES; the average is rounded half up to the minor unit; the last order is the latest by
+    ``created_at``, ties broken by the highest id; points are the signed sum of ``points`` entries; gift-card balance
+    the signed sum of gift-card amounts; a program's tier is that of its latest tier change (ties: highest id); a
+    program row exists for each (customer, program) with a points entry or a tier change.
+    """
+    summaries, programs = table_of(CustomerSummary), table_of(CustomerProgramSummary)
+    customers, orders, journal = table_of(Customer), table_of(Order), table_of(LoyaltyTransaction)
+
+    def only(column: sa.ColumnElement[Any]) -> list[sa.ColumnElement[bool]]:
+        return [] if customer_ids is None else [InValues(column, customer_ids)]
+
+    connection.execute(sa.delete(summaries).where(*only(summaries.c.customer_id)))
+    connection.execute(sa.delete(programs).where(*only(programs.c.customer_id)))
+
+    counted = [orders.c.status.in_(COUNTED_ORDER_STATUSES), *only(orders.c.customer_id)]
+    order_totals = (
+        sa.select(
+            orders.c.customer_id,
+            sa.func.count().label("order_count"),
+            sa.cast(sa.func.sum(orders.c.total_minor), sa.BigInteger).label("total"),
+            sa.func.min(orders.c.created_at).label("first_at"),
+            sa.func.max(orders.c.created_at).label("last_at"),
         )
-        last_amounts = dict(
-            session.execute(sa.select(ranked.c.customer_id, ranked.c.total_minor).where(ranked.c.rank == 1)).all()
+        .where(*counted)
+        .group_by(orders.c.customer_id)
+        .subquery("o")
+    )
+    ranked_orders = (
+        sa.select(
+            orders.c.customer_id,
+            orders.c.total_minor,
+            sa.func.row_number()
+            .over(partition_by=orders.c.customer_id, order_by=(orders.c.created_at.desc(), orders.c.id.desc()))
+            .label("rank"),
         )
-        values: dict[int, dict[str, Any]] = {
-            cid: {
-                "order_count": 0,
-                "total_spent_minor": 0,
-                "average_order_value_minor": None,
-                "first_order_at": None,
-                "last_order_at": None,
-                "last_order_amount_minor": None,
-            }
-            for cid in chunk
-        }
-        for cid, count, total, first_at, last_at in aggregates:
-            values[cid] = {
-                "order_count": count,
-                "total_spent_minor": int(total),
-                "average_order_value_minor": average_minor(int(total), count),
-                "first_order_at": first_at,
-                "last_order_at": last_at,
-                "last_order_amount_minor": last_amounts[cid],
-            }
-        _update_summaries(session, values)
+        .where(*counted)
+        .subquery("ranked")
+    )
+    last_order = (
+        sa.select(ranked_orders.c.customer_id, ranked_orders.c.total_minor)
+        .where(ranked_orders.c.rank == 1)
+        .subquery("lo")
+    )
 
+    def sum_when(kind: LoyaltyType, value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.cast(sa.func.sum(sa.case((journal.c.type == kind.value, value), else_=0)), sa.BigInteger)
 
-def refresh_loyalty_summaries(session: Session, customer_ids: Sequence[int]) -> None:
-    ids = sorted(set(customer_ids))
-    journal = LoyaltyTransaction
-    for chunk in chunked(ids):
-        in_chunk = InValues(journal.customer_id, chunk)
-        points = session.execute(
-            sa.select(journal.customer_id, journal.program, sa.func.sum(journal.points))
-            .where(in_chunk, journal.type == LoyaltyType.points.value)
-            .group_by(journal.customer_id, journal.program)
-        ).all()
-        ranked_tiers = (
-            sa.select(
-                journal.customer_id,
-                journal.program,
-                journal.tier,
-                sa.func.row_number()
-                .over(
-                    partition_by=(journal.customer_id, journal.program),
-                    order_by=(journal.occurred_at.desc(), journal.id.desc()),
-                )
-                .label("rank"),
-            )
-            .where(in_chunk, journal.type == LoyaltyType.tier.value)
-            .subquery()
+    loyalty = (
+        sa.select(
+            journal.c.customer_id,
+            sum_when(LoyaltyType.points, journal.c.points).label("points"),
+            sum_when(LoyaltyType.redemption, sa.literal(1)).label("redemptions"),
+            sum_when(LoyaltyType.referral, sa.literal(1)).label("referrals"),
+            sum_when(LoyaltyType.gift_card, journal.c.amount_minor).label("gift"),
         )
-        tiers = session.execute(
-            sa.select(ranked_tiers.c.customer_id, ranked_tiers.c.program, ranked_tiers.c.tier).where(
-                ranked_tiers.c.rank == 1
-            )
-        ).all()
-        counts = session.execute(
-            sa.select(journal.customer_id, journal.type, sa.func.count(), sa.func.sum(journal.amount_minor))
-            .where(
-                in_chunk,
-                journal.type.in_(
-                    [LoyaltyType.redemption.value, LoyaltyType.referral.value, LoyaltyType.gift_card.value]
-                ),
-            )
-            .group_by(journal.customer_id, journal.type)
-        ).all()
-
-        programs: dict[tuple[int, str], dict[str, Any]] = {}
-        for cid, program, balance in points:
-            programs.setdefault((cid, str(program)), {"points_balance": 0, "tier": None})["points_balance"] = int(
-                balance or 0
-            )
-        for cid, program, tier in tiers:
-            programs.setdefault((cid, str(program)), {"points_balance": 0, "tier": None})["tier"] = tier
-        values: dict[int, dict[str, Any]] = {
-            cid: {"points_balance": 0, "redemption_count": 0, "referral_count": 0, "gift_card_balance_minor": 0}
-            for cid in chunk
-        }
-        for (cid, _program), program_values in programs.items():
-            values[cid]["points_balance"] += program_values["points_balance"]
-        for cid, kind, count, amount in counts:
-            if kind == LoyaltyType.redemption.value:
-                values[cid]["redemption_count"] = count
-            elif kind == LoyaltyType.referral.value:
-                values[cid]["referral_count"] = count
-            else:
-                values[cid]["gift_card_balance_minor"] = int(amount or 0)
-        _update_summaries(session, values)
-
-        session.execute(sa.delete(CustomerProgramSummary).where(InValues(CustomerProgramSummary.customer_id, chunk)))
-        insert_rows(
-            session.connection(),
-            table_of(CustomerProgramSummary),
-            [{"customer_id": cid, "program": program, **vals} for (cid, program), vals in programs.items()],
+        .where(*only(journal.c.customer_id))
+        .group_by(journal.c.customer_id)
+        .subquery("l")
+    )
+    o, lo, loy = order_totals.c, last_order.c, loyalty.c
+    summary_rows = (
+        sa.select(
+            customers.c.id,
+            sa.func.coalesce(o.order_count, 0),
+            sa.func.coalesce(o.total, 0),
+            (2 * o.total + o.order_count) // (2 * o.order_count),
+            o.first_at,
+            o.last_at,
+            lo.total_minor,
+            sa.func.coalesce(loy.points, 0),
+            sa.func.coalesce(loy.redemptions, 0),
+            sa.func.coalesce(loy.referrals, 0),
+            sa.func.coalesce(loy.gift, 0),
         )
+        .select_from(customers)
+        .outerjoin(order_totals, o.customer_id == customers.c.id)
+        .outerjoin(last_order, lo.customer_id == customers.c.id)
+        .outerjoin(loyalty, loy.customer_id == customers.c.id)
+        .where(*only(customers.c.id))
+    )
+    connection.execute(
+        sa.insert(summaries).from_select(
+            ["customer_id", "order_count", "total_spent_minor", "average_order_value_minor", "first_order_at",
+             "last_order_at", "last_order_amount_minor", "points_balance", "redemption_count", "referral_count",
+             "gift_card_balance_minor"],
+            summary_rows,
+        )
+    )  # fmt: skip
 
-
-def _update_summaries(session: Session, values: dict[int, dict[str, Any]]) -> None:
-    rows = [{"customer_id": cid, **row} for cid, row in values.items()]
-    update_rows(session.connection(), table_of(CustomerSummary), "customer_id", rows)
+    in_programs = [journal.c.program.is_not(None), *only(journal.c.customer_id)]
+    program_points = (
+        sa.select(
+            journal.c.customer_id, journal.c.program, sum_when(LoyaltyType.points, journal.c.points).label("points")
+        )
+        .where(journal.c.type.in_([LoyaltyType.points.value, LoyaltyType.tier.value]), *in_programs)
+        .group_by(journal.c.customer_id, journal.c.program)
+        .subquery("p")
+    )
+    ranked_tiers = (
+        sa.select(
+            journal.c.customer_id,
+            journal.c.program,
+            journal.c.tier,
+            sa.func.row_number()
+            .over(
+                partition_by=(journal.c.customer_id, journal.c.program),
+                order_by=(journal.c.occurred_at.desc(), journal.c.id.desc()),
+            )
+            .label("rank"),
+        )
+        .where(journal.c.type == LoyaltyType.tier.value, *in_programs)
+        .subquery("ranked_tiers")
+    )
+    tiers = (
+        sa.select(ranked_tiers.c.customer_id, ranked_tiers.c.program, ranked_tiers.c.tier)
+        .where(ranked_tiers.c.rank == 1)
+        .subquery("t")
+    )
+    p, t = program_points.c, tiers.c
+    connection.execute(
+        sa.insert(programs).from_select(
+            ["customer_id", "program", "points_balance", "tier"],
+            sa.select(p.customer_id, p.program, p.points, t.tier)
+            .select_from(program_points)
+            .outerjoin(tiers, sa.and_(t.customer_id == p.customer_id, t.program == p.program)),
+        )
+    )

@@ -40,8 +40,7 @@ Semantics in one place
   local days between a value and today: ``less_than_days_ago N`` is ``0 <= d < N``, ``exactly_days_ago N`` is
   ``d == N``, ``more_than_days_ago N`` is ``d > N``; ``in_next_days N`` is today to today + N. Weeks start Monday.
   ``before D``/``after D`` exclude day D; ``between`` includes both days; ``on D`` is that local day.
-* Anniversaries compare month and day (Feb 29 counts on Feb 28 in other years); a datetime's local day uses the
-  zone's UTC offset at ``as_of``.
+* Anniversaries (date fields only, e.g. birthdate) compare month and day; Feb 29 counts on Feb 28 in other years.
 * Windows: ``last_days N`` is the last N x 24 h of local wall-clock time before ``as_of``; ``days_ago [N, M]`` the
   local days N..M ago; ``calendar`` a local period; ``between`` dates (whole local days) or instants (naive ones
   are local). Activity after ``as_of`` never counts. Orders and order items count only statuses paid/fulfilled

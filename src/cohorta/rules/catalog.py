@@ -21,8 +21,11 @@ _EQ = ("is", "is_not", "in", "not_in")
 _PRESENCE = ("has_value", "is_unknown")
 _TEXT = (*_EQ, "contains", "not_contains", "starts_with", "ends_with", *_PRESENCE)
 _NUMERIC = (*_EQ, "lt", "lte", "gt", "gte", "between", *_PRESENCE)
-_TEMPORAL = ("on", "before", "after", "between", "exactly_days_ago", "less_than_days_ago", "more_than_days_ago",
-             "in_next_days", "in_calendar", "anniversary_within_days", "anniversary_this_month", *_PRESENCE)
+_DATETIME = ("on", "before", "after", "between", "exactly_days_ago", "less_than_days_ago", "more_than_days_ago",
+             "in_next_days", "in_calendar", *_PRESENCE)
+# Anniversaries need the local month and day of a stored value: only date fields (birthdate, date attributes) for
+# now; a portable SQL form for timestamps (UTC -> local day) is future work.
+_DATE = (*_DATETIME[:-2], "anniversary_within_days", "anniversary_this_month", *_PRESENCE)
 OPERATORS_BY_TYPE: dict[str, tuple[str, ...]] = {
     "string": _TEXT,
     "country": _TEXT,
@@ -30,8 +33,8 @@ OPERATORS_BY_TYPE: dict[str, tuple[str, ...]] = {
     "integer": _NUMERIC,
     "money": _NUMERIC,
     "boolean": ("is", "is_not", *_PRESENCE),
-    "date": _TEMPORAL,
-    "datetime": _TEMPORAL,
+    "date": _DATE,
+    "datetime": _DATETIME,
     "list": ("has_any", "has_all", "has_none", *_PRESENCE),
 }
 #: Operators allowed on an activity's measure (count, sum ...): numeric comparisons only.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -16,6 +18,7 @@ from cohorta.customers.router import router as customers_router
 from cohorta.db import create_db_engine, make_session_factory
 from cohorta.deps import get_principal
 from cohorta.evaluation.router import router as rules_router
+from cohorta.membership.scheduler import Scheduler
 from cohorta.segments.router import router as segments_router
 
 API_PREFIX = "/api/v1"
@@ -28,7 +31,22 @@ def create_app(
     engine = engine or create_db_engine(settings.database_url)
     logging.basicConfig(level=settings.log_level.upper())
 
+    session_factory = make_session_factory(engine)
+    clock = clock or SystemClock()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        scheduler = Scheduler(session_factory, clock, settings) if settings.scheduler else None
+        if scheduler is not None:
+            scheduler.start()
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                scheduler.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Cohorta",
         version=__version__,
         description="Customer segmentation engine for loyalty programs and commerce. "
@@ -38,9 +56,9 @@ def create_app(
         openapi_url=f"{API_PREFIX}/openapi.json",
     )
     app.state.settings = settings
-    app.state.clock = clock or SystemClock()
+    app.state.clock = clock
     app.state.engine = engine
-    app.state.session_factory = make_session_factory(engine)
+    app.state.session_factory = session_factory
     problems.install(app)
     app.add_middleware(problems.BodySizeLimit, max_bytes=settings.max_request_bytes)
 

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     timezone: str = Field(default="UTC", description="IANA time zone for relative dates and calendar periods")
     admin_token: str | None = Field(default=None, description="Bearer token with admin rights, for automation")
 
+    scheduler: bool = Field(default=True, description="Run recompute jobs in a thread of the server process")
+    default_sync_period_seconds: int = Field(default=86_400, ge=60, description="Safety-net recompute period")
+
     # Limits on input; documented in docs/api.md.
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     bulk_max_items: int = Field(default=10_000, ge=1)

@@ -70,6 +70,15 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+def as_instant(value: Any) -> datetime | None:
+    """A stored instant read through raw SQL (SQLite text, or PostgreSQL timestamptz) as an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def sqlite_instant_text(value: datetime) -> str:
     """The stored SQLite text of an instant (see UTCDateTime)."""
     # isoformat drops the fraction exactly when the microseconds are zero, as Ibis's literals do.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from functools import lru_cache
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from rule_strategies import RULES
 from rules_harness import ANCHOR, CATALOG, Backends, check_same, make_store, snapshots
@@ -30,6 +30,9 @@ AS_OF_SHIFTS = st.one_of(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rule=RULES, seed=st.integers(0, 5), tz=st.sampled_from(ZONES), shift=AS_OF_SHIFTS)
+# Polars returns Int8 months: month * 100 overflowed for April onwards until the key was computed in int64.
+@example(rule={"field": "attributes.anniversary", "op": "anniversary_within_days", "value": 12}, seed=0,
+         tz="Europe/Warsaw", shift=dt.timedelta(0))
 def test_predicate_equals_batch_everywhere(rule: dict, seed: int, tz: str, shift: dt.timedelta) -> None:
     backends, snaps = _world(seed, tz)
     parsed = validate(rule, CATALOG, 2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -165,15 +164,11 @@ def test_explain_and_requirements() -> None:
     assert req.earliest_activity["events"] == dt.datetime(2024, 5, 16, 12, 0, tzinfo=UTC).replace(tzinfo=None)
 
 
-def test_predicate_speed_1000_simple_rules() -> None:
+def test_thousand_compiled_rules_answer_correctly() -> None:
+    """1,000 compiled rules against one customer give the right answers (their speed is measured in bench/)."""
     ctx = Context(NOW, "UTC", 2, CATALOG)
     preds = [compile_predicate(validate({"and": [{"field": "country", "op": "in", "value": ["PL", f"X{i}"]},
                                                  {"field": "summary.total_spent", "op": "gt", "value": i}]},
                                         CATALOG), ctx) for i in range(1000)]
     snap = CustomerSnapshot(1, profile={"country": "PL"}, summary={"total_spent_minor": 50000})
-    start = time.perf_counter()
-    for _ in range(5):
-        hits = sum(p(snap) for p in preds)
-    per_customer = (time.perf_counter() - start) / 5
-    assert hits == 500
-    assert per_customer < 0.005  # target ~250 us; generous bound for slow CI machines
+    assert [i for i, p in enumerate(preds) if p(snap)] == list(range(500))

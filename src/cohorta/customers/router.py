@@ -26,6 +26,7 @@ from cohorta.customers.schemas import (
 )
 from cohorta.deps import ClockDep, SessionDep, SettingsDep
 from cohorta.errors import FieldError, InvalidInput
+from cohorta.membership.service import forget_customer
 
 # Every route here needs a bearer token: the app mounts this router behind get_principal.
 router = APIRouter()
@@ -83,7 +84,8 @@ def get_customer(session: SessionDep, settings: SettingsDep, source_id: str = So
 
 @router.delete("/customers/{source_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["customers"])
 def delete_customer(session: SessionDep, source_id: str = SourceId) -> Response:
-    """Erase the customer and all their activity."""
+    """Erase the customer and all their activity, memberships and membership history."""
+    forget_customer(session, service.customer_id_for(session, source_id))
     service.delete_customer(session, source_id)
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -371,10 +371,10 @@ def _attribute_rows(session: Session, customer_ids: Sequence[int]) -> dict[int, 
         for row in result:
             record = dict(zip(keys, row, strict=True))
             rows_by_key[(record["customer_id"], record["name"])].append(record)
-    result: dict[int, dict[str, Any]] = defaultdict(dict)
+    by_customer: dict[int, dict[str, Any]] = defaultdict(dict)
     for (customer_id, name), rows in rows_by_key.items():
-        result[customer_id][name] = values.from_rows(definitions.get(name, ValueType.string), rows)
-    return result
+        by_customer[customer_id][name] = values.from_rows(definitions.get(name, ValueType.string), rows)
+    return by_customer
 
 
 def customer_id_for(session: Session, source_id: str) -> int:
@@ -434,21 +434,19 @@ def get_customer(session: Session, source_id: str, exponent: int) -> CustomerOut
 
 
 def delete_customer(session: Session, source_id: str) -> int:
-    """Erase a customer and all their activity (orders, items, events, loyalty, summaries). Returns the old id."""
+    """Erase a customer and everything about them: activity, summaries, memberships and their history.
+
+    Every table with a ``customer_id`` column is found from the metadata, so tables added later are erased too.
+    Children go first, so erasure does not depend on the database enforcing ON DELETE CASCADE.
+    """
+    from cohorta.db import Base
+
     customer_id = customer_id_for(session, source_id)
-    # Children first, so erasure does not depend on the database enforcing ON DELETE CASCADE.
     event_ids = sa.select(Event.id).where(Event.customer_id == customer_id)
     session.execute(sa.delete(EventPropertyValue).where(EventPropertyValue.event_pk.in_(event_ids)))
-    for model in (
-        OrderItem,
-        Order,
-        Event,
-        LoyaltyTransaction,
-        CustomerAttributeValue,
-        CustomerProgramSummary,
-        CustomerSummary,
-    ):
-        session.execute(sa.delete(model).where(model.customer_id == customer_id))
+    for table in reversed(Base.metadata.sorted_tables):
+        if "customer_id" in table.c:
+            session.execute(sa.delete(table).where(table.c.customer_id == customer_id))
     session.execute(sa.delete(Customer).where(Customer.id == customer_id))
     session.flush()
     return customer_id

@@ -2,35 +2,48 @@
 
 ``load_demo(engine, customers=N, seed=S, now=T)`` writes a realistic data set into an empty, migrated database:
 customers, custom attributes, orders and their items, events with typed declared properties, the loyalty journal
-of the "club" program, then the summaries (set-based SQL, :func:`insert_summaries`).
+of the "club" program, then the summaries (:func:`cohorta.customers.summary.rebuild_summaries`).
 
-Speed: data is drawn with numpy in chunks of ``CHUNK`` customers; SQLite gets multi-row ``INSERT ... VALUES``
-statements through the raw DBAPI cursor (per-statement overhead, not SQL, is what costs in CPython's sqlite3),
-with ``synchronous=OFF`` and ``foreign_keys=OFF`` while loading; PostgreSQL gets ``COPY FROM STDIN``. Secondary
-indexes are dropped during the load and re-created afterwards from the exact DDL the database reported.
+Speed: data is drawn with numpy in chunks of ``CHUNK`` customers and every column is built as an Apache Arrow array
+without per-row Python work (fixed-width texts such as codes, hashes and instants are assembled as byte matrices;
+categorical texts are ``take``\\ n from small dictionaries). The tables go to the database through ADBC bulk ingest:
+the SQLite driver's prepared-statement loop in C (with ``synchronous=OFF``) or the PostgreSQL driver's binary
+``COPY``. Generation runs in a background thread one chunk ahead of the writer (ADBC releases the GIL).
+Secondary indexes are dropped during the load and re-created afterwards from the exact DDL the database reported;
+on PostgreSQL the foreign keys are too (re-adding them validates them). An in-memory SQLite database, which a
+second connection cannot reach, is written through the SQLAlchemy connection instead (slowly; tests only).
+
+Column values are exactly what the application stores (:mod:`cohorta.db`): on SQLite instants are UTC text
+``YYYY-MM-DD HH:MM:SS`` with ``.ffffff`` only when the fraction is not zero, dates ``YYYY-MM-DD``, booleans 0/1 and
+JSON text; on PostgreSQL ``timestamptz``, ``date``, ``boolean`` and ``json`` values of the column's own type.
 
 Determinism: the same ``customers``, ``seed`` and ``now`` give the same rows, bit for bit.
 
 ``content_hash`` of demo orders, events and loyalty transactions is NOT a SHA-256 of received content (there was no
-received content, and hashing tens of millions of rows in Python would dominate the load time): it is 64 hex digits
-derived from ``(table, id)`` with splitmix64, deterministic and unique per row. An API re-send of a demo item is
-therefore always treated as an update, never as a duplicate.
+received content, and hashing tens of millions of rows would dominate the load time): it is 64 hex digits derived
+from ``(table, id)`` with splitmix64, deterministic and unique per row. An API re-send of a demo item is therefore
+always treated as an update, never as a duplicate.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import chain
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from cohorta.customers.models import COUNTED_ORDER_STATUSES
+from cohorta.customers.summary import rebuild_summaries
 from cohorta.demo import reference as ref
 from cohorta.errors import Conflict
 
@@ -50,12 +63,12 @@ TABLES = (
     "events", "event_property_values", "loyalty_transactions", "customer_summaries", "customer_program_summaries",
 )
 
-# Secondary indexes kept during the load: their keys arrive in (nearly) ascending order, because rows are written
-# customer by customer with ascending ids, so maintaining them is cheap. Every other one is dropped and rebuilt.
+# Secondary indexes kept during the load: their keys arrive in ascending order (rows are written customer by
+# customer with ascending ids), so maintaining them costs less than building them afterwards. Every other one is
+# dropped and rebuilt.
 APPEND_FRIENDLY_INDEXES = frozenset({
     "ix_orders_customer_created", "ix_order_items_customer_ordered", "ix_order_items_order_pk",
-    "ix_order_items_sku", "ix_events_customer_name_occurred", "ix_loyalty_transactions_customer_type_occurred",
-    "ix_loyalty_transactions_gift_card",
+    "ix_events_customer_name_occurred", "ix_loyalty_transactions_customer_type_occurred",
 })
 
 Progress = Callable[[str, int, int], None]
@@ -74,42 +87,237 @@ class DemoStats:
     # Seconds per phase: "data", "indexes", "summaries".
     timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def rows(self) -> int:
+        """Rows written into the generated tables (summaries and definitions not included)."""
+        return (self.customers + self.attribute_values + self.orders + self.order_items + self.events
+                + self.event_property_values + self.loyalty_transactions)
+
 
 # --------------------------------------------------------------------------------------------------------------------
-# Text forms
+# Typed columns and their Arrow form
 
 
-class _Text:
-    """Fast text forms of instants and dates by table look-up (numpy object arrays, no per-row strftime).
+@dataclass
+class Instants:
+    """Instants as epoch seconds plus optional milliseconds; ``valid`` marks the non-NULL ones (default: all)."""
 
-    Instants come out exactly as :func:`cohorta.db.sqlite_instant_text` writes them: ``YYYY-MM-DD HH:MM:SS``, plus
-    ``.ffffff`` only when the fraction is not zero. PostgreSQL reads the same text (the loader sets its session time
-    zone to UTC).
-    """
-
-    def __init__(self, now_s: int) -> None:
-        self.first_day = now_s // 86400 - 90 * 366
-        days = np.arange(self.first_day, now_s // 86400 + 2).astype("datetime64[D]")
-        self.day_text = np.array(np.datetime_as_string(days).tolist(), dtype=object)
-        self.day_space = self.day_text + " "
-        secs = np.arange(86400)
-        self.time_text = np.array(
-            [f"{h:02d}:{m:02d}:{s:02d}" for h, m, s in zip(secs // 3600, secs // 60 % 60, secs % 60, strict=True)],
-            dtype=object,
-        )
-        self.ms_text = np.array([""] + [f".{ms:03d}000" for ms in range(1, 1000)], dtype=object)
-
-    def instants(self, secs: np.ndarray, ms: np.ndarray | None = None) -> np.ndarray:
-        text = self.day_space[secs // 86400 - self.first_day] + self.time_text[secs % 86400]
-        if ms is not None:
-            text = text + self.ms_text[ms]
-        return text
-
-    def dates(self, days: np.ndarray) -> np.ndarray:
-        return self.day_text[days - self.first_day]
+    secs: np.ndarray
+    ms: np.ndarray | None = None
+    valid: np.ndarray | None = None
 
 
-_HEX = np.array([f"{i:02x}".encode() for i in range(256)], dtype="S2")
+@dataclass
+class Dates:
+    """Dates as days since the epoch."""
+
+    days: np.ndarray
+
+
+Column = pa.Array | np.ndarray | Instants | Dates
+Emit = Callable[[str, list[str], list[Column]], None]
+
+_ZERO = ord("0")
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def _text_matrix(mat: np.ndarray, lengths: np.ndarray | None = None) -> pa.Array:
+    """A string array from an (n, w) matrix of ASCII bytes, each row cut to its length (default: w)."""
+    n, w = mat.shape
+    if lengths is None:
+        data = np.ascontiguousarray(mat).ravel()
+        offsets = np.arange(0, (n + 1) * w, w, dtype=np.int64)
+    else:
+        data = mat[np.arange(w) < lengths[:, None]]
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+    array = pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    return array.cast(pa.string())
+
+
+_TWO_DIGITS = np.array([[_ZERO + i // 10, _ZERO + i % 10] for i in range(100)], dtype=np.uint8)
+# Byte b -> its two hex digits, packed so that a little-endian view yields them in reading order.
+_HEX_PAIRS = np.array([int(_HEX[b >> 4]) | int(_HEX[b & 15]) << 8 for b in range(256)], dtype="<u2")
+
+
+def _put_digits(mat: np.ndarray, at: int, values: np.ndarray, width: int) -> None:
+    """Zero-padded decimal digits of ``values`` into columns ``at`` to ``at + width`` of ``mat``, two at a time."""
+    end = at + width
+    while end - at >= 2:
+        mat[:, end - 2 : end] = _TWO_DIGITS[values % 100]
+        values = values // 100
+        end -= 2
+    if end > at:
+        mat[:, at] = values % 10 + _ZERO
+
+
+def _codes(prefix: str, ids: np.ndarray, width: int) -> pa.Array:
+    """``f"{prefix}{id:0{width}d}"`` for every id, as Arrow strings (ids must have at most ``width`` digits)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) and int(ids.max()) >= 10**width:
+        raise ValueError(f"{prefix} codes wider than {width} digits")
+    head = np.frombuffer(prefix.encode(), dtype=np.uint8)
+    mat = np.empty((len(ids), len(head) + width), dtype=np.uint8)
+    mat[:, : len(head)] = head
+    _put_digits(mat, len(head), ids, width)
+    return _text_matrix(mat)
+
+
+def _civil(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    d = days.astype("datetime64[D]")
+    month_start = d.astype("datetime64[M]")
+    year = month_start.astype("datetime64[Y]").astype(np.int64) + 1970
+    month = month_start.astype(np.int64) % 12 + 1
+    day = (d - month_start.astype("datetime64[D]")).astype(np.int64) + 1
+    return year, month, day
+
+
+def _date_rows(days: np.ndarray) -> np.ndarray:
+    """``YYYY-MM-DD`` of each day as rows of a byte matrix, through a table of the days' range."""
+    lo, hi = int(days.min()), int(days.max())
+    span = np.arange(lo, hi + 1)
+    year, month, day = _civil(span)
+    table = np.empty((len(span), 10), dtype=np.uint8)
+    _put_digits(table, 0, year, 4)
+    table[:, 4] = table[:, 7] = ord("-")
+    _put_digits(table, 5, month, 2)
+    _put_digits(table, 8, day, 2)
+    return table[days - lo]
+
+
+@functools.cache
+def _clock_table() -> np.ndarray:
+    """``HH:MM:SS`` of each second of a day."""
+    secs = np.arange(86400)
+    table = np.empty((86400, 8), dtype=np.uint8)
+    table[:, 2] = table[:, 5] = ord(":")
+    _put_digits(table, 0, secs // 3600, 2)
+    _put_digits(table, 3, secs // 60 % 60, 2)
+    _put_digits(table, 6, secs % 60, 2)
+    return table
+
+
+@functools.cache
+def _fraction_table() -> np.ndarray:
+    """``.ffffff`` of each whole millisecond."""
+    table = np.full((1000, 7), _ZERO, dtype=np.uint8)
+    table[:, 0] = ord(".")
+    _put_digits(table, 1, np.arange(1000), 3)
+    return table
+
+
+def instant_text(secs: np.ndarray, ms: np.ndarray | None = None) -> pa.Array:
+    """The SQLite text of instants (:func:`cohorta.db.sqlite_instant_text`): ``.ffffff`` only when not zero."""
+    secs = np.asarray(secs, dtype=np.int64)
+    if not len(secs):
+        return pa.array([], type=pa.string())
+    mat = np.empty((len(secs), 26), dtype=np.uint8)
+    mat[:, :10] = _date_rows(secs // 86400)
+    mat[:, 10] = ord(" ")
+    mat[:, 11:19] = _clock_table()[secs % 86400]
+    if ms is None:
+        return _text_matrix(mat[:, :19])
+    mat[:, 19:] = _fraction_table()[ms]
+    return _text_matrix(mat, np.where(ms != 0, 26, 19))
+
+
+def date_text(days: np.ndarray) -> pa.Array:
+    days = np.asarray(days, dtype=np.int64)
+    if not len(days):
+        return pa.array([], type=pa.string())
+    return _text_matrix(_date_rows(days))
+
+
+def _with_nulls(array: pa.Array, valid: np.ndarray | None) -> pa.Array:
+    if valid is None or valid.all():
+        return array
+    return pc.if_else(pa.array(valid), array, pa.scalar(None, array.type))
+
+
+def _strings(values: Any) -> pa.Array:
+    """Python strings (None for NULL) as an Arrow string array."""
+    return pa.array(values, type=pa.string())
+
+
+def _pick(vocabulary: Sequence[str | None], index: np.ndarray) -> pa.Array:
+    """``vocabulary[index]`` (None: NULL) as an Arrow dictionary array: no copy of the texts per row."""
+    words = list(vocabulary)
+    index = np.asarray(index, dtype=np.int32)
+    nulls = [i for i, word in enumerate(words) if word is None]
+    mask = np.isin(index, nulls) if nulls else None
+    return pa.DictionaryArray.from_arrays(pa.array(index, mask=mask),
+                                          _strings(["" if word is None else word for word in words]))
+
+
+def _const(value: Any, n: int, type_: pa.DataType) -> pa.Array:
+    return pa.nulls(n, type_) if value is None else pa.repeat(pa.scalar(value, type_), n)
+
+
+def _stack(pieces: Sequence[tuple[Any, int]], type_: pa.DataType) -> pa.Array:
+    """Concatenate (value, size) pieces: an array, a constant for ``size`` rows or None (NULLs)."""
+    arrays = []
+    for value, size in pieces:
+        if isinstance(value, pa.Array):
+            arrays.append(value.cast(type_))
+        elif isinstance(value, np.ndarray):
+            arrays.append(pa.array(value, type=type_))
+        else:
+            arrays.append(_const(value, size, type_))
+    return pa.concat_arrays(arrays)
+
+
+class _Arrow:
+    """Typed columns -> an Arrow table holding exactly the stored values of one dialect's columns."""
+
+    def __init__(self, dialect: str, column_types: dict[tuple[str, str], str]) -> None:
+        self.dialect = dialect
+        self.column_types = column_types  # PostgreSQL: (table, column) -> data type
+
+    def table(self, name: str, columns: list[str], data: list[Column]) -> pa.Table:
+        arrays = [self.array(name, column, value) for column, value in zip(columns, data, strict=True)]
+        return pa.Table.from_arrays(arrays, names=columns)
+
+    def array(self, table: str, column: str, value: Column) -> pa.Array:
+        if self.dialect == "sqlite":
+            return self._sqlite(value)
+        target = _PG_TYPES.get(self.column_types.get((table, column), ""))
+        if isinstance(value, Instants):
+            micros = value.secs.astype(np.int64) * 1_000_000
+            if value.ms is not None:
+                micros = micros + value.ms.astype(np.int64) * 1000
+            array: pa.Array = pa.array(micros, type=pa.timestamp("us", tz="UTC"),
+                                       mask=None if value.valid is None else ~value.valid)
+        elif isinstance(value, Dates):
+            array = pa.array(value.days.astype(np.int32), type=pa.date32())
+        elif isinstance(value, np.ndarray):
+            array = pa.array(value)
+        else:
+            array = value
+        if target is not None and array.type != target:
+            array = array.cast(target)
+        return array
+
+    @staticmethod
+    def _sqlite(value: Column) -> pa.Array:
+        if isinstance(value, Instants):
+            return _with_nulls(instant_text(value.secs, value.ms), value.valid)
+        if isinstance(value, Dates):
+            return date_text(value.days)
+        if isinstance(value, np.ndarray):
+            value = pa.array(value)
+        if pa.types.is_boolean(value.type) or pa.types.is_integer(value.type):
+            return value.cast(pa.int64())  # SQLite booleans are 0/1 integers
+        if pa.types.is_date(value.type) or pa.types.is_null(value.type):
+            return value.cast(pa.string())  # (only ever NULLs here)
+        return value
+
+
+_PG_TYPES: dict[str, pa.DataType] = {
+    "integer": pa.int32(), "bigint": pa.int64(), "smallint": pa.int16(), "boolean": pa.bool_(),
+    "double precision": pa.float64(), "real": pa.float32(), "date": pa.date32(),
+    "timestamp with time zone": pa.timestamp("us", tz="UTC"), "character varying": pa.string(),
+    "text": pa.string(), "json": pa.string(),
+}
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -120,23 +328,12 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-def demo_content_hash(table_tag: int, ids: np.ndarray) -> np.ndarray:
+def demo_content_hash(table_tag: int, ids: np.ndarray) -> pa.Array:
     """64 hex digits per id, deterministic (see the module docstring: not a SHA-256 of content)."""
     base = ids.astype(np.uint64) * np.uint64(4) + np.uint64(table_tag) * np.uint64(1 << 60)
     words = np.stack([_splitmix64(base ^ np.uint64((k * 0x632BE59BD9B4E019) % (1 << 64))) for k in range(4)], axis=1)
     as_bytes = words.astype(">u8").view(np.uint8).reshape(len(ids), 32)
-    hexed = _HEX[as_bytes].view("S64").ravel()
-    return np.array(hexed.astype("U64").tolist(), dtype=object)
-
-
-def _codes(prefix: str, ids: np.ndarray, width: int) -> list[str]:
-    return [f"{prefix}{i:0{width}d}" for i in ids.tolist()]
-
-
-def _segment_starts(counts: np.ndarray) -> np.ndarray:
-    starts = np.zeros(len(counts), dtype=np.int64)
-    np.cumsum(counts[:-1], out=starts[1:])
-    return starts
+    return _text_matrix(_HEX_PAIRS[as_bytes].view(np.uint8))
 
 
 def _group_rank(group: np.ndarray) -> np.ndarray:
@@ -156,83 +353,16 @@ def _nones(n: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Sinks
-
-
-class _SqliteSink:
-    """Multi-row VALUES statements on the raw sqlite3 cursor.
-
-    Two costs of CPython's sqlite3 dominate: the per-statement overhead (hence many rows per statement) and binding
-    ``None``, which goes through the adaptation protocol and an internal exception (~1 µs each). Rows are therefore
-    grouped by their pattern of NULL columns and each group is inserted without those columns.
-    """
-
-    def __init__(self, dbapi_connection: Any) -> None:
-        self.cursor = dbapi_connection.cursor()
-
-    def write(self, table: str, columns: Sequence[str], data: Sequence[np.ndarray]) -> None:
-        n = len(data[0])
-        if n == 0:
-            return
-        pattern = np.zeros(n, dtype=np.int64)
-        nullable = []
-        for j, col in enumerate(data):
-            if col.dtype == object:
-                mask = col == None  # noqa: E711 (elementwise)
-                if mask.any():
-                    nullable.append(j)
-                    pattern |= mask.astype(np.int64) << len(nullable) - 1
-        if not nullable:
-            self._insert(table, columns, [col.tolist() for col in data])
-            return
-        codes = np.unique(pattern)
-        for code in codes.tolist():
-            rows = np.flatnonzero(pattern == code) if len(codes) > 1 else None
-            null_cols = {j for b, j in enumerate(nullable) if code >> b & 1}
-            keep = [j for j in range(len(columns)) if j not in null_cols]
-            self._insert(table, [columns[j] for j in keep],
-                         [(data[j] if rows is None else data[j][rows]).tolist() for j in keep])
-
-    def _insert(self, table: str, columns: Sequence[str], data: Sequence[list[Any]]) -> None:
-        n = len(data[0])
-        k = len(columns)
-        per = max(1, min(400, 30000 // k))
-        row_sql = "(" + ",".join("?" * k) + ")"
-        head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-        rows = list(zip(*data, strict=True))
-        full = n - n % per
-        if full:
-            self.cursor.executemany(
-                head + ",".join([row_sql] * per),
-                (list(chain.from_iterable(rows[i : i + per])) for i in range(0, full, per)),
-            )
-        if n % per:
-            self.cursor.execute(head + ",".join([row_sql] * (n % per)), list(chain.from_iterable(rows[full:])))
-
-
-class _PostgresSink:
-    def __init__(self, dbapi_connection: Any) -> None:
-        self.cursor = dbapi_connection.cursor()
-
-    def write(self, table: str, columns: Sequence[str], data: Sequence[np.ndarray]) -> None:
-        if len(data[0]) == 0:
-            return
-        with self.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in zip(*(col.tolist() for col in data), strict=True):
-                copy.write_row(row)
-
-
-def _column(values: Any) -> np.ndarray:
-    """A column as a numpy array; booleans become 0/1 (SQLite stores them so, PostgreSQL parses '1'/'0')."""
-    if isinstance(values, np.ndarray):
-        return values.astype(np.int64) if values.dtype == bool else values
-    if values and isinstance(values[0], str):
-        return np.array(values, dtype=object)
-    return np.asarray(values)
-
-
-# --------------------------------------------------------------------------------------------------------------------
 # Generation
+
+# Event kinds whose single declared property takes a value from a vocabulary: name -> (key, vocabulary).
+_VOCAB_EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "page_viewed": ("path", ref.PAGES), "newsletter_opened": ("campaign", ref.CAMPAIGNS),
+    "newsletter_clicked": ("campaign", ref.CAMPAIGNS), "app_opened": ("platform", ref.PLATFORMS),
+    "search": ("query", tuple(x for v in ref.CATEGORIES.values() for x in v[1])),
+    "coupon_redeemed": ("code", ref.COUPONS),
+}
+_PRODUCT_EVENTS = ("product_viewed", "added_to_cart", "wishlist_added", "review_written")
 
 
 @dataclass
@@ -242,7 +372,6 @@ class _World:
     seed: int
     total: int
     now_s: int
-    text: _Text
     catalogue: ref.Catalogue
     country_p: np.ndarray
     city_country: np.ndarray  # per city: country index
@@ -252,8 +381,13 @@ class _World:
     city_offsets: np.ndarray  # first city index per country
     city_cdfs: list[np.ndarray]
     slugs: dict[str, str]
-    json_text: dict[str, str]
     id_width: int
+    # The ``properties`` JSON texts that do not depend on a drawn number, and where each event kind's start.
+    props_text: pa.Array
+    props_at: dict[str, int]
+    # The texts of typed string properties, and where each kind of value starts.
+    values_text: pa.Array
+    values_at: dict[str, int]
     next_order: int = 1
     next_item: int = 1
     next_event: int = 1
@@ -283,16 +417,39 @@ def _make_world(customers: int, seed: int, now_s: int) -> _World:
     for country in ref.COUNTRIES:
         for name in (*country.female, *country.male, *country.last):
             slugs[name] = ref.ascii_slug(name)
-    vocab = [*ref.PAGES, *ref.CAMPAIGNS, *ref.PLATFORMS, *ref.COUPONS, *ref.CATEGORIES, *city_name,
-             *(f"Store {c}" for c in city_name)]
-    for nouns in ref.CATEGORIES.values():
-        vocab.extend(nouns[1])
+    catalogue = ref.build_catalogue(rng)
+    price_text = [repr(p / 100) for p in catalogue.price_minor.tolist()]
+    cat_json = [json.dumps(x) for x in catalogue.category.tolist()]
+    sku_json = [json.dumps(x) for x in catalogue.sku.tolist()]
+    products = range(len(catalogue.sku))
+    texts: list[str] = []
+    props_at: dict[str, int] = {}
+
+    def kind(name: str, values: list[str]) -> None:
+        props_at[name] = len(texts)
+        texts.extend(values)
+
+    kind("product_viewed", [f'{{"category": {cat_json[x]}, "price": {price_text[x]}, "sku": {sku_json[x]}}}'
+                            for x in products])
+    kind("added_to_cart", [f'{{"sku": {sku_json[x]}, "price": {price_text[x]}, "quantity": 1}}' for x in products])
+    kind("wishlist_added", [f'{{"category": {cat_json[x]}, "sku": {sku_json[x]}}}' for x in products])
+    kind("review_written", [f'{{"rating": {v}, "sku": {sku_json[x]}}}' for v in range(1, 6) for x in products])
+    for name, (key, vocab) in _VOCAB_EVENTS.items():
+        kind(name, [f'{{"{key}": {json.dumps(v)}}}' for v in vocab])
+    kind("store_visit", [f'{{"store": {json.dumps("Store " + c)}}}' for c in city_name])
+    values: list[str] = []
+    values_at: dict[str, int] = {}
+    for name, words in (("category", catalogue.category.tolist()), ("sku", catalogue.sku.tolist()),
+                        ("store", ["Store " + c for c in city_name]),
+                        *((name, list(vocab)) for name, (_key, vocab) in _VOCAB_EVENTS.items())):
+        values_at[name] = len(values)
+        values.extend(words)
     return _World(
-        seed=seed, total=customers, now_s=now_s, text=_Text(now_s), catalogue=ref.build_catalogue(rng),
+        seed=seed, total=customers, now_s=now_s, catalogue=catalogue,
         country_p=weights / weights.sum(), city_country=np.array(city_country), city_name=np.array(city_name, object),
         city_state=np.array(city_state, object), city_prefix=city_prefix, city_offsets=np.array(offsets),
-        city_cdfs=cdfs, slugs=slugs, json_text={v: json.dumps(v) for v in vocab},
-        id_width=max(7, len(str(customers))),
+        city_cdfs=cdfs, slugs=slugs, id_width=max(7, len(str(customers))),
+        props_text=_strings(texts), props_at=props_at, values_text=_strings(values), values_at=values_at,
     )
 
 
@@ -306,8 +463,7 @@ class _Customers:
     city: np.ndarray
 
 
-def _gen_customers(w: _World, rng: np.random.Generator, first_id: int, n: int,
-                   emit: Callable[[str, list[str], list[Any]], None]) -> _Customers:
+def _gen_customers(w: _World, rng: np.random.Generator, first_id: int, n: int, emit: Emit) -> _Customers:
     ids = np.arange(first_id, first_id + n, dtype=np.int64)
     now = w.now_s
     country = rng.choice(len(ref.COUNTRIES), size=n, p=w.country_p)
@@ -319,7 +475,6 @@ def _gen_customers(w: _World, rng: np.random.Generator, first_id: int, n: int,
             np.searchsorted(w.city_cdfs[ci], u[mask]), len(w.city_cdfs[ci]) - 1
         )
     g = rng.choice(4, size=n, p=[0.51, 0.47, 0.01, 0.01])  # female, male, other, unknown
-    gender = np.array(["female", "male", "other", None], dtype=object)[g]
     r_first, r_last, r_dom, r_phone = (rng.integers(0, 1 << 40, n) for _ in range(4))
     first = np.empty(n, dtype=object)
     last = np.empty(n, dtype=object)
@@ -353,36 +508,37 @@ def _gen_customers(w: _World, rng: np.random.Generator, first_id: int, n: int,
             postal[i] = ref.postal_code(c.code, w.city_prefix[city[i]], int(r_postal[i]))
             if has_company[i]:
                 company[i] = f"{ref.COMPANY_WORDS[r_company[i]]} {ref.COMPANY_SUFFIX[c.code]}"
-    country_code = np.array([c.code for c in ref.COUNTRIES], dtype=object)[country]
     age_days = (np.clip(rng.normal(41, 14, n), 18.05, 80.9) * 365.25).astype(np.int64)
     birth_day = now // 86400 - age_days
     created = now - (SPAN_SECONDS * rng.random(n) ** 1.3).astype(np.int64) - 1  # growing: more recent sign-ups
     source_i = rng.choice(len(ref.SOURCES), size=n, p=ref.SOURCE_WEIGHTS)
-    source = np.array(ref.SOURCES, dtype=object)[source_i]
     metadata = _nones(n)
     shop = np.flatnonzero(source_i == 0)
     metadata[shop] = [f'{{"shopify_customer_id": {7_000_000_000 + i}}}' for i in ids[shop].tolist()]
     mc = np.flatnonzero(source_i == 1)
     metadata[mc] = '{"list": "newsletter", "double_opt_in": true}'
-    store = _nones(n)
+    stores = ["Store " + name for name in w.city_name.tolist()]
+    store_i = np.full(n, -1, dtype=np.int64)  # index into stores; len(stores): "Webshop"; -1: none
     in_store = (source_i == 3) | (rng.random(n) < 0.25)
-    store[in_store] = "Store " + w.city_name[city[in_store]]
+    store_i[in_store] = city[in_store]
     web = ~in_store & (rng.random(n) < 0.5)
-    store[web] = "Webshop"
+    store_i[web] = len(stores)
     member = rng.random(n) < 0.7
     at_signup = rng.random(n) < 0.5
     member_since = np.where(at_signup, created, created + ((now - created) * rng.random(n)).astype(np.int64))
     updated = np.maximum(created, np.where(member, member_since, created))
     updated = updated + ((now - updated) * rng.random(n) ** 3).astype(np.int64)
-    t = w.text
-    ms = np.where(member, member_since, 0)
+    country_codes = [c.code for c in ref.COUNTRIES]
     emit("customers",
          ["id", "source_id", "first_name", "last_name", "email", "phone", "birthdate", "gender", "postal_code",
           "city", "state", "country", "created_at", "source", "source_metadata", "store", "company",
           "loyalty_member", "member_since", "updated_at"],
-         [ids, _codes("C", ids, w.id_width), first, last, email, phone, t.dates(birth_day), gender, postal,
-          w.city_name[city], w.city_state[city], country_code, t.instants(created), source, metadata, store, company,
-          member, np.where(member, t.instants(ms), _nones(n)), t.instants(updated)])
+         [ids, _codes("C", ids, w.id_width), _strings(first), _strings(last), _strings(email), _strings(phone),
+          Dates(birth_day), _pick(["female", "male", "other", None], g), _strings(postal),
+          _pick(w.city_name.tolist(), city), _pick(w.city_state.tolist(), city), _pick(country_codes, country),
+          Instants(created), _pick(ref.SOURCES, source_i), _strings(metadata),
+          _pick([*stores, "Webshop", None], np.where(store_i < 0, len(stores) + 1, store_i)), _strings(company),
+          member, Instants(member_since, valid=member), Instants(updated)])
     sigma = 1.15
     activity = rng.lognormal(-sigma * sigma / 2, sigma, n)
     return _Customers(ids=ids, created=created, member=member, member_since=member_since, activity=activity,
@@ -397,11 +553,14 @@ ATTRIBUTE_DEFINITIONS: tuple[tuple[str, str, str, str], ...] = (
     ("interests", "list", "Interests", "Interests chosen in the preference centre."),
     ("last_survey_at", "datetime", "Last survey", "When the customer last answered a satisfaction survey."),
 )
-_ATTR_CODE = {name: i for i, name in enumerate(sorted(a[0] for a in ATTRIBUTE_DEFINITIONS))}
+_ATTR_NAMES = sorted(a[0] for a in ATTRIBUTE_DEFINITIONS)
+_ATTR_CODE = {name: i for i, name in enumerate(_ATTR_NAMES)}
+_VALUE_COLUMNS = ["value_string", "value_number", "value_boolean", "value_date", "value_datetime"]
+_VALUE_TYPES = {"value_string": pa.string(), "value_number": pa.float64(), "value_boolean": pa.bool_(),
+                "value_date": pa.date32(), "value_datetime": pa.int64()}
 
 
-def _gen_attributes(w: _World, rng: np.random.Generator, c: _Customers,
-                    emit: Callable[[str, list[str], list[Any]], None]) -> int:
+def _gen_attributes(w: _World, rng: np.random.Generator, c: _Customers, emit: Emit) -> int:
     n = len(c.ids)
     parts: list[tuple[np.ndarray, str, np.ndarray, dict[str, Any]]] = []
 
@@ -411,52 +570,54 @@ def _gen_attributes(w: _World, rng: np.random.Generator, c: _Customers,
         parts.append((cid, name, pos, values))
 
     has = rng.random(n) < 0.85
-    add(has, "occupation", value_string=np.array(ref.OCCUPATIONS, object)[rng.integers(0, 15, n)][has])
+    add(has, "occupation", value_string=_pick(ref.OCCUPATIONS, rng.integers(0, 15, n)[has]))
     has = rng.random(n) < 0.7
-    add(has, "married", value_boolean=(rng.random(n) < 0.55)[has].astype(np.int64))
+    add(has, "married", value_boolean=(rng.random(n) < 0.55)[has])
     has = c.member & (rng.random(n) < 0.6)
-    add(has, "club_level", value_string=np.array(ref.CLUB_LEVELS, object)[rng.choice(3, n, p=[0.7, 0.22, 0.08])][has])
+    add(has, "club_level", value_string=_pick(ref.CLUB_LEVELS, rng.choice(3, n, p=[0.7, 0.22, 0.08])[has]))
     has = rng.random(n) < 0.6
     add(has, "children", value_number=rng.choice(5, n, p=[0.4, 0.22, 0.25, 0.09, 0.04]).astype(float)[has])
     k = np.where(rng.random(n) < 0.75, rng.integers(1, 5, n), 0)
     order = np.argsort(rng.random((n, len(ref.INTERESTS))), axis=1)
     who = np.repeat(np.arange(n), k)
     pos = _group_rank(who)
-    add(who, "interests", position=pos, value_string=np.array(ref.INTERESTS, object)[order[who, pos]])
+    add(who, "interests", position=pos, value_string=_pick(ref.INTERESTS, order[who, pos]))
     has = rng.random(n) < 0.3
     survey = c.created + ((w.now_s - c.created) * rng.random(n)).astype(np.int64)
-    add(has, "last_survey_at", value_datetime=w.text.instants(survey[has], rng.integers(0, 1000, n)[has]))
+    survey_ms = rng.integers(0, 1000, n)[has]
+    add(has, "last_survey_at", value_datetime=survey[has] * 1000 + survey_ms)
 
-    cols = ["value_string", "value_number", "value_boolean", "value_date", "value_datetime"]
     cid = np.concatenate([p[0] for p in parts])
     code = np.concatenate([np.full(len(p[0]), _ATTR_CODE[p[1]]) for p in parts])
     pos = np.concatenate([p[2] for p in parts])
-    names = np.concatenate([np.full(len(p[0]), p[1], dtype=object) for p in parts])
-    values = {}
-    for col in cols:
-        values[col] = np.concatenate([
-            np.asarray(p[3][col], dtype=object) if col in p[3] else _nones(len(p[0])) for p in parts
-        ])
     s = np.lexsort((pos, code, cid))  # primary key order
-    emit("customer_attribute_values", ["customer_id", "name", "position", *cols],
-         [cid[s], names[s], pos[s], *(values[col][s] for col in cols)])
+    values: list[Column] = []
+    for col in _VALUE_COLUMNS:
+        stacked = _stack([(p[3].get(col), len(p[0])) for p in parts], _VALUE_TYPES[col]).take(pa.array(s))
+        if col == "value_datetime":
+            millis = stacked.fill_null(0).to_numpy()
+            valid = stacked.is_valid().to_numpy(zero_copy_only=False)
+            values.append(Instants(millis // 1000, millis % 1000, valid=valid))
+        else:
+            values.append(stacked)
+    emit("customer_attribute_values", ["customer_id", "name", "position", *_VALUE_COLUMNS],
+         [cid[s], _pick(_ATTR_NAMES, code[s]), pos[s], *values])
     return len(cid)
 
 
 @dataclass
 class _Orders:
     ids: np.ndarray
-    customer: np.ndarray  # customer id
+    customer: np.ndarray  # customer position in the chunk
     created: np.ndarray
     status: np.ndarray
     total: np.ndarray
 
 
-_STATUSES = np.array(["created", "paid", "fulfilled", "cancelled", "refunded"], dtype=object)
+_STATUSES = ("created", "paid", "fulfilled", "cancelled", "refunded")
 
 
-def _gen_orders(w: _World, rng: np.random.Generator, c: _Customers,
-                emit: Callable[[str, list[str], list[Any]], None]) -> tuple[_Orders, int]:
+def _gen_orders(w: _World, rng: np.random.Generator, c: _Customers, emit: Emit) -> tuple[_Orders, int]:
     n = len(c.ids)
     now = w.now_s
     age = (now - c.created) / SPAN_SECONDS
@@ -474,7 +635,6 @@ def _gen_orders(w: _World, rng: np.random.Generator, c: _Customers,
     recent = created > now - 2 * 86400
     status_i = np.where(recent, rng.choice(2, m, p=[0.3, 0.7]),
                         rng.choice(5, m, p=[0.0, 0.07, 0.82, 0.06, 0.05]))
-    status = _STATUSES[status_i]
     # Items.
     k = rng.choice(4, m, p=[0.45, 0.3, 0.15, 0.1]) + 1
     order_of_item = np.repeat(np.arange(m), k)
@@ -487,26 +647,29 @@ def _gen_orders(w: _World, rng: np.random.Generator, c: _Customers,
     unit = np.where(discounted, (unit * rng.uniform(0.7, 0.9, q)).astype(np.int64), unit)
     amount = qty * unit
     total = np.bincount(order_of_item, weights=amount, minlength=m).astype(np.int64)
-    created_text = w.text.instants(created)
     customer = c.ids[cust_idx]
     emit("orders", ["id", "order_id", "customer_id", "status", "created_at", "total_minor", "content_hash"],
-         [ids, _codes("O", ids, 10), customer, status, created_text, total, demo_content_hash(1, ids)])
+         [ids, _codes("O", ids, 10), customer, _pick(_STATUSES, status_i), Instants(created), total,
+          demo_content_hash(1, ids)])
     item_ids = np.arange(w.next_item, w.next_item + q, dtype=np.int64)
     w.next_item += q
     emit("order_items",
          ["id", "order_pk", "customer_id", "ordered_at", "status", "sku", "name", "category", "brand", "quantity",
           "unit_price_minor", "amount_minor"],
-         [item_ids, ids[order_of_item], customer[order_of_item], created_text[order_of_item], status[order_of_item],
-          cat.sku[product], cat.name[product], cat.category[product], cat.brand[product], qty, unit, amount])
+         [item_ids, ids[order_of_item], customer[order_of_item], Instants(created[order_of_item]),
+          _pick(_STATUSES, status_i[order_of_item]), _pick(cat.sku.tolist(), product),
+          _pick(cat.name.tolist(), product), _pick(cat.category.tolist(), product),
+          _pick(cat.brand.tolist(), product), qty, unit, amount])
     return _Orders(ids=ids, customer=cust_idx, created=created, status=status_i, total=total), q
 
 
-_EVENT_NAMES = np.array([e[0] for e in ref.EVENT_KINDS], dtype=object)
+_EVENT_NAMES = [e[0] for e in ref.EVENT_KINDS]
 _EVENT_P = np.array([e[1] for e in ref.EVENT_KINDS]) / sum(e[1] for e in ref.EVENT_KINDS)
+_PROPERTY_KEYS = sorted({key for e in ref.EVENT_KINDS for key in e[3]})
+_KEY_CODE = {key: i for i, key in enumerate(_PROPERTY_KEYS)}
 
 
-def _gen_events(w: _World, rng: np.random.Generator, c: _Customers,
-                emit: Callable[[str, list[str], list[Any]], None]) -> tuple[int, int]:
+def _gen_events(w: _World, rng: np.random.Generator, c: _Customers, emit: Emit) -> tuple[int, int]:
     n = len(c.ids)
     now = w.now_s
     age = (now - c.created) / SPAN_SECONDS
@@ -522,79 +685,77 @@ def _gen_events(w: _World, rng: np.random.Generator, c: _Customers,
     ids = np.arange(w.next_event, w.next_event + m, dtype=np.int64)
     w.next_event += m
     cat = w.catalogue
-    js = w.json_text
-    props = np.empty(m, dtype=object)
-    # Typed declared properties: (event index, key, string value, number value)
+    # properties: an index into w.props_text, or past its end into this chunk's own texts (cart values).
+    props = np.empty(m, dtype=np.int64)
+    extra: list[str] = []
+    # Typed declared properties: (event positions, key, string values as indexes into w.values_text, numbers)
     epv: list[tuple[np.ndarray, str, np.ndarray | None, np.ndarray | None]] = []
-    price_text = [repr(p / 100) for p in cat.price_minor.tolist()]
-    cat_json = [js[x] for x in cat.category.tolist()]
-    sku_json = [json.dumps(x) for x in cat.sku.tolist()]
+    vat = w.values_at
     for ki, (name, _w, _label, _declared) in enumerate(ref.EVENT_KINDS):
         idx = np.flatnonzero(kind == ki)
         r = len(idx)
         if not r:
             continue
-        if name in ("product_viewed", "added_to_cart", "wishlist_added", "review_written"):
+        at0 = w.props_at.get(name, 0)
+        if name in _PRODUCT_EVENTS:
             p = rng.choice(len(cat.sku), r, p=cat.popularity)
-            pl = p.tolist()
+            price = cat.price_minor[p] / 100
             if name == "product_viewed":
-                props[idx] = [f'{{"category": {cat_json[x]}, "price": {price_text[x]}, "sku": {sku_json[x]}}}'
-                              for x in pl]
-                epv += [(idx, "category", cat.category[p], None), (idx, "price", None, cat.price_minor[p] / 100)]
+                props[idx] = at0 + p
+                epv += [(idx, "category", vat["category"] + p, None), (idx, "price", None, price)]
             elif name == "added_to_cart":
-                props[idx] = [f'{{"sku": {sku_json[x]}, "price": {price_text[x]}, "quantity": 1}}' for x in pl]
-                epv += [(idx, "sku", cat.sku[p], None), (idx, "price", None, cat.price_minor[p] / 100)]
+                props[idx] = at0 + p
+                epv += [(idx, "sku", vat["sku"] + p, None), (idx, "price", None, price)]
             elif name == "wishlist_added":
-                props[idx] = [f'{{"category": {cat_json[x]}, "sku": {sku_json[x]}}}' for x in pl]
-                epv.append((idx, "category", cat.category[p], None))
+                props[idx] = at0 + p
+                epv.append((idx, "category", vat["category"] + p, None))
             else:
                 rating = rng.choice(5, r, p=[0.05, 0.05, 0.12, 0.33, 0.45]) + 1
-                props[idx] = [f'{{"rating": {v}, "sku": {sku_json[x]}}}' for v, x in zip(rating.tolist(), pl,
-                                                                                           strict=True)]
+                props[idx] = at0 + (rating - 1) * len(cat.sku) + p
                 epv.append((idx, "rating", None, rating.astype(float)))
         elif name == "checkout_started":
             value = np.round(rng.lognormal(4.3, 0.6, r), 2)
-            props[idx] = [f'{{"cart_value": {v!r}}}' for v in value.tolist()]
+            props[idx] = len(w.props_text) + len(extra) + np.arange(r)
+            extra.extend(f'{{"cart_value": {v!r}}}' for v in value.tolist())
             epv.append((idx, "cart_value", None, value))
+        elif name == "store_visit":  # the store of the customer's city
+            city = c.city[cust_idx[idx]]
+            props[idx] = at0 + city
+            epv.append((idx, "store", vat["store"] + city, None))
         else:
-            key, vocab = {
-                "page_viewed": ("path", ref.PAGES), "newsletter_opened": ("campaign", ref.CAMPAIGNS),
-                "newsletter_clicked": ("campaign", ref.CAMPAIGNS), "app_opened": ("platform", ref.PLATFORMS),
-                "search": ("query", tuple(x for v in ref.CATEGORIES.values() for x in v[1])),
-                "coupon_redeemed": ("code", ref.COUPONS), "store_visit": ("store", None),
-            }[name]
-            if vocab is None:  # the store of the customer's city
-                values = "Store " + w.city_name[c.city[cust_idx[idx]]]
-            else:
-                values = np.array(vocab, dtype=object)[rng.integers(0, len(vocab), r)]
-            head = f'{{"{key}": '
-            props[idx] = [head + js[v] + "}" for v in values.tolist()]
-            epv.append((idx, key, values, None))
+            key, vocab = _VOCAB_EVENTS[name]
+            vi = rng.integers(0, len(vocab), r)
+            props[idx] = at0 + vi
+            epv.append((idx, key, vat[name] + vi, None))
+    texts = pa.concat_arrays([w.props_text, _strings(extra)]) if extra else w.props_text
     emit("events", ["id", "event_id", "customer_id", "name", "occurred_at", "properties", "content_hash"],
-         [ids, _codes("E", ids, 11), c.ids[cust_idx], _EVENT_NAMES[kind], w.text.instants(at, ms), props,
-          demo_content_hash(2, ids)])
+         [ids, _codes("E", ids, 11), c.ids[cust_idx], _pick(_EVENT_NAMES, kind), Instants(at, ms),
+          pa.DictionaryArray.from_arrays(props.astype(np.int32), texts), demo_content_hash(2, ids)])
     if not epv:
         return m, 0
     ev = np.concatenate([e[0] for e in epv])
-    keys = np.concatenate([np.full(len(e[0]), e[1], dtype=object) for e in epv])
-    vs = np.concatenate([e[2] if e[2] is not None else _nones(len(e[0])) for e in epv])
-    vn = np.concatenate([np.asarray(e[3], dtype=object) if e[3] is not None else _nones(len(e[0])) for e in epv])
-    s = np.lexsort((keys.astype(str), ev))
+    keys = np.concatenate([np.full(len(e[0]), _KEY_CODE[e[1]]) for e in epv])
+    s = np.lexsort((keys, ev))
+    take = pa.array(s)
+    vi = np.concatenate([e[2] if e[2] is not None else np.full(len(e[0]), -1) for e in epv])[s]
+    vs = pa.DictionaryArray.from_arrays(pa.array(vi.astype(np.int32), mask=vi < 0), w.values_text)
+    vn = _stack([(e[3], len(e[0])) for e in epv], pa.float64()).take(take)
     q = len(ev)
-    zeros = np.zeros(q, dtype=np.int64)
     emit("event_property_values",
          ["event_pk", "key", "position", "value_string", "value_number", "value_boolean", "value_date",
           "value_datetime"],
-         [ids[ev[s]], keys[s], zeros, vs[s], vn[s], _nones(q), _nones(q), _nones(q)])
+         [ids[ev[s]], _pick(_PROPERTY_KEYS, keys[s]), np.zeros(q, dtype=np.int64), vs, vn,
+          pa.nulls(q, pa.bool_()), pa.nulls(q, pa.string()), pa.nulls(q, pa.string())])
     return m, q
 
 
+_LOYALTY_STRINGS = ["type", "program", "entry", "tier", "reward", "referred", "gift_card", "operation", "reason"]
+_LOYALTY_INTEGERS = ["points", "amount_minor"]
 _LOYALTY_COLUMNS = ["customer_id", "type", "program", "entry", "points", "tier", "reward", "referred", "gift_card",
                     "operation", "amount_minor", "reason", "occurred_at"]
 
 
-def _gen_loyalty(w: _World, rng: np.random.Generator, c: _Customers, o: _Orders,
-                 emit: Callable[[str, list[str], list[Any]], None]) -> int:
+def _gen_loyalty(w: _World, rng: np.random.Generator, c: _Customers, o: _Orders, emit: Emit) -> int:
     n = len(c.ids)
     now = w.now_s
     parts: list[dict[str, Any]] = []
@@ -632,7 +793,7 @@ def _gen_loyalty(w: _World, rng: np.random.Generator, c: _Customers, o: _Orders,
     start = np.where(last_earn[red_cust] >= 0, c.member_since[red_cust], now)
     red_at = start + ((now - start) * rng.random(len(red_cust))).astype(np.int64) + 120
     red_at = np.minimum(red_at, now)
-    reward = np.array(ref.REWARDS, dtype=object)[rng.integers(0, len(ref.REWARDS), len(red_cust))]
+    reward = _pick(ref.REWARDS, rng.integers(0, len(ref.REWARDS), len(red_cust)))
     part(red_cust, red_at, type="redemption", program=PROGRAM, reward=reward)
     part(red_cust, red_at, type="points", program=PROGRAM, entry="spend", points=-REDEMPTION_COST,
          reason="redemption")
@@ -656,13 +817,11 @@ def _gen_loyalty(w: _World, rng: np.random.Generator, c: _Customers, o: _Orders,
     referred = rng.integers(1, w.total + 1, len(ref_cust))
     ref_at = c.member_since[ref_cust] + ((now - c.member_since[ref_cust]) * rng.random(len(ref_cust))).astype(
         np.int64)
-    part(ref_cust, ref_at, type="referral", program=PROGRAM,
-         referred=np.array(_codes("C", referred, w.id_width), dtype=object))
+    part(ref_cust, ref_at, type="referral", program=PROGRAM, referred=_codes("C", referred, w.id_width))
     # Gift cards: issued, then partly redeemed.
     gc = np.flatnonzero(rng.random(n) < 0.04)
     g = len(gc)
-    codes = np.array([f"GC-{w.seed % 100:02d}{i:08d}" for i in range(w.next_gift_card, w.next_gift_card + g)],
-                     dtype=object)
+    codes = _codes(f"GC-{w.seed % 100:02d}", np.arange(w.next_gift_card, w.next_gift_card + g), 8)
     w.next_gift_card += g
     value = rng.choice([2500, 5000, 10000, 20000], g)
     issued = c.created[gc] + ((now - c.created[gc]) * rng.random(g)).astype(np.int64)
@@ -670,109 +829,120 @@ def _gen_loyalty(w: _World, rng: np.random.Generator, c: _Customers, o: _Orders,
     r1 = rng.random(g) < 0.6
     first_use = (value * rng.uniform(0.3, 1.0, g)).astype(np.int64)
     at1 = issued + ((now - issued) * rng.random(g) * 0.5).astype(np.int64) + 60
-    part(gc[r1], at1[r1], type="gift_card", gift_card=codes[r1], operation="redeem", amount_minor=-first_use[r1],
-         reason="in-store purchase")
+    part(gc[r1], at1[r1], type="gift_card", gift_card=codes.filter(pa.array(r1)), operation="redeem",
+         amount_minor=-first_use[r1], reason="in-store purchase")
     r2 = r1 & (rng.random(g) < 0.3) & (first_use < value)
     at2 = at1 + ((now - at1) * rng.random(g)).astype(np.int64) + 60
-    part(gc[r2], np.minimum(at2[r2], now), type="gift_card", gift_card=codes[r2], operation="redeem",
-         amount_minor=-(value - first_use)[r2], reason="online purchase")
+    part(gc[r2], np.minimum(at2[r2], now), type="gift_card", gift_card=codes.filter(pa.array(r2)),
+         operation="redeem", amount_minor=-(value - first_use)[r2], reason="online purchase")
 
     cust = np.concatenate([p["customer"] for p in parts])
     at = np.concatenate([p["at"] for p in parts])
     seq = np.arange(len(cust))
     s = np.lexsort((seq, at, cust))
+    take = pa.array(s)
     m = len(cust)
     ids = np.arange(w.next_loyalty, w.next_loyalty + m, dtype=np.int64)
     w.next_loyalty += m
-    data: list[Any] = [ids, _codes("L", ids, 11)]
+    data: list[Column] = [ids, _codes("L", ids, 11)]
     for col in _LOYALTY_COLUMNS:
         if col == "customer_id":
             data.append(c.ids[cust[s]])
         elif col == "occurred_at":
-            data.append(w.text.instants(at[s]))
+            data.append(Instants(at[s]))
         else:
-            chunks = []
-            for p in parts:
-                v = p.get(col)
-                size = len(p["customer"])
-                if v is None:
-                    chunks.append(_nones(size))
-                elif isinstance(v, np.ndarray):
-                    chunks.append(v.astype(object))
-                else:
-                    chunks.append(np.full(size, v, dtype=object))
-            data.append(np.concatenate(chunks)[s])
+            type_ = pa.string() if col in _LOYALTY_STRINGS else pa.int64()
+            data.append(_stack([(p.get(col), len(p["customer"])) for p in parts], type_).take(take))
     data.append(demo_content_hash(3, ids))
     emit("loyalty_transactions", ["id", "transaction_id", *_LOYALTY_COLUMNS, "content_hash"], data)
     return m
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Summaries
+# Writers
 
 
-def insert_summaries(connection: sa.Connection) -> None:
-    """Fill ``customer_summaries`` and ``customer_program_summaries`` from the raw rows, set-based.
+class _AdbcSink:
+    """ADBC bulk ingest into existing tables, one transaction per chunk."""
 
-    Assumes both tables are empty. One row per customer (zeros and NULLs when there is nothing), one row per
-    (customer, program) with a points entry or a tier change. Orders count when their status is in
-    COUNTED_ORDER_STATUSES; the average is rounded half up; the last order is the latest by ``created_at``, ties
-    broken by the highest id; the program tier is that of the latest tier change. To be merged with
-    ``cohorta.customers.summary`` so that one piece of logic defines the summaries.
-    """
-    counted = ", ".join(f"'{s}'" for s in COUNTED_ORDER_STATUSES)
-    connection.exec_driver_sql(f"""
-        INSERT INTO customer_summaries (customer_id, order_count, total_spent_minor, average_order_value_minor,
-            first_order_at, last_order_at, last_order_amount_minor, points_balance, redemption_count,
-            referral_count, gift_card_balance_minor)
-        SELECT c.id, COALESCE(o.order_count, 0), COALESCE(o.total, 0),
-               (2 * o.total + o.order_count) / (2 * o.order_count),
-               o.first_at, o.last_at, lo.total_minor,
-               COALESCE(l.points, 0), COALESCE(l.redemptions, 0), COALESCE(l.referrals, 0), COALESCE(l.gift, 0)
-        FROM customers c
-        LEFT JOIN (
-            SELECT customer_id, COUNT(*) AS order_count, CAST(SUM(total_minor) AS BIGINT) AS total,
-                   MIN(created_at) AS first_at, MAX(created_at) AS last_at
-            FROM orders WHERE status IN ({counted}) GROUP BY customer_id
-        ) o ON o.customer_id = c.id
-        LEFT JOIN (
-            SELECT customer_id, total_minor FROM (
-                SELECT customer_id, total_minor,
-                       ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY created_at DESC, id DESC) AS rn
-                FROM orders WHERE status IN ({counted})
-            ) ranked WHERE rn = 1
-        ) lo ON lo.customer_id = c.id
-        LEFT JOIN (
-            SELECT customer_id,
-                   CAST(SUM(CASE WHEN type = 'points' THEN points ELSE 0 END) AS BIGINT) AS points,
-                   SUM(CASE WHEN type = 'redemption' THEN 1 ELSE 0 END) AS redemptions,
-                   SUM(CASE WHEN type = 'referral' THEN 1 ELSE 0 END) AS referrals,
-                   CAST(SUM(CASE WHEN type = 'gift_card' THEN amount_minor ELSE 0 END) AS BIGINT) AS gift
-            FROM loyalty_transactions GROUP BY customer_id
-        ) l ON l.customer_id = c.id
-    """)
-    connection.exec_driver_sql("""
-        INSERT INTO customer_program_summaries (customer_id, program, points_balance, tier)
-        SELECT p.customer_id, p.program, p.points, t.tier
-        FROM (
-            SELECT customer_id, program,
-                   CAST(SUM(CASE WHEN type = 'points' THEN points ELSE 0 END) AS BIGINT) AS points
-            FROM loyalty_transactions
-            WHERE program IS NOT NULL AND type IN ('points', 'tier')
-            GROUP BY customer_id, program
-        ) p
-        LEFT JOIN (
-            SELECT customer_id, program, tier FROM (
-                SELECT customer_id, program, tier,
-                       ROW_NUMBER() OVER (PARTITION BY customer_id, program ORDER BY occurred_at DESC, id DESC) AS rn
-                FROM loyalty_transactions WHERE type = 'tier' AND program IS NOT NULL
-            ) ranked WHERE rn = 1
-        ) t ON t.customer_id = p.customer_id AND t.program = p.program
-    """)
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.cursor = connection.cursor()
+
+    def write(self, table: str, data: pa.Table) -> None:
+        if data.num_rows:
+            self.cursor.adbc_ingest(table, data, mode="append")
+
+    def commit(self) -> None:
+        self.connection.commit()
+
+    def close(self) -> None:
+        try:
+            self.connection.rollback()
+        finally:
+            self.cursor.close()
+            self.connection.close()
+
+
+class _ConnectionSink:
+    """Plain executemany through the SQLAlchemy connection (an in-memory SQLite database: no second connection)."""
+
+    def __init__(self, connection: sa.Connection) -> None:
+        self.connection = connection
+
+    def write(self, table: str, data: pa.Table) -> None:
+        if not data.num_rows:
+            return
+        quote = self.connection.dialect.identifier_preparer.quote
+        columns = ", ".join(quote(name) for name in data.column_names)
+        rows = list(zip(*(column.to_pylist() for column in data.columns), strict=True))
+        self.connection.exec_driver_sql(
+            f"INSERT INTO {quote(table)} ({columns}) VALUES ({', '.join('?' * data.num_columns)})", rows
+        )
+
+    def commit(self) -> None:
+        self.connection.commit()
+
+    def close(self) -> None:
+        self.connection.rollback()
+
+
+def _sqlite_file(engine: sa.Engine) -> str | None:
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:") or engine.url.query.get("mode"):
+        return None
+    return os.path.abspath(database)
+
+
+def _open_sink(engine: sa.Engine, conn: sa.Connection) -> _AdbcSink | _ConnectionSink:
+    if conn.dialect.name == "sqlite":
+        path = _sqlite_file(engine)
+        if path is None:
+            return _ConnectionSink(conn)
+        import adbc_driver_sqlite.dbapi
+
+        adbc = adbc_driver_sqlite.dbapi.connect(path)
+        # Pragmas cannot change inside the transaction the driver keeps open while autocommit is off.
+        adbc.adbc_connection.set_autocommit(True)
+        with adbc.cursor() as cursor:
+            for pragma in ("synchronous=OFF", "foreign_keys=OFF", "cache_size=-262144", "busy_timeout=10000"):
+                cursor.execute(f"PRAGMA {pragma}")
+            cursor.execute("PRAGMA synchronous")
+            assert cursor.fetchone() == (0,), "the writer connection did not take synchronous=OFF"
+        adbc.adbc_connection.set_autocommit(False)
+        return _AdbcSink(adbc)
+    import adbc_driver_postgresql.dbapi
+
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    adbc = adbc_driver_postgresql.dbapi.connect(url)
+    with adbc.cursor() as cursor:
+        cursor.execute("SET synchronous_commit TO off")
+    adbc.commit()
+    return _AdbcSink(adbc)
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Index management
+# Schema management
 
 
 def _secondary_indexes(connection: sa.Connection) -> list[tuple[str, str]]:
@@ -795,12 +965,94 @@ def _secondary_indexes(connection: sa.Connection) -> list[tuple[str, str]]:
     return [(r[0], r[1]) for r in rows]
 
 
+def _foreign_keys(connection: sa.Connection) -> list[tuple[str, str, str]]:
+    """PostgreSQL: (table, constraint, definition) of the foreign keys of the loaded tables, as the database has them."""
+    rows = connection.exec_driver_sql(
+        "SELECT t.relname, k.conname, pg_get_constraintdef(k.oid) FROM pg_constraint k "
+        "JOIN pg_class t ON t.oid = k.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace "
+        "WHERE k.contype = 'f' AND n.nspname = current_schema() AND t.relname = ANY(%(tables)s) "
+        "ORDER BY t.relname, k.conname",
+        {"tables": list(TABLES)},
+    ).all()
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def _column_types(connection: sa.Connection) -> dict[tuple[str, str], str]:
+    if connection.dialect.name != "postgresql":
+        return {}
+    rows = connection.exec_driver_sql(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = ANY(%(tables)s)", {"tables": list(TABLES)}
+    ).all()
+    return {(r[0], r[1]): r[2] for r in rows}
+
+
 def _quote(connection: sa.Connection, name: str) -> str:
     return connection.dialect.identifier_preparer.quote(name)
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Entry point
+
+
+@dataclass
+class _Chunk:
+    customers: int
+    tables: list[tuple[str, pa.Table]]
+    stats: DemoStats
+
+
+def _chunks(world: _World, seed: int, customers: int, arrow: _Arrow) -> Iterator[_Chunk]:
+    for start in range(0, customers, CHUNK):
+        n = min(CHUNK, customers - start)
+        rng = np.random.default_rng([seed, start])
+        tables: list[tuple[str, pa.Table]] = []
+
+        def emit(table: str, columns: list[str], data: list[Column]) -> None:
+            tables.append((table, arrow.table(table, columns, data)))  # noqa: B023 (used before the next chunk)
+
+        stats = DemoStats(customers=n)
+        c = _gen_customers(world, rng, start + 1, n, emit)
+        stats.attribute_values = _gen_attributes(world, rng, c, emit)
+        orders, stats.order_items = _gen_orders(world, rng, c, emit)
+        stats.orders = len(orders.ids)
+        stats.events, stats.event_property_values = _gen_events(world, rng, c, emit)
+        stats.loyalty_transactions = _gen_loyalty(world, rng, c, orders, emit)
+        yield _Chunk(n, tables, stats)
+
+
+def _ahead(chunks: Iterator[_Chunk], stop: threading.Event) -> Iterator[_Chunk]:
+    """The chunks, generated in a background thread one chunk ahead of the consumer."""
+    box: queue.Queue[_Chunk | BaseException | None] = queue.Queue(maxsize=1)
+
+    def put(item: _Chunk | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if not put(chunk):
+                    return
+            put(None)
+        except BaseException as exc:  # handed to the consumer
+            put(exc)
+
+    thread = threading.Thread(target=produce, name="demo-generator", daemon=True)
+    thread.start()
+    try:
+        while (item := box.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def load_demo(
@@ -816,7 +1068,8 @@ def load_demo(
     ``now`` (timezone-aware; default: the current time) is the end of the three years of history.
     ``progress(stage, done, total)`` is called with stage "data" (done = customers written), "indexes" and
     "summaries". Raises Conflict when the database already has customers. Each chunk of ``CHUNK`` customers is
-    committed on its own: a failed load leaves a partial data set (secondary indexes are restored regardless).
+    committed on its own: a failed load leaves a partial data set (secondary indexes and, on PostgreSQL, foreign
+    keys are restored regardless).
     """
     if customers < 1:
         raise ValueError("customers must be at least 1")
@@ -827,80 +1080,76 @@ def load_demo(
     started = time.perf_counter()
     report = progress or (lambda stage, done, total: None)
     stats = DemoStats()
-    world = _make_world(customers, seed, int(now.timestamp()))
-    now_text = world.text.instants(np.array([world.now_s]))[0]
+    now_s = int(now.timestamp())
+    world = _make_world(customers, seed, now_s)
 
     with engine.connect() as conn:
         if conn.exec_driver_sql("SELECT 1 FROM customers LIMIT 1").first() is not None:
             raise Conflict("The database already has customers: the demo data set loads into an empty database.")
-        conn.rollback()
         sqlite = conn.dialect.name == "sqlite"
+        arrow = _Arrow(conn.dialect.name, _column_types(conn))
+        indexes = [ix for ix in _secondary_indexes(conn) if ix[0] not in APPEND_FRIENDLY_INDEXES]
+        foreign_keys = [] if sqlite else _foreign_keys(conn)
+        conn.rollback()
         restore: list[str] = []
         if sqlite:
-            for pragma, value in (("synchronous", "OFF"), ("foreign_keys", "OFF"), ("cache_size", "-524288")):
+            # For the index builds and the summaries on this connection; the writer connection sets its own.
+            for pragma, value in (("synchronous", "OFF"), ("cache_size", "-524288"), ("threads", "4")):
                 old = conn.exec_driver_sql(f"PRAGMA {pragma}").scalar()
                 restore.append(f"PRAGMA {pragma}={old}")
                 conn.exec_driver_sql(f"PRAGMA {pragma}={value}")
             conn.commit()
-        dbapi = conn.connection.driver_connection
-        sink: _SqliteSink | _PostgresSink = _SqliteSink(dbapi) if sqlite else _PostgresSink(dbapi)
-
-        def begin() -> None:
-            if not sqlite:
-                conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
-
-        def emit(table: str, columns: list[str], data: list[Any]) -> None:
-            sink.write(table, columns, [_column(col) for col in data])
-
-        indexes = [ix for ix in _secondary_indexes(conn) if ix[0] not in APPEND_FRIENDLY_INDEXES]
+        sink = _open_sink(engine, conn)
+        stop = threading.Event()
         try:
-            begin()
+            for table, name, _definition in foreign_keys:
+                conn.exec_driver_sql(f"ALTER TABLE {_quote(conn, table)} DROP CONSTRAINT {_quote(conn, name)}")
             for name, _sql in indexes:
                 conn.exec_driver_sql(f"DROP INDEX {_quote(conn, name)}")
-            now_param = now_text
-            emit("attribute_definitions", ["name", "type", "label", "description", "created_at", "updated_at"],
-                 [[a[i] for a in ATTRIBUTE_DEFINITIONS] for i in range(4)]
-                 + [[now_param] * len(ATTRIBUTE_DEFINITIONS)] * 2)
-            emit("event_definitions", ["name", "label", "description", "properties", "created_at", "updated_at"],
-                 [[e[0] for e in ref.EVENT_KINDS], [e[2] for e in ref.EVENT_KINDS],
-                  [f"Demo event: {e[2].lower()}." for e in ref.EVENT_KINDS],
-                  [json.dumps(e[3]) for e in ref.EVENT_KINDS]] + [[now_param] * len(ref.EVENT_KINDS)] * 2)
             conn.commit()
+            sink.write("attribute_definitions", arrow.table(
+                "attribute_definitions", ["name", "type", "label", "description", "created_at", "updated_at"],
+                [_strings([a[i] for a in ATTRIBUTE_DEFINITIONS]) for i in range(4)]
+                + [Instants(np.full(len(ATTRIBUTE_DEFINITIONS), now_s))] * 2))
+            sink.write("event_definitions", arrow.table(
+                "event_definitions", ["name", "label", "description", "properties", "created_at", "updated_at"],
+                [_strings([e[0] for e in ref.EVENT_KINDS]), _strings([e[2] for e in ref.EVENT_KINDS]),
+                 _strings([f"Demo event: {e[2].lower()}." for e in ref.EVENT_KINDS]),
+                 _strings([json.dumps(e[3]) for e in ref.EVENT_KINDS])]
+                + [Instants(np.full(len(ref.EVENT_KINDS), now_s))] * 2))
+            sink.commit()
             t0 = time.perf_counter()
             report("data", 0, customers)
-            for start in range(0, customers, CHUNK):
-                n = min(CHUNK, customers - start)
-                begin()
-                rng = np.random.default_rng([seed, start])
-                c = _gen_customers(world, rng, start + 1, n, emit)
-                stats.customers += n
-                stats.attribute_values += _gen_attributes(world, rng, c, emit)
-                orders, items = _gen_orders(world, rng, c, emit)
-                stats.orders += len(orders.ids)
-                stats.order_items += items
-                events, props = _gen_events(world, rng, c, emit)
-                stats.events += events
-                stats.event_property_values += props
-                stats.loyalty_transactions += _gen_loyalty(world, rng, c, orders, emit)
-                conn.commit()
-                report("data", start + n, customers)
+            for chunk in _ahead(_chunks(world, seed, customers, arrow), stop):
+                for table, data in chunk.tables:
+                    sink.write(table, data)
+                sink.commit()
+                for name in ("customers", "attribute_values", "orders", "order_items", "events",
+                             "event_property_values", "loyalty_transactions"):
+                    setattr(stats, name, getattr(stats, name) + getattr(chunk.stats, name))
+                report("data", stats.customers, customers)
             stats.timings["data"] = time.perf_counter() - t0
         finally:
+            stop.set()
+            sink.close()
             conn.rollback()
             t0 = time.perf_counter()
-            begin()
-            report("indexes", 0, len(indexes))
+            steps = len(indexes) + len(foreign_keys)
+            report("indexes", 0, steps)
             for i, (_name, sql) in enumerate(indexes, 1):
                 conn.exec_driver_sql(sql)
                 conn.commit()
-                begin()
-                report("indexes", i, len(indexes))
+                report("indexes", i, steps)
+            for i, (table, name, definition) in enumerate(foreign_keys, len(indexes) + 1):
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {_quote(conn, table)} ADD CONSTRAINT {_quote(conn, name)} {definition}"
+                )
+                conn.commit()
+                report("indexes", i, steps)
             stats.timings["indexes"] = time.perf_counter() - t0
-            conn.commit()
         t0 = time.perf_counter()
         report("summaries", 0, 1)
-        begin()
-        insert_summaries(conn)
+        rebuild_summaries(conn)
         if not sqlite:
             for table in ("customers", "orders", "order_items", "events", "loyalty_transactions"):
                 conn.exec_driver_sql(

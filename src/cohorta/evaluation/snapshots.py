@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -121,7 +121,7 @@ def _attach(
 ) -> None:
     query = sa.select(table).where(InValues(table.c.customer_id, chunk))
     if since is not None:
-        query = query.where(table.c[time_column] >= since)
+        query = query.where(table.c[time_column] >= _aware(since))
     for row in _rows(session, query):
         getattr(snapshots[row["customer_id"]], kind).append(row)
 
@@ -138,7 +138,7 @@ def _attach_events(
         InValues(events.c.customer_id, chunk)
     )
     if since is not None:
-        query = query.where(events.c.occurred_at >= since)
+        query = query.where(events.c.occurred_at >= _aware(since))
     if names:
         query = query.where(events.c.name.in_(sorted(names)))
     by_pk: dict[int, dict[str, Any]] = {}
@@ -159,6 +159,11 @@ def _attach_events(
         value_type = declared.get(event["name"], {}).get(key)
         if value_type is not None:
             event["properties"][key] = values.from_rows(ValueType(value_type), rows)
+
+
+def _aware(instant: datetime) -> datetime:
+    """Window starts come from the rules as naive UTC; the store's columns take aware instants."""
+    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant
 
 
 def _declared_property_types(session: Session) -> dict[str, dict[str, str]]:

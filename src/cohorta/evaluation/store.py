@@ -30,7 +30,7 @@ def to_sql(session: Session, expr: Any) -> str:
     return str(ibis.to_sql(expr, dialect=dialect_of(session)))
 
 
-def _run(session: Session, sql: str) -> sa.CursorResult[Any]:
+def run_sql(session: Session, sql: str) -> sa.CursorResult[Any]:
     # The compiled SQL carries its literals (quoted by sqlglot) and takes no parameters. psycopg still parses
     # placeholders in it, so a literal % (LIKE patterns, modulo) is written %% for psycopg to read back as %.
     if session.get_bind().dialect.name == "postgresql":
@@ -44,12 +44,12 @@ def matching_sql(session: Session, rule: rules.Rule | Any, ctx: rules.Context) -
 
 
 def matching_ids(session: Session, rule: rules.Rule | Any, ctx: rules.Context) -> set[int]:
-    return {row[0] for row in _run(session, matching_sql(session, rule, ctx))}
+    return {row[0] for row in run_sql(session, matching_sql(session, rule, ctx))}
 
 
 def count_matching(session: Session, rule: rules.Rule | Any, ctx: rules.Context) -> int:
     sql = f"SELECT COUNT(*) FROM ({matching_sql(session, rule, ctx)}) AS matching"
-    return int(_run(session, sql).scalar_one())
+    return int(run_sql(session, sql).scalar_one())
 
 
 def sample_matching(
@@ -63,7 +63,7 @@ def sample_matching(
     expr = (
         customers.filter(customers.id.isin(matching.customer_id)).order_by(customers.id).select(*columns).limit(limit)
     )
-    result = _run(session, to_sql(session, expr))
+    result = run_sql(session, to_sql(session, expr))
     keys = list(result.keys())
     return [dict(zip(keys, row, strict=True)) for row in result]
 

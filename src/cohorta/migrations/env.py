@@ -6,6 +6,7 @@ from alembic import context
 
 from cohorta.customers import models as _customer_models  # noqa: F401  (registers the tables)
 from cohorta.db import Base, create_db_engine
+from cohorta.segments import models as _segment_models  # noqa: F401
 
 target_metadata = Base.metadata
 

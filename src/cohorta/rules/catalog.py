@@ -89,7 +89,7 @@ SUMMARY_FIELDS: tuple[tuple[str, str, str, bool], ...] = (
     ("referral_count", "integer", "referral_count", False),
     ("gift_card_balance", "money", "gift_card_balance_minor", False),
 )
-ORDER_STATUSES = ("pending", "paid", "fulfilled", "cancelled", "refunded")
+ORDER_STATUSES = ("created", "paid", "fulfilled", "cancelled", "refunded")  # as cohorta.customers.models.OrderStatus
 COUNTED_ORDER_STATUSES = ("paid", "fulfilled")
 POINT_ENTRIES = ("earn", "spend", "adjust", "expire")
 

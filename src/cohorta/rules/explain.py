@@ -1,8 +1,16 @@
-"""Why a customer is (or is not) in a segment: the rule tree annotated per node with what was observed."""
+"""Why a customer is (or is not) in a segment: the rule tree annotated per node with what was observed.
+
+Observed values are shown for a person, not in storage units: money (money-typed fields such as
+``summary.total_spent`` and sum/avg/min/max over money columns such as ``orders.total``) is a decimal string in the
+project currency (``"200.00"`` for 20000 minor units with ``ctx.currency_exponent`` 2). This is display only: the
+tests themselves still compare integer minor units, exactly as the predicate and the batch query do.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
 from typing import Any
 
 from .model import Activity, LastDays, NodeType, Not, Rule, walk
@@ -22,6 +30,37 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, list | tuple | set | frozenset):
         return [_jsonable(x) for x in v]
     return v
+
+
+#: Extra decimal places shown for an average of money that is not a whole number of minor units.
+AVG_EXTRA_DIGITS = 4
+
+
+def money_display(minor: Any, exponent: int | None) -> Any:
+    """A money value in minor units (an int, or a Fraction for an average) as a decimal string in the currency.
+
+    ``20000`` with exponent 2 is ``"200.00"``. An average that is not a whole number of minor units keeps up to
+    :data:`AVG_EXTRA_DIGITS` more decimals (rounded half to even): 1997.5 cents is ``"19.975"``, not a rounded
+    ``"19.98"`` that would misstate a comparison with 19.98. None stays None; without an exponent
+    (``ctx.currency_exponent`` None) the value is left as is.
+    """
+    if minor is None or exponent is None or isinstance(minor, bool):
+        return minor
+    if isinstance(minor, Fraction):
+        if minor.denominator == 1:
+            minor = minor.numerator
+        else:
+            places = exponent + AVG_EXTRA_DIGITS
+            scaled = minor / 10**exponent
+            value = (Decimal(scaled.numerator) / Decimal(scaled.denominator)).quantize(
+                Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+            text = f"{value:f}"
+            whole, _, frac = text.partition(".")
+            frac = frac.rstrip("0").ljust(exponent, "0")
+            return f"{whole}.{frac}" if frac else whole
+    if not isinstance(minor, int):
+        return minor
+    return f"{Decimal(minor).scaleb(-exponent):f}"
 
 
 def _next_midnight(ctx: Context) -> dt.datetime:
@@ -59,7 +98,10 @@ def explain(rule: Rule | NodeType, snapshot: CustomerSnapshot, ctx: Context) -> 
                         out[key] = inner[key]
         elif isinstance(b, BField | BList):
             out["kind"] = "condition"
-            out["observed"] = _jsonable(value_getter(b)(snapshot))
+            observed = value_getter(b)(snapshot)
+            if isinstance(b, BField) and b.typ == "money":
+                observed = money_display(observed, ctx.currency_exponent)
+            out["observed"] = _jsonable(observed)
             op = getattr(model, "op", None)
             if op in RELATIVE_OPERATORS:
                 out["changes_by"] = _next_midnight(ctx).isoformat()
@@ -67,7 +109,11 @@ def explain(rule: Rule | NodeType, snapshot: CustomerSnapshot, ctx: Context) -> 
             out["kind"] = "activity"
             rows = measure_rows(b)(snapshot)
             m = measure_value(b)(rows)
-            if isinstance(m, tuple):  # avg as (sum, count)
+            if b.typ == "money" and b.fn != "count":
+                if isinstance(m, tuple):  # avg as (sum, count) of minor units: exact before display
+                    m = Fraction(m[0], m[1])
+                m = money_display(m, ctx.currency_exponent)
+            elif isinstance(m, tuple):  # avg as (sum, count)
                 m = m[0] / m[1]
             out["observed"] = m
             out["rows"] = len(rows)

@@ -178,8 +178,9 @@ class MonthDay(Test):
     def expr(self, col: Any) -> ir.BooleanValue:
         if self.offset_seconds is not None:  # pragma: no cover - the catalog offers anniversaries on dates only
             raise NotImplementedError("anniversaries of datetime values are not compiled to SQL")
-        # cast: Polars gives Int8 months and days, and 12 * 100 would overflow
-        key = col.month().cast("int32") * 100 + col.day().cast("int32")
+        # Polars gives Int8 months and days, and 12 * 100 would overflow. Ibis types them int32 and drops a cast to
+        # int32 as a no-op, so the cast must be to a wider type for Polars to receive it.
+        key = col.month().cast("int64") * 100 + col.day().cast("int64")
         return key.isin(sorted(self.keys))
 
 

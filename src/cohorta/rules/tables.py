@@ -48,7 +48,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "points": "int64", "tier": "string", "reward": "string", "referred": "string", "gift_card": "string",
         "operation": "string", "amount_minor": "int64", "reason": "string", "occurred_at": "timestamp",
     },
-    "segment_members": {"segment_id": "string", "customer_id": "int64"},
+    "segment_members": {"segment_id": "string", "customer_id": "int64", "since": "timestamp"},
 }  # fmt: skip
 
 #: Column of an EAV row (attribute or event property) holding a value of each catalog type.

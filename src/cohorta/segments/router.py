@@ -1,23 +1,230 @@
-"""HTTP routes of segments: preview and explain of draft rules."""
+"""HTTP routes of segments. Thin: parse, call the services, commit, shape the answer."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Literal
 
-from cohorta.deps import ClockDep, SessionDep, SettingsDep
-from cohorta.segments import service
-from cohorta.segments.schemas import ExplainIn, ExplainOut, PreviewIn, PreviewOut
+from fastapi import APIRouter, Query, Response, status
+
+from cohorta import rules
+from cohorta.deps import ClockDep, PrincipalDep, SessionDep, SettingsDep
+from cohorta.evaluation.catalog import build_catalog
+from cohorta.segments import preview, service
+from cohorta.segments.models import SegmentType
+from cohorta.segments.schemas import (
+    CustomerSegmentOut,
+    ExplainIn,
+    ExplainOut,
+    ListChange,
+    ListChangeOut,
+    MemberPage,
+    MembershipChangeOut,
+    PreviewIn,
+    PreviewOut,
+    SegmentIn,
+    SegmentOut,
+    SegmentPage,
+    SegmentPatch,
+    VersionOut,
+)
 
 router = APIRouter(tags=["segments"])
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Offset = Annotated[int, Query(ge=0)]
 
 
 @router.post("/segments/preview", response_model=PreviewOut)
-def preview(body: PreviewIn, session: SessionDep, settings: SettingsDep, clock: ClockDep) -> PreviewOut:
+def preview_rule(body: PreviewIn, session: SessionDep, settings: SettingsDep, clock: ClockDep) -> PreviewOut:
     """Evaluate a draft rule without saving anything: count, share, sample, drop-off per node, warnings."""
-    return service.preview(session, settings, clock, body)
+    return preview.preview(session, settings, clock, body)
 
 
 @router.post("/segments/explain", response_model=ExplainOut)
-def explain(body: ExplainIn, session: SessionDep, settings: SettingsDep, clock: ClockDep) -> ExplainOut:
+def explain_draft(body: ExplainIn, session: SessionDep, settings: SettingsDep, clock: ClockDep) -> ExplainOut:
     """Why a customer is in or out of a draft rule, node by node, with the values observed."""
-    return service.explain_draft(session, settings, clock, body)
+    return preview.explain_draft(session, settings, clock, body)
+
+
+@router.get("/segments", response_model=SegmentPage)
+def list_segments(
+    session: SessionDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    q: Annotated[str | None, Query(max_length=255, description="Name contains (case-insensitive)")] = None,
+    status_: Annotated[Literal["active", "inactive", "archived"] | None, Query(alias="status")] = None,
+    type_: Annotated[Literal["dynamic", "static", "external"] | None, Query(alias="type")] = None,
+) -> SegmentPage:
+    items, total = service.list_segments(session, status=status_, type_=type_, q=q, limit=limit, offset=offset)
+    return SegmentPage(items=[service.to_out(s) for s in items], total=total)
+
+
+@router.post("/segments", response_model=SegmentOut, status_code=status.HTTP_201_CREATED)
+def create_segment(
+    body: SegmentIn, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: PrincipalDep
+) -> SegmentOut:
+    segment = service.create_segment(session, settings, clock, body, principal.name)
+    session.commit()
+    return service.to_out(segment)
+
+
+@router.get("/segments/{segment_id}", response_model=SegmentOut)
+def get_segment(segment_id: str, session: SessionDep) -> SegmentOut:
+    return service.to_out(service.get_segment(session, segment_id))
+
+
+@router.patch("/segments/{segment_id}", response_model=SegmentOut)
+def update_segment(
+    segment_id: str,
+    body: SegmentPatch,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    principal: PrincipalDep,
+) -> SegmentOut:
+    segment = service.update_segment(session, settings, clock, segment_id, body, principal.name)
+    session.commit()
+    return service.to_out(segment)
+
+
+@router.delete("/segments/{segment_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_segment(segment_id: str, session: SessionDep) -> Response:
+    """Delete an inactive or archived segment and its history. Refused while another segment's rule uses it."""
+    service.delete_segment(session, segment_id)
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/segments/{segment_id}/activate", response_model=SegmentOut)
+def activate(
+    segment_id: str, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: PrincipalDep
+) -> SegmentOut:
+    segment = service.activate(session, settings, clock, segment_id, principal.name)
+    session.commit()
+    return service.to_out(segment)
+
+
+@router.post("/segments/{segment_id}/deactivate", response_model=SegmentOut)
+def deactivate(segment_id: str, session: SessionDep, clock: ClockDep, principal: PrincipalDep) -> SegmentOut:
+    segment = service.deactivate(session, clock, segment_id, principal.name)
+    session.commit()
+    return service.to_out(segment)
+
+
+@router.post("/segments/{segment_id}/archive", response_model=SegmentOut)
+def archive(segment_id: str, session: SessionDep, clock: ClockDep, principal: PrincipalDep) -> SegmentOut:
+    """Irreversible: removes every member; the definition and history stay."""
+    segment = service.archive(session, clock, segment_id, principal.name)
+    session.commit()
+    return service.to_out(segment)
+
+
+@router.post("/segments/{segment_id}/refresh", response_model=SegmentOut, status_code=status.HTTP_202_ACCEPTED)
+def refresh(segment_id: str, session: SessionDep, clock: ClockDep) -> SegmentOut:
+    """Queue a full recompute; its state, counts and error show on the segment."""
+    segment = service.request_refresh(session, clock, segment_id)
+    session.commit()
+    return service.to_out(segment)
+
+
+@router.get("/segments/{segment_id}/versions", response_model=list[VersionOut])
+def versions(segment_id: str, session: SessionDep) -> list[VersionOut]:
+    """Every version, newest first, each with the conditions added and removed since the one before."""
+    return service.versions(session, segment_id)
+
+
+@router.post("/segments/{segment_id}/versions/{version}/restore", response_model=SegmentOut)
+def restore(
+    segment_id: str, version: int, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: PrincipalDep
+) -> SegmentOut:
+    """Make the given version's name and rule current again, as a new version."""
+    segment = service.restore_version(session, settings, clock, segment_id, version, principal.name)
+    session.commit()
+    return service.to_out(segment)
+
+
+@router.get("/segments/{segment_id}/members", response_model=MemberPage)
+def members(
+    segment_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    sort: Annotated[
+        str, Query(description="Field, '-' prefix for descending: " + ", ".join(service.MEMBER_SORTS))
+    ] = "source_id",
+    filter_: Annotated[str | None, Query(alias="filter", max_length=20_000, description="A rule in text form")] = None,
+) -> MemberPage:
+    return service.members_page(
+        session, settings, clock, segment_id, limit=limit, offset=offset, sort=sort, filter_text=filter_
+    )
+
+
+def _list_change(
+    session: SessionDep, settings: SettingsDep, clock: ClockDep, segment_id: str, body: ListChange, mode: str
+) -> ListChangeOut:
+    result = service.change_list(session, settings, clock, segment_id, body.customers, mode)
+    session.commit()
+    return result
+
+
+@router.post("/segments/{segment_id}/members/add", response_model=ListChangeOut)
+def add_members(
+    segment_id: str, body: ListChange, session: SessionDep, settings: SettingsDep, clock: ClockDep
+) -> ListChangeOut:
+    """Static and external segments: add customers (unknown ids are listed, not added)."""
+    return _list_change(session, settings, clock, segment_id, body, "add")
+
+
+@router.post("/segments/{segment_id}/members/remove", response_model=ListChangeOut)
+def remove_members(
+    segment_id: str, body: ListChange, session: SessionDep, settings: SettingsDep, clock: ClockDep
+) -> ListChangeOut:
+    return _list_change(session, settings, clock, segment_id, body, "remove")
+
+
+@router.put("/segments/{segment_id}/members", response_model=ListChangeOut)
+def replace_members(
+    segment_id: str, body: ListChange, session: SessionDep, settings: SettingsDep, clock: ClockDep
+) -> ListChangeOut:
+    """External segments: replace the whole member list."""
+    return _list_change(session, settings, clock, segment_id, body, "replace")
+
+
+@router.get("/segments/{segment_id}/history", response_model=list[MembershipChangeOut])
+def history(segment_id: str, session: SessionDep, limit: Limit = 100, offset: Offset = 0) -> list[MembershipChangeOut]:
+    return service.segment_history(session, segment_id, limit, offset)
+
+
+@router.get("/segments/{segment_id}/explain/{source_id}", response_model=ExplainOut)
+def explain_saved(
+    segment_id: str,
+    source_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    as_of: Annotated[str | None, Query(description="ISO 8601 instant; default now")] = None,
+) -> ExplainOut:
+    """Why a customer is in or out of a saved dynamic segment, node by node."""
+    segment = service.get_segment(session, segment_id)
+    if segment.type != SegmentType.dynamic.value or segment.rule is None:
+        from cohorta.errors import Conflict
+
+        raise Conflict(f"segment {segment_id} is {segment.type}: membership comes from its list, not a rule")
+    draft = ExplainIn(rule=segment.rule, source_id=source_id, timezone=segment.timezone, as_of=as_of)
+    catalog = build_catalog(session)
+    rule = rules.validate(segment.rule, catalog, settings.currency_exponent)
+    ctx = preview.context(draft, settings, clock, catalog)
+    return preview.explain_rule(session, rule, ctx, source_id)
+
+
+@router.get("/customers/{source_id}/segments", response_model=list[CustomerSegmentOut], tags=["customers"])
+def customer_segments(source_id: str, session: SessionDep) -> list[CustomerSegmentOut]:
+    return service.customer_segments(session, source_id)
+
+
+@router.get("/customers/{source_id}/segment-history", response_model=list[MembershipChangeOut], tags=["customers"])
+def customer_history(
+    source_id: str, session: SessionDep, limit: Limit = 100, offset: Offset = 0
+) -> list[MembershipChangeOut]:
+    return service.customer_history(session, source_id, limit, offset)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 MAX_RULE_TEXT = 20_000
 
@@ -71,3 +72,168 @@ class ExplainOut(BaseModel):
     timezone: str
     text: str
     tree: dict[str, Any] = Field(description="Per node: id, kind, text, result, observed values, changes_by")
+
+
+# --- definitions -------------------------------------------------------------------------------------------------
+
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+GroupName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+MAX_STATIC_IDS = 1_000_000
+
+
+class SegmentFields(BaseModel):
+    """Fields shared by create and update."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)] | None = None
+    description: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    rule: dict[str, Any] | None = Field(default=None, description="Dynamic segments: the rule tree")
+    text: Annotated[str, StringConstraints(max_length=MAX_RULE_TEXT)] | None = Field(
+        default=None, description="Dynamic segments: the rule in its text form (instead of rule)"
+    )
+    timezone: str | None = Field(default=None, description="Zone for relative dates; default: the project's")
+    starts_at: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = None
+    store: Annotated[str, StringConstraints(max_length=255)] | None = Field(default=None, description="null: all")
+    team: Annotated[str, StringConstraints(max_length=64)] | None = None
+    customer_groups: list[GroupName] | None = Field(default=None, max_length=50)
+    sync_period_seconds: int | None = Field(default=None, ge=60, le=90 * 86400)
+
+
+class SegmentIn(SegmentFields):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]
+    type: Literal["dynamic", "static", "external"] = "dynamic"
+    status: Literal["active", "inactive"] = "active"
+    customers: list[Identifier] | None = Field(
+        default=None, max_length=MAX_STATIC_IDS, description="Static or external: the members' source_ids"
+    )
+
+    @model_validator(mode="after")
+    def _fits_type(self) -> SegmentIn:
+        has_rule = self.rule is not None or self.text is not None
+        if self.rule is not None and self.text is not None:
+            raise ValueError("give 'rule' or 'text', not both")
+        if self.type == "dynamic" and not has_rule:
+            raise ValueError("a dynamic segment needs a rule ('rule' or 'text')")
+        if self.type == "external" and has_rule:
+            raise ValueError("an external segment has no rule: its members come from another system")
+        if self.type == "static" and has_rule and self.customers is not None:
+            raise ValueError("a static segment comes from a rule snapshot or a list of customers, not both")
+        return self
+
+
+class SegmentPatch(SegmentFields):
+    @model_validator(mode="after")
+    def _one_rule_form(self) -> SegmentPatch:
+        if self.rule is not None and self.text is not None:
+            raise ValueError("give 'rule' or 'text', not both")
+        return self
+
+
+class RefreshOut(BaseModel):
+    state: str
+    requested_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: int | None
+    entered: int | None
+    exited: int | None
+    error: str | None
+    attempts: int
+
+
+class SegmentOut(BaseModel):
+    id: str
+    name: str
+    description: str | None
+    type: str
+    status: str
+    rule: dict[str, Any] | None
+    text: str | None
+    conditions: int
+    timezone: str | None
+    starts_at: datetime | None
+    expires_at: datetime | None
+    store: str | None
+    team: str | None
+    customer_groups: list[str]
+    sync_period_seconds: int | None
+    version: int
+    members: int
+    created_at: datetime
+    created_by: str | None
+    updated_at: datetime
+    updated_by: str | None
+    archived_at: datetime | None
+    refresh: RefreshOut
+
+
+class SegmentPage(BaseModel):
+    items: list[SegmentOut]
+    total: int
+
+
+class VersionOut(BaseModel):
+    version: int
+    name: str
+    text: str | None
+    rule: dict[str, Any] | None
+    created_at: datetime
+    created_by: str | None
+    restored_from: int | None
+    diff: list[str] = Field(
+        description="Changes from the previous version: lines of conditions, '-' removed, '+' added"
+    )
+
+
+class ListChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    customers: list[Identifier] = Field(max_length=MAX_STATIC_IDS)
+
+
+class ListChangeOut(BaseModel):
+    added: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    unknown: list[str] = Field(default_factory=list, description="source_ids that are not customers (not added)")
+    members: int
+
+
+class MemberOut(BaseModel):
+    source_id: str
+    first_name: str | None
+    last_name: str | None
+    email: str | None
+    city: str | None
+    country: str | None
+    order_count: int
+    total_spent: str
+    last_order_at: datetime | None
+    points_balance: int
+    since: datetime
+
+
+class MemberPage(BaseModel):
+    items: list[MemberOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class CustomerSegmentOut(BaseModel):
+    id: str
+    name: str
+    type: str
+    customer_groups: list[str]
+    since: datetime
+
+
+class MembershipChangeOut(BaseModel):
+    segment_id: str
+    source_id: str | None
+    change: Literal["entered", "exited"]
+    cause: str
+    version: int
+    at: datetime

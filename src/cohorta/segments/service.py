@@ -1,197 +1,656 @@
-"""Preview and explain of draft rules. No HTTP; reads only."""
+"""Segment definitions: create, edit, versions, lifecycle, explicit member lists, member tables. No HTTP."""
 
 from __future__ import annotations
 
-import re
-import time
+import difflib
+import hashlib
+import secrets
+import string
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import ibis
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from cohorta import rules
 from cohorta.clock import Clock
 from cohorta.config import Settings
+from cohorta.customers.models import Customer
 from cohorta.customers.service import customer_id_for
-from cohorta.errors import FieldError, InvalidInput
+from cohorta.customers.summary import chunked
+from cohorta.db import InValues, as_instant, insert_rows, table_of
+from cohorta.errors import Conflict, FieldError, InvalidInput, NotFound
 from cohorta.evaluation import store
 from cohorta.evaluation.catalog import build_catalog
-from cohorta.evaluation.snapshots import load_snapshots
-from cohorta.rules.model import And, Not, walk
-from cohorta.segments.schemas import DraftRule, ExplainOut, NodeCount, PreviewIn, PreviewOut, Warning
+from cohorta.membership import jobs
+from cohorta.membership.service import apply_diff, customer_segment_rows, recompute
+from cohorta.money import from_minor
+from cohorta.rules.model import walk
+from cohorta.segments.models import (
+    ChangeCause,
+    MembershipChange,
+    RefreshState,
+    Segment,
+    SegmentListEntry,
+    SegmentMember,
+    SegmentStatus,
+    SegmentType,
+    SegmentVersion,
+)
+from cohorta.segments.preview import checked_rule, live_segment_ids
+from cohorta.segments.schemas import (
+    CustomerSegmentOut,
+    DraftRule,
+    ListChangeOut,
+    MemberOut,
+    MemberPage,
+    MembershipChangeOut,
+    RefreshOut,
+    SegmentIn,
+    SegmentOut,
+    SegmentPatch,
+    VersionOut,
+)
 
-SAMPLE_COLUMNS = ["source_id", "first_name", "last_name", "email", "city", "country"]
-# Activity tables large enough that an activity condition without a window deserves a warning.
-LARGE_ACTIVITY_ROWS = 1_000_000
-
-
-def json_path_loc(path: str, root: str) -> tuple[str | int, ...]:
-    """``$.and[1].value`` -> ``(root, "and", 1, "value")``."""
-    loc: list[str | int] = [root]
-    for name, index in re.findall(r"\.([^.\[\]]+)|\[(\d+)\]", path):
-        loc.append(int(index) if index else name)
-    return tuple(loc)
-
-
-def checked_rule(draft: DraftRule, settings: Settings, catalog: rules.Catalog) -> rules.Rule:
-    """The draft's rule, validated against the catalog, with an id on every node; InvalidInput naming each problem."""
-    try:
-        if draft.text is not None:
-            parsed = rules.parse_text(draft.text)
-            rule = rules.validate(rules.node_to_json(parsed), catalog, settings.currency_exponent)
-        else:
-            rule = rules.validate(draft.rule, catalog, settings.currency_exponent)
-    except rules.RuleError as exc:
-        root = "text" if draft.text is not None else "rule"
-        raise InvalidInput(
-            [
-                FieldError(json_path_loc(p.path, root) if root == "rule" else (root,), p.message, "rule_error")
-                for p in exc.problems
-            ]
-        ) from None
-    unknown = sorted(rules.segment_references(rule))
-    if unknown:
-        # Saved segments arrive with live membership; until then no reference can resolve.
-        raise InvalidInput(
-            [FieldError((draft_root(draft),), f"unknown segment {ref!r}", "unknown_segment") for ref in unknown]
-        )
-    return rules.assign_ids(rule)
-
-
-def draft_root(draft: DraftRule) -> str:
-    return "text" if draft.text is not None else "rule"
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+LEAF_KINDS = (rules.Condition, rules.Activity, rules.InSegment, rules.Sample)
+MEMBER_SORTS = {
+    "source_id": "source_id",
+    "last_name": "last_name",
+    "created_at": "created_at",
+    "since": "since",
+    "total_spent": "total_spent_minor",
+    "order_count": "order_count",
+    "last_order_at": "last_order_at",
+    "points_balance": "points_balance",
+}
 
 
-def context(draft: DraftRule, settings: Settings, clock: Clock, catalog: rules.Catalog) -> rules.Context:
-    zone = draft.timezone or settings.timezone
+def new_segment_id() -> str:
+    return "seg_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+
+
+def get_segment(session: Session, segment_id: str) -> Segment:
+    segment = session.get(Segment, segment_id)
+    if segment is None:
+        raise NotFound(f"no segment {segment_id!r}")
+    return segment
+
+
+def reference_graph(session: Session) -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    query = sa.select(Segment.id, Segment.rule).where(
+        Segment.type == SegmentType.dynamic.value, Segment.status != SegmentStatus.archived.value
+    )
+    for segment_id, rule in session.execute(query).all():
+        if rule:
+            graph[segment_id] = rules.segment_references(rules.Rule.model_validate(rule))
+    return graph
+
+
+def _checked_definition(
+    session: Session, settings: Settings, segment_id: str, rule_json: dict[str, Any] | None, text: str | None
+) -> rules.Rule:
+    draft = DraftRule(rule=rule_json, text=text)
+    rule = checked_rule(draft, settings, build_catalog(session), live_segment_ids(session) - {segment_id})
+    graph = reference_graph(session)
+    graph[segment_id] = rules.segment_references(rule)
+    cycle = rules.find_cycle(graph)
+    if cycle:
+        names = " -> ".join(cycle)
+        raise InvalidInput([FieldError(("rule",), f"segment references form a cycle: {names}", "cycle")])
+    return rule
+
+
+def _check_window(starts_at: datetime | None, expires_at: datetime | None) -> None:
+    if starts_at and expires_at and expires_at <= starts_at:
+        raise InvalidInput([FieldError(("expires_at",), "must be after starts_at")])
+
+
+def _check_timezone(zone: str | None) -> None:
+    if zone is None:
+        return
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
         ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
         raise InvalidInput([FieldError(("timezone",), f"unknown time zone {zone!r}")]) from None
-    as_of: datetime = draft.as_of or clock.now()
-    return rules.Context(as_of=as_of, timezone=zone, currency_exponent=settings.currency_exponent, catalog=catalog)
 
 
-def preview(session: Session, settings: Settings, clock: Clock, draft: PreviewIn) -> PreviewOut:
-    started = time.perf_counter()
-    catalog = build_catalog(session)
-    rule = checked_rule(draft, settings, catalog)
-    ctx = context(draft, settings, clock, catalog)
-    count = store.count_matching(session, rule, ctx)
-    population = store.population(session)
-    nodes = _node_counts(session, rule, ctx) if draft.dropoff else []
-    return PreviewOut(
-        count=count,
-        population=population,
-        share=count / population if population else 0.0,
-        as_of=ctx.as_of,
-        timezone=str(ctx.tz),
-        rule=rules.node_to_json(rule),
-        text=rules.to_text(rule),
-        sample=store.sample_matching(session, rule, ctx, SAMPLE_COLUMNS, draft.sample_size),
-        nodes=nodes,
-        warnings=_warnings(session, rule, count, population),
-        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+def _check_name_free(session: Session, name: str, segment_id: str | None) -> None:
+    query = sa.select(Segment.id).where(Segment.name == name, Segment.status != SegmentStatus.archived.value)
+    if segment_id is not None:
+        query = query.where(Segment.id != segment_id)
+    taken = session.scalar(query)
+    if taken:
+        raise Conflict(f"the name {name!r} is already used by segment {taken}")
+
+
+def create_segment(session: Session, settings: Settings, clock: Clock, body: SegmentIn, actor: str | None) -> Segment:
+    now = clock.now()
+    _check_name_free(session, body.name, None)
+    _check_window(body.starts_at, body.expires_at)
+    _check_timezone(body.timezone)
+    segment = Segment(
+        id=new_segment_id(),
+        name=body.name,
+        description=body.description,
+        type=body.type,
+        status=body.status,
+        timezone=body.timezone,
+        starts_at=body.starts_at,
+        expires_at=body.expires_at,
+        store=body.store,
+        team=body.team,
+        customer_groups=body.customer_groups or [],
+        sync_period_seconds=body.sync_period_seconds,
+        version=1,
+        member_count=0,
+        created_at=now,
+        created_by=actor,
+        updated_at=now,
+        updated_by=actor,
+        refresh_state=RefreshState.idle.value,
+        refresh_attempts=0,
+    )
+    has_rule = body.rule is not None or body.text is not None
+    if body.type == SegmentType.external.value and body.customers is not None:
+        raise InvalidInput([FieldError(("customers",), "set an external segment's members with PUT .../members")])
+    rule = _checked_definition(session, settings, segment.id, body.rule, body.text) if has_rule else None
+    if rule is not None and body.type == SegmentType.dynamic.value:
+        segment.rule, segment.rule_text = rules.node_to_json(rule), rules.to_text(rule)
+    session.add(segment)
+    session.add(
+        SegmentVersion(
+            segment_id=segment.id,
+            version=1,
+            name=segment.name,
+            rule=segment.rule,
+            rule_text=segment.rule_text,
+            created_at=now,
+            created_by=actor,
+        )
+    )
+    session.flush()
+    if body.type == SegmentType.static.value:
+        if rule is not None:
+            ctx = rules.Context(
+                as_of=now,
+                timezone=body.timezone or settings.timezone,
+                currency_exponent=settings.currency_exponent,
+                catalog=build_catalog(session),
+            )
+            ids = store.matching_ids(session, rule, ctx)
+            segment.rule_text = rules.to_text(rule)  # kept to say where the snapshot came from
+        else:
+            ids = _resolve_all(session, body.customers or [], ("customers",))
+        _set_static_list(session, segment, ids, now)
+        recompute(session, segment, now, settings, ChangeCause.manual)
+    elif body.type == SegmentType.dynamic.value and body.status == SegmentStatus.active.value:
+        jobs.queue(segment, now)
+    session.flush()
+    return segment
+
+
+def _resolve_all(session: Session, source_ids: Sequence[str], loc: tuple[str | int, ...]) -> set[int]:
+    found, unknown = _resolve(session, source_ids)
+    if unknown:
+        shown = ", ".join(repr(s) for s in unknown[:20])
+        more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
+        raise InvalidInput([FieldError(loc, f"unknown customers: {shown}{more}", "unknown_customer")])
+    return found
+
+
+def _resolve(session: Session, source_ids: Sequence[str]) -> tuple[set[int], list[str]]:
+    customers = table_of(Customer)
+    known: dict[str, int] = {}
+    for chunk in chunked(sorted(set(source_ids))):
+        query = sa.select(customers.c.source_id, customers.c.id).where(InValues(customers.c.source_id, chunk))
+        known.update(session.connection().execute(query).all())
+    unknown = sorted({s for s in source_ids if s not in known})
+    return set(known.values()), unknown
+
+
+def _digest(ids: set[int]) -> str:
+    return hashlib.sha256(",".join(map(str, sorted(ids))).encode()).hexdigest()
+
+
+def _set_static_list(session: Session, segment: Segment, ids: set[int], now: datetime) -> None:
+    digest = _digest(ids)
+    twin = session.scalar(
+        sa.select(Segment.id).where(
+            Segment.type == SegmentType.static.value,
+            Segment.status != SegmentStatus.archived.value,
+            Segment.list_digest == digest,
+            Segment.id != segment.id,
+        )
+    )
+    if twin:
+        raise Conflict(f"static segment {twin} already has exactly these {len(ids)} members")
+    segment.list_digest = digest
+    _replace_list(session, segment, ids, now)
+
+
+def _replace_list(session: Session, segment: Segment, ids: set[int], now: datetime) -> tuple[int, int]:
+    entries = table_of(SegmentListEntry)
+    current = set(
+        session.connection()
+        .execute(sa.select(entries.c.customer_id).where(entries.c.segment_id == segment.id))
+        .scalars()
+    )
+    added, removed = ids - current, current - ids
+    for chunk in chunked(sorted(removed)):
+        session.connection().execute(
+            sa.delete(entries).where(entries.c.segment_id == segment.id, InValues(entries.c.customer_id, chunk))
+        )
+    insert_rows(
+        session.connection(),
+        entries,
+        [{"segment_id": segment.id, "customer_id": cid, "added_at": now} for cid in sorted(added)],
+    )
+    return len(added), len(removed)
+
+
+def update_segment(
+    session: Session, settings: Settings, clock: Clock, segment_id: str, body: SegmentPatch, actor: str | None
+) -> Segment:
+    segment = get_segment(session, segment_id)
+    if segment.status == SegmentStatus.archived.value:
+        raise Conflict("an archived segment cannot be edited")
+    now = clock.now()
+    sent = body.model_fields_set
+    new_version = False
+    if "name" in sent and body.name is not None and body.name != segment.name:
+        _check_name_free(session, body.name, segment.id)
+        segment.name = body.name
+        new_version = True
+    if body.rule is not None or body.text is not None:
+        if segment.type != SegmentType.dynamic.value:
+            raise InvalidInput([FieldError(("rule",), f"a {segment.type} segment has no rule")])
+        rule = _checked_definition(session, settings, segment.id, body.rule, body.text)
+        rule_json = rules.node_to_json(rule)
+        if rule_json != segment.rule:
+            segment.rule, segment.rule_text = rule_json, rules.to_text(rule)
+            new_version = True
+    for field in ("description", "timezone", "starts_at", "expires_at", "store", "team", "sync_period_seconds"):
+        if field in sent:
+            setattr(segment, field, getattr(body, field))
+    if "customer_groups" in sent:
+        segment.customer_groups = body.customer_groups or []
+    _check_window(segment.starts_at, segment.expires_at)
+    _check_timezone(segment.timezone)
+    if new_version:
+        segment.version += 1
+        session.add(
+            SegmentVersion(
+                segment_id=segment.id,
+                version=segment.version,
+                name=segment.name,
+                rule=segment.rule,
+                rule_text=segment.rule_text,
+                created_at=now,
+                created_by=actor,
+            )
+        )
+    segment.updated_at, segment.updated_by = now, actor
+    _after_definition_change(session, settings, segment, now)
+    session.flush()
+    return segment
+
+
+def _after_definition_change(session: Session, settings: Settings, segment: Segment, now: datetime) -> None:
+    """A change that can alter who belongs: dynamic segments are recomputed by a job; lists at once."""
+    if segment.status != SegmentStatus.active.value:
+        return
+    if segment.type == SegmentType.dynamic.value:
+        jobs.queue(segment, now)
+    else:
+        recompute(session, segment, now, settings, ChangeCause.manual)
+
+
+def restore_version(
+    session: Session, settings: Settings, clock: Clock, segment_id: str, version: int, actor: str | None
+) -> Segment:
+    segment = get_segment(session, segment_id)
+    old = session.get(SegmentVersion, (segment_id, version))
+    if old is None:
+        raise NotFound(f"segment {segment_id} has no version {version}")
+    patch = SegmentPatch(name=old.name, rule=old.rule) if old.rule is not None else SegmentPatch(name=old.name)
+    updated = update_segment(session, settings, clock, segment_id, patch, actor)
+    latest = session.get(SegmentVersion, (segment_id, updated.version))
+    if latest is not None and updated.version != version:
+        latest.restored_from = version
+    return segment
+
+
+def versions(session: Session, segment_id: str) -> list[VersionOut]:
+    get_segment(session, segment_id)
+    rows = session.scalars(
+        sa.select(SegmentVersion).where(SegmentVersion.segment_id == segment_id).order_by(SegmentVersion.version)
+    ).all()
+    out: list[VersionOut] = []
+    previous: list[str] = []
+    for row in rows:
+        lines = condition_lines(row.rule)
+        diff = [line for line in difflib.ndiff(previous, lines) if line[:1] in "+-"]
+        out.append(
+            VersionOut(
+                version=row.version,
+                name=row.name,
+                text=row.rule_text,
+                rule=row.rule,
+                created_at=row.created_at,
+                created_by=row.created_by,
+                restored_from=row.restored_from,
+                diff=[f"{line[0]} {line[2:]}" for line in diff],
+            )
+        )
+        previous = lines
+    return list(reversed(out))
+
+
+def condition_lines(rule_json: dict[str, Any] | None) -> list[str]:
+    """The rule's leaf conditions as text, one per line, in order (for readable version diffs)."""
+    if not rule_json:
+        return []
+    rule = rules.Rule.model_validate(rule_json)
+    return [
+        rules.to_text(node)
+        for node in walk(rule.root)
+        if isinstance(node, LEAF_KINDS) and not _inside_where(rule, node)
+    ]
+
+
+def _inside_where(rule: rules.Rule, node: Any) -> bool:
+    return any(node in (a.where or []) for a in walk(rule.root) if isinstance(a, rules.Activity))
+
+
+def conditions_count(rule_json: dict[str, Any] | None) -> int:
+    return len(condition_lines(rule_json))
+
+
+# --- lifecycle -----------------------------------------------------------------------------------------------
+
+
+def users_by_rule(session: Session, segment_id: str) -> list[Segment]:
+    """Active segments whose rule references this one."""
+    return [s for s in jobs.dependents(session, segment_id)]
+
+
+def _refuse_if_used(session: Session, segment: Segment, action: str) -> None:
+    users = users_by_rule(session, segment.id)
+    if users:
+        names = ", ".join(f"{s.name} ({s.id})" for s in users)
+        raise Conflict(f"cannot {action} segment {segment.id}: the rules of active segments use it: {names}")
+
+
+def activate(session: Session, settings: Settings, clock: Clock, segment_id: str, actor: str | None) -> Segment:
+    segment = get_segment(session, segment_id)
+    if segment.status == SegmentStatus.archived.value:
+        raise Conflict("an archived segment cannot be reactivated: archiving is irreversible")
+    if segment.status == SegmentStatus.active.value:
+        return segment
+    segment.status = SegmentStatus.active.value
+    segment.updated_at, segment.updated_by = clock.now(), actor
+    _after_definition_change(session, settings, segment, clock.now())
+    return segment
+
+
+def deactivate(session: Session, clock: Clock, segment_id: str, actor: str | None) -> Segment:
+    """Inactive: not maintained and not selectable by loyalty mechanisms; members stay as they were."""
+    segment = get_segment(session, segment_id)
+    if segment.status == SegmentStatus.archived.value:
+        raise Conflict("an archived segment cannot change status")
+    if segment.status == SegmentStatus.inactive.value:
+        return segment
+    _refuse_if_used(session, segment, "deactivate")
+    segment.status = SegmentStatus.inactive.value
+    if segment.refresh_state == RefreshState.queued.value:
+        segment.refresh_state = RefreshState.idle.value
+    segment.updated_at, segment.updated_by = clock.now(), actor
+    return segment
+
+
+def archive(session: Session, clock: Clock, segment_id: str, actor: str | None) -> Segment:
+    """Irreversible: every member is removed; definition and history stay for reporting."""
+    segment = get_segment(session, segment_id)
+    if segment.status == SegmentStatus.archived.value:
+        return segment
+    if segment.status != SegmentStatus.inactive.value:
+        raise Conflict("only an inactive segment can be archived: deactivate it first")
+    _refuse_if_used(session, segment, "archive")
+    now = clock.now()
+    current = set(
+        session.connection()
+        .execute(sa.select(SegmentMember.customer_id).where(SegmentMember.segment_id == segment.id))
+        .scalars()
+    )
+    apply_diff(session, segment, (), current, cause=ChangeCause.archive, now=now)
+    segment.member_count = 0
+    segment.status = SegmentStatus.archived.value
+    segment.archived_at = now
+    segment.refresh_state = RefreshState.idle.value
+    segment.updated_at, segment.updated_by = now, actor
+    return segment
+
+
+def request_refresh(session: Session, clock: Clock, segment_id: str) -> Segment:
+    segment = get_segment(session, segment_id)
+    if segment.status != SegmentStatus.active.value:
+        raise Conflict(f"only an active segment can be refreshed; this one is {segment.status}")
+    jobs.queue(segment, clock.now())
+    return segment
+
+
+def delete_segment(session: Session, segment_id: str) -> None:
+    segment = get_segment(session, segment_id)
+    if segment.status == SegmentStatus.active.value:
+        raise Conflict("an active segment cannot be deleted: deactivate it first")
+    _refuse_if_used(session, segment, "delete")
+    referencing = [sid for sid, refs in reference_graph(session).items() if segment_id in refs and sid != segment_id]
+    if referencing:
+        raise Conflict(f"cannot delete segment {segment_id}: the rules of segments {', '.join(referencing)} use it")
+    for model in (MembershipChange, SegmentMember, SegmentListEntry, SegmentVersion):
+        session.execute(sa.delete(model).where(model.segment_id == segment_id))
+    session.delete(segment)
+    session.flush()
+
+
+# --- explicit lists ------------------------------------------------------------------------------------------
+
+
+def change_list(
+    session: Session, settings: Settings, clock: Clock, segment_id: str, source_ids: Sequence[str], mode: str
+) -> ListChangeOut:
+    """``add``, ``remove`` or ``replace`` the explicit members of a static or external segment."""
+    segment = get_segment(session, segment_id)
+    if segment.type == SegmentType.dynamic.value:
+        raise Conflict("a dynamic segment's members follow its rule; they cannot be set by hand")
+    if segment.status == SegmentStatus.archived.value:
+        raise Conflict("an archived segment never gains members")
+    if segment.type == SegmentType.static.value and mode == "replace":
+        raise Conflict("a static segment changes only by explicit add and remove")
+    now = clock.now()
+    ids, unknown = _resolve(session, source_ids)
+    current = set(
+        session.connection()
+        .execute(sa.select(SegmentListEntry.customer_id).where(SegmentListEntry.segment_id == segment.id))
+        .scalars()
+    )
+    target = {"add": current | ids, "remove": current - ids, "replace": ids}[mode]
+    added, removed = _replace_list(session, segment, target, now)
+    if segment.type == SegmentType.static.value:
+        segment.list_digest = _digest(target)
+    cause = ChangeCause.sync if segment.type == SegmentType.external.value else ChangeCause.manual
+    recompute(session, segment, now, settings, cause)
+    segment.updated_at = now
+    unchanged = len(ids) - added if mode != "remove" else len(ids) - removed
+    return ListChangeOut(
+        added=added, removed=removed, unchanged=max(unchanged, 0), unknown=unknown, members=segment.member_count
     )
 
 
-def _node_counts(session: Session, rule: rules.Rule, ctx: rules.Context) -> list[NodeCount]:
-    counts: list[NodeCount] = []
-    cumulative: dict[str, int] = {}
-    for node in walk(rule.root):
-        if isinstance(node, And):
-            for index in range(1, len(node.and_)):
-                prefix = And.model_validate({"and": [rules.node_to_json(n) for n in node.and_[: index + 1]]})
-                child_id = node.and_[index].id
-                if child_id is not None:
-                    cumulative[child_id] = store.count_matching(session, prefix, ctx)
-    for node in walk(rule.root):
-        node_id = getattr(node, "id", None)
-        if node_id is None or (isinstance(node, rules.Condition) and _is_where_filter(rule, node)):
-            continue
-        passing = store.count_matching(session, node, ctx)
-        first = _first_in_and(rule, node)
-        counts.append(
-            NodeCount(
-                id=node_id,
-                text=rules.to_text(node),
-                passing=passing,
-                cumulative=cumulative.get(node_id, passing if first else None),
-            )
+# --- reads ---------------------------------------------------------------------------------------------------
+
+
+def to_out(segment: Segment) -> SegmentOut:
+    return SegmentOut(
+        id=segment.id,
+        name=segment.name,
+        description=segment.description,
+        type=segment.type,
+        status=segment.status,
+        rule=segment.rule,
+        text=segment.rule_text,
+        conditions=conditions_count(segment.rule),
+        timezone=segment.timezone,
+        starts_at=segment.starts_at,
+        expires_at=segment.expires_at,
+        store=segment.store,
+        team=segment.team,
+        customer_groups=list(segment.customer_groups or []),
+        sync_period_seconds=segment.sync_period_seconds,
+        version=segment.version,
+        members=segment.member_count,
+        created_at=segment.created_at,
+        created_by=segment.created_by,
+        updated_at=segment.updated_at,
+        updated_by=segment.updated_by,
+        archived_at=segment.archived_at,
+        refresh=RefreshOut(
+            state=segment.refresh_state,
+            requested_at=segment.refresh_requested_at,
+            started_at=segment.refresh_started_at,
+            finished_at=segment.refresh_finished_at,
+            duration_ms=segment.refresh_duration_ms,
+            entered=segment.refresh_entered,
+            exited=segment.refresh_exited,
+            error=segment.refresh_error,
+            attempts=segment.refresh_attempts,
+        ),
+    )
+
+
+def list_segments(
+    session: Session, *, status: str | None, type_: str | None, q: str | None, limit: int, offset: int
+) -> tuple[list[Segment], int]:
+    query = sa.select(Segment)
+    if status:
+        query = query.where(Segment.status == status)
+    if type_:
+        query = query.where(Segment.type == type_)
+    if q:
+        query = query.where(sa.func.lower(Segment.name).contains(q.lower(), autoescape=True))
+    total = session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
+    items = session.scalars(query.order_by(Segment.name, Segment.id).limit(limit).offset(offset)).all()
+    return list(items), total
+
+
+def members_page(
+    session: Session,
+    settings: Settings,
+    clock: Clock,
+    segment_id: str,
+    *,
+    limit: int,
+    offset: int,
+    sort: str,
+    filter_text: str | None,
+) -> MemberPage:
+    get_segment(session, segment_id)
+    descending = sort.startswith("-")
+    key = sort.lstrip("-")
+    if key not in MEMBER_SORTS:
+        raise InvalidInput([FieldError(("sort",), f"unknown sort {key!r}; one of {', '.join(MEMBER_SORTS)}")])
+    t = rules.TABLES
+    members = t.segment_members.filter(t.segment_members.segment_id == segment_id)
+    joined = members.join(t.customers, members.customer_id == t.customers.id).join(
+        t.customer_summaries, t.customers.id == t.customer_summaries.customer_id
+    )
+    if filter_text:
+        catalog = build_catalog(session)
+        rule = checked_rule(DraftRule(text=filter_text), settings, catalog, live_segment_ids(session))
+        ctx = rules.Context(
+            as_of=clock.now(), timezone=settings.timezone, currency_exponent=settings.currency_exponent, catalog=catalog
         )
-    return counts
+        joined = joined.filter(t.customers.id.isin(rules.compile_batch(rule, ctx).customer_id))
+    expr = joined.select(
+        "source_id",
+        "first_name",
+        "last_name",
+        "email",
+        "city",
+        "country",
+        "created_at",
+        "order_count",
+        "total_spent_minor",
+        "last_order_at",
+        "points_balance",
+        since=members.since,
+    )
+    total = int(_scalar(session, expr.count()))
+    column = ibis._[MEMBER_SORTS[key]]
+    keys_order = [column.desc() if descending else column.asc()]
+    if key != "source_id":  # a unique tie-breaker keeps pages stable
+        keys_order.append(ibis._.source_id.asc())
+    ordered = expr.order_by(keys_order)
+    result = store.run_sql(session, store.to_sql(session, ordered.limit(limit, offset=offset)))
+    keys = list(result.keys())
+    items = []
+    for row in result:
+        record = dict(zip(keys, row, strict=True))
+        record["total_spent"] = str(from_minor(record.pop("total_spent_minor"), settings.currency_exponent))
+        record["last_order_at"], record["since"] = as_instant(record["last_order_at"]), as_instant(record["since"])
+        record.pop("created_at", None)
+        items.append(MemberOut(**record))
+    return MemberPage(items=items, total=total, limit=limit, offset=offset)
 
 
-def _is_where_filter(rule: rules.Rule, condition: Any) -> bool:
-    """Conditions inside an activity's ``where`` filter rows, not customers: they get no count of their own."""
-    return any(condition in (node.where or []) for node in walk(rule.root) if isinstance(node, rules.Activity))
+def _scalar(session: Session, expr: Any) -> Any:
+    return store.run_sql(session, store.to_sql(session, expr)).scalar_one()
 
 
-def _first_in_and(rule: rules.Rule, target: Any) -> bool:
-    return any(isinstance(node, And) and node.and_ and node.and_[0] is target for node in walk(rule.root))
+def customer_segments(session: Session, source_id: str) -> list[CustomerSegmentOut]:
+    customer_id = customer_id_for(session, source_id)
+    return [CustomerSegmentOut(**row) for row in customer_segment_rows(session, customer_id)]
 
 
-def _warnings(session: Session, rule: rules.Rule, count: int, population: int) -> list[Warning]:
-    warnings: list[Warning] = []
-    if population and count == 0:
-        warnings.append(Warning(code="matches_nobody", message="No customer matches this rule."))
-    if population and count == population:
-        warnings.append(Warning(code="matches_everybody", message="Every customer matches this rule."))
-    if isinstance(rule.root, Not):
-        warnings.append(
-            Warning(
-                code="negation_only",
-                message="The rule only says who is out; check it is meant "
-                "to match everyone else, including customers with no data.",
-                node=rule.root.id,
-            )
-        )
-    for node in walk(rule.root):
-        if isinstance(node, rules.Activity) and node.window is None:
-            rows = _activity_rows(session, node.activity)
-            if rows >= LARGE_ACTIVITY_ROWS:
-                warnings.append(
-                    Warning(
-                        code="unbounded_window",
-                        node=node.id,
-                        message=f"No window: this condition reads all {rows:,} rows of "
-                        f"{node.activity} history; add a window if recent activity is meant.",
-                    )
-                )
-    return warnings
+def segment_history(session: Session, segment_id: str, limit: int, offset: int) -> list[MembershipChangeOut]:
+    get_segment(session, segment_id)
+    history, customers = table_of(MembershipChange), table_of(Customer)
+    query = (
+        sa.select(history, customers.c.source_id)
+        .outerjoin(customers, customers.c.id == history.c.customer_id)
+        .where(history.c.segment_id == segment_id)
+        .order_by(history.c.occurred_at.desc(), history.c.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return [_change_out(row._mapping) for row in session.execute(query)]
 
 
-def _activity_rows(session: Session, activity: str) -> int:
-    table = {
-        "orders": "orders",
-        "order_items": "order_items",
-        "events": "events",
-        "points": "loyalty_transactions",
-        "redemptions": "loyalty_transactions",
-    }[activity]
-    # An estimate is enough for a warning; exact COUNT(*) on a large table costs more than the preview.
-    from sqlalchemy import text
-
-    if session.get_bind().dialect.name == "postgresql":
-        estimate = session.execute(text("SELECT reltuples::bigint FROM pg_class WHERE relname = :t"), {"t": table})
-        return max(int(estimate.scalar() or 0), 0)
-    return int(session.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table}")).scalar_one())
+def customer_history(session: Session, source_id: str, limit: int, offset: int) -> list[MembershipChangeOut]:
+    customer_id = customer_id_for(session, source_id)
+    history = table_of(MembershipChange)
+    query = (
+        sa.select(history)
+        .where(history.c.customer_id == customer_id)
+        .order_by(history.c.occurred_at.desc(), history.c.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return [_change_out({**row._mapping, "source_id": source_id}) for row in session.execute(query)]
 
 
-def explain_draft(session: Session, settings: Settings, clock: Clock, draft: Any) -> ExplainOut:
-    catalog = build_catalog(session)
-    rule = checked_rule(draft, settings, catalog)
-    ctx = context(draft, settings, clock, catalog)
-    customer_id = customer_id_for(session, draft.source_id)
-    requirements = rules.rule_requirements(rule, ctx)
-    snapshot = load_snapshots(session, [customer_id], requirements)[customer_id]
-    tree = rules.explain(rule, snapshot, ctx)
-    return ExplainOut(
-        source_id=draft.source_id,
-        matches=bool(tree["result"]),
-        as_of=ctx.as_of,
-        timezone=str(ctx.tz),
-        text=rules.to_text(rule),
-        tree=tree,
+def _change_out(row: Any) -> MembershipChangeOut:
+    return MembershipChangeOut(
+        segment_id=row["segment_id"],
+        source_id=row["source_id"],
+        change="entered" if row["entered"] else "exited",
+        cause=row["cause"],
+        version=row["version"],
+        at=row["occurred_at"],
     )

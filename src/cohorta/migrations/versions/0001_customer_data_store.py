@@ -1,7 +1,7 @@
 """customer data store
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-22 23:51:58.996444
 """
 
@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from alembic import op
 
 import cohorta.db
-
 
 revision = '0001'
 down_revision = None

@@ -1,0 +1,123 @@
+"""Recompute jobs: queued segments are recomputed as diffs, dependencies first, each in its own transaction.
+
+The queue is the segments table itself (``refresh_state``), so a job survives a restart: a segment left ``running``
+by a killed process is picked up again once it has been running for longer than STALE_AFTER. Because a recompute's
+diff is applied in one transaction, a kill midway leaves the previous membership whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from cohorta import rules
+from cohorta.clock import Clock
+from cohorta.config import Settings
+from cohorta.db import unit_of_work
+from cohorta.membership.service import recompute
+from cohorta.segments.models import ChangeCause, RefreshState, Segment, SegmentStatus, SegmentType
+
+log = logging.getLogger("cohorta.jobs")
+STALE_AFTER = timedelta(minutes=15)
+MAX_ATTEMPTS = 5
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Exponential backoff: 10 s, 20 s, 40 s ... capped at 10 minutes."""
+    return timedelta(seconds=min(10 * 2 ** max(attempts - 1, 0), 600))
+
+
+def queue(segment: Segment, now: datetime) -> None:
+    segment.refresh_state = RefreshState.queued.value
+    segment.refresh_requested_at = now
+    segment.refresh_error = None
+    segment.refresh_attempts = 0
+
+
+def dependents(session: Session, segment_id: str) -> list[Segment]:
+    """Active dynamic segments whose rule references this one."""
+    candidates = session.scalars(
+        sa.select(Segment).where(
+            Segment.type == SegmentType.dynamic.value,
+            Segment.status == SegmentStatus.active.value,
+            Segment.id != segment_id,
+        )
+    ).all()
+    return [
+        s for s in candidates if s.rule and segment_id in rules.segment_references(rules.Rule.model_validate(s.rule))
+    ]
+
+
+def _due(session: Session, now: datetime) -> list[Segment]:
+    stale = now - STALE_AFTER
+    return list(
+        session.scalars(
+            sa.select(Segment)
+            .where(
+                sa.or_(
+                    sa.and_(Segment.refresh_state == RefreshState.queued.value, Segment.refresh_requested_at <= now),
+                    sa.and_(Segment.refresh_state == RefreshState.running.value, Segment.refresh_started_at < stale),
+                )
+            )
+            .order_by(Segment.refresh_requested_at, Segment.id)
+        )
+    )
+
+
+def _waiting_on(segment: Segment, pending: set[str]) -> bool:
+    if not segment.rule:
+        return False
+    return bool(rules.segment_references(rules.Rule.model_validate(segment.rule)) & (pending - {segment.id}))
+
+
+def run_pending(factory: sessionmaker[Session], clock: Clock, settings: Settings) -> list[str]:
+    """Recompute every due segment; returns the ids done (or failed). Segments a queued one depends on go first."""
+    finished: list[str] = []
+    while True:
+        with unit_of_work(factory) as session:
+            due = _due(session, clock.now())
+            pending = {s.id for s in due}
+            ready = [s for s in due if not _waiting_on(s, pending)] or due[:1]
+            if not ready:
+                return finished
+            segment = ready[0]
+            segment.refresh_state = RefreshState.running.value
+            segment.refresh_started_at = clock.now()
+            segment_id = segment.id
+        finished.append(segment_id)
+        _run_one(factory, clock, settings, segment_id)
+
+
+def _run_one(factory: sessionmaker[Session], clock: Clock, settings: Settings, segment_id: str) -> None:
+    try:
+        with unit_of_work(factory) as session:
+            segment = session.get(Segment, segment_id)
+            if segment is None:
+                return
+            now = clock.now()
+            entered, exited = recompute(session, segment, now, settings, ChangeCause.definition)
+            segment.refresh_state = RefreshState.done.value
+            segment.refresh_finished_at = clock.now()
+            segment.refresh_entered, segment.refresh_exited = entered, exited
+            segment.refresh_error = None
+            if entered or exited:
+                for dependent in dependents(session, segment_id):
+                    if dependent.refresh_state not in (RefreshState.queued.value, RefreshState.running.value):
+                        queue(dependent, now)
+    except Exception as exc:
+        log.exception("recompute of segment %s failed", segment_id)
+        with unit_of_work(factory) as session:
+            segment = session.get(Segment, segment_id)
+            if segment is None:
+                return
+            segment.refresh_attempts += 1
+            segment.refresh_error = f"{type(exc).__name__}: {exc}"[:2000]
+            segment.refresh_finished_at = clock.now()
+            if segment.refresh_attempts < MAX_ATTEMPTS:
+                segment.refresh_state = RefreshState.queued.value
+                segment.refresh_requested_at = clock.now() + retry_delay(segment.refresh_attempts)
+            else:
+                segment.refresh_state = RefreshState.failed.value

@@ -1,0 +1,139 @@
+"""Membership diffs and recomputes. No HTTP; never commits (the caller's transaction makes a diff atomic)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from cohorta import rules
+from cohorta.config import Settings
+from cohorta.customers.summary import chunked
+from cohorta.db import InValues, insert_rows, table_of
+from cohorta.evaluation import store
+from cohorta.evaluation.catalog import build_catalog
+from cohorta.segments.models import (
+    ChangeCause,
+    MembershipChange,
+    Segment,
+    SegmentListEntry,
+    SegmentMember,
+    SegmentStatus,
+    SegmentType,
+)
+
+
+def member_ids(session: Session, segment_id: str) -> set[int]:
+    table = table_of(SegmentMember)
+    query = sa.select(table.c.customer_id).where(table.c.segment_id == segment_id)
+    return set(session.connection().execute(query).scalars())
+
+
+def list_ids(session: Session, segment_id: str) -> set[int]:
+    table = table_of(SegmentListEntry)
+    query = sa.select(table.c.customer_id).where(table.c.segment_id == segment_id)
+    return set(session.connection().execute(query).scalars())
+
+
+def is_live(segment: Segment, now: datetime) -> bool:
+    """Whether the segment may have members now: active and inside its start/expiry window."""
+    if segment.status != SegmentStatus.active.value:
+        return False
+    if segment.starts_at is not None and now < segment.starts_at:
+        return False
+    return not (segment.expires_at is not None and now >= segment.expires_at)
+
+
+def target_ids(session: Session, segment: Segment, now: datetime, settings: Settings) -> set[int]:
+    """Who should be a member now: nobody unless live; the rule's matches (dynamic) or the explicit list."""
+    if not is_live(segment, now):
+        return set()
+    if segment.type != SegmentType.dynamic.value:
+        return list_ids(session, segment.id)
+    assert segment.rule is not None
+    catalog = build_catalog(session)
+    rule = rules.validate(segment.rule, catalog, settings.currency_exponent)
+    ctx = rules.Context(
+        as_of=now,
+        timezone=segment.timezone or settings.timezone,
+        currency_exponent=settings.currency_exponent,
+        catalog=catalog,
+    )
+    return store.matching_ids(session, rule, ctx)
+
+
+def apply_diff(
+    session: Session,
+    segment: Segment,
+    entered: Iterable[int],
+    exited: Iterable[int],
+    *,
+    cause: ChangeCause,
+    now: datetime,
+) -> tuple[int, int]:
+    """Add and remove members, with one history row per change; returns (entered, exited) counts."""
+    entering, exiting = sorted(set(entered)), sorted(set(exited))
+    members, history = table_of(SegmentMember), table_of(MembershipChange)
+    connection = session.connection()
+    for chunk in chunked(exiting):
+        connection.execute(
+            sa.delete(members).where(members.c.segment_id == segment.id, InValues(members.c.customer_id, chunk))
+        )
+    insert_rows(connection, members, [{"segment_id": segment.id, "customer_id": cid, "since": now} for cid in entering])
+    changes = [(cid, True) for cid in entering] + [(cid, False) for cid in exiting]
+    insert_rows(
+        connection,
+        history,
+        [
+            {
+                "segment_id": segment.id,
+                "customer_id": cid,
+                "entered": entered_,
+                "cause": cause.value,
+                "version": segment.version,
+                "occurred_at": now,
+            }
+            for cid, entered_ in changes
+        ],
+    )
+    segment.member_count = (segment.member_count or 0) + len(entering) - len(exiting)
+    return len(entering), len(exiting)
+
+
+def recompute(
+    session: Session, segment: Segment, now: datetime, settings: Settings, cause: ChangeCause
+) -> tuple[int, int]:
+    """Bring stored membership to what it should be now, as one diff (atomic in the caller's transaction)."""
+    started = time.perf_counter()
+    target = target_ids(session, segment, now, settings)
+    current = member_ids(session, segment.id)
+    counts = apply_diff(session, segment, target - current, current - target, cause=cause, now=now)
+    segment.member_count = len(target)
+    segment.refresh_duration_ms = int((time.perf_counter() - started) * 1000)
+    return counts
+
+
+def customer_segment_rows(session: Session, customer_id: int) -> list[dict[str, Any]]:
+    """The segments a customer is a member of, with since when."""
+    members, segments = table_of(SegmentMember), table_of(Segment)
+    query = (
+        sa.select(segments.c.id, segments.c.name, segments.c.type, segments.c.customer_groups, members.c.since)
+        .join(members, members.c.segment_id == segments.c.id)
+        .where(members.c.customer_id == customer_id)
+        .order_by(segments.c.name)
+    )
+    return [dict(row._mapping) for row in session.execute(query)]
+
+
+def forget_customer(session: Session, customer_id: int) -> None:
+    """Before erasing a customer: take them out of the member counts of the segments they are in."""
+    members = table_of(SegmentMember)
+    segments = table_of(Segment)
+    their_segments = sa.select(members.c.segment_id).where(members.c.customer_id == customer_id)
+    session.execute(
+        sa.update(segments).where(segments.c.id.in_(their_segments)).values(member_count=segments.c.member_count - 1)
+    )

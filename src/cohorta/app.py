@@ -18,6 +18,7 @@ from cohorta.customers.router import router as customers_router
 from cohorta.db import create_db_engine, make_session_factory
 from cohorta.deps import get_principal
 from cohorta.evaluation.router import router as rules_router
+from cohorta.membership.live import SegmentIndex
 from cohorta.membership.scheduler import Scheduler
 from cohorta.segments.router import router as segments_router
 
@@ -59,6 +60,7 @@ def create_app(
     app.state.clock = clock
     app.state.engine = engine
     app.state.session_factory = session_factory
+    app.state.segment_index = SegmentIndex()
     problems.install(app)
     app.add_middleware(problems.BodySizeLimit, max_bytes=settings.max_request_bytes)
 

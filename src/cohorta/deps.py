@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from cohorta.access.service import Principal, authenticate_bearer
 from cohorta.clock import Clock
 from cohorta.config import Settings
+from cohorta.membership.live import SegmentIndex
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -39,7 +40,13 @@ def get_principal(
     return authenticate_bearer(authorization, request.app.state.settings.admin_token)
 
 
+def get_segment_index(request: Request) -> SegmentIndex:
+    index: SegmentIndex = request.app.state.segment_index
+    return index
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
+SegmentIndexDep = Annotated[SegmentIndex, Depends(get_segment_index)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

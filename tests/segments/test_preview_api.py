@@ -123,9 +123,20 @@ def test_explain_a_draft(shop: TestClient) -> None:
     assert body["matches"] is False
     results = [(child["text"], child["result"]) for child in body["tree"]["children"]]
     assert results == [('profile.country in ("PL")', True), ("summary.total_spent > 500", False)]
-    windowed = shop.post("/api/v1/segments/explain", json={
-        "rule": {"activity": "events", "event": "product_viewed", "window": {"last_days": 30}, "op": "gte", "value": 3,
-                 "measure": {"fn": "count"}}, "source_id": "ala"})
+    windowed = shop.post(
+        "/api/v1/segments/explain",
+        json={
+            "rule": {
+                "activity": "events",
+                "event": "product_viewed",
+                "window": {"last_days": 30},
+                "op": "gte",
+                "value": 3,
+                "measure": {"fn": "count"},
+            },
+            "source_id": "ala",
+        },
+    )
     assert windowed.status_code == 200 and windowed.json()["matches"] is True
     missing = shop.post("/api/v1/segments/explain", json={"text": "summary.order_count > 1", "source_id": "zed"})
     assert missing.status_code == 404

@@ -24,8 +24,9 @@ from cohorta.customers.schemas import (
     OrderIn,
     WriteResult,
 )
-from cohorta.deps import ClockDep, SessionDep, SettingsDep
+from cohorta.deps import ClockDep, SegmentIndexDep, SessionDep, SettingsDep
 from cohorta.errors import FieldError, InvalidInput
+from cohorta.membership import live
 from cohorta.membership.service import forget_customer
 
 # Every route here needs a bearer token: the app mounts this router behind get_principal.
@@ -58,10 +59,12 @@ def put_customer(
     session: SessionDep,
     clock: ClockDep,
     settings: SettingsDep,
+    index: SegmentIndexDep,
     source_id: str = SourceId,
 ) -> CustomerOut:
     """Create or update one customer. Fields left out are kept; a field sent as null is cleared."""
     ingested = service.upsert_customer(session, clock, source_id, body)
+    live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "profile", index=index)
     session.commit()
     created = ingested.result.created == 1
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
@@ -69,12 +72,15 @@ def put_customer(
 
 
 @router.post("/customers/bulk", response_model=BulkResult, tags=["customers"])
-def bulk_customers(body: CustomerBulkIn, session: SessionDep, clock: ClockDep, settings: SettingsDep) -> BulkResult:
+def bulk_customers(
+    body: CustomerBulkIn, session: SessionDep, clock: ClockDep, settings: SettingsDep, index: SegmentIndexDep
+) -> BulkResult:
     """Create or update many customers, all or nothing."""
     _check_bulk_size(len(body.items), settings.bulk_max_items)
-    result = service.upsert_customers(session, clock, body.items).result
+    ingested = service.upsert_customers(session, clock, body.items)
+    live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "profile", index=index)
     session.commit()
-    return result
+    return ingested.result
 
 
 @router.get("/customers/{source_id}", response_model=CustomerOut, tags=["customers"])
@@ -146,36 +152,59 @@ def put_event_definition(
 
 @router.post("/orders", response_model=WriteResult, status_code=201, tags=["activity"])
 def post_order(
-    body: OrderIn, response: Response, session: SessionDep, clock: ClockDep, settings: SettingsDep
+    body: OrderIn,
+    response: Response,
+    session: SessionDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+    index: SegmentIndexDep,
 ) -> WriteResult:
     """Record an order. Idempotent by ``id``: the same order again is a duplicate; other content updates it."""
     ingested = service.record_orders(session, clock, settings.currency_exponent, [body], loc_prefix=lambda _i: ())
+    live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "orders", index=index)
     session.commit()
     return _single_status(response, ingested.result.items[0])
 
 
 @router.post("/orders/bulk", response_model=BulkResult, tags=["activity"])
-def bulk_orders(body: OrderBulkIn, session: SessionDep, clock: ClockDep, settings: SettingsDep) -> BulkResult:
+def bulk_orders(
+    body: OrderBulkIn, session: SessionDep, clock: ClockDep, settings: SettingsDep, index: SegmentIndexDep
+) -> BulkResult:
     _check_bulk_size(len(body.items), settings.bulk_max_items)
-    result = service.record_orders(session, clock, settings.currency_exponent, body.items).result
+    ingested = service.record_orders(session, clock, settings.currency_exponent, body.items)
+    live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "orders", index=index)
     session.commit()
-    return result
+    return ingested.result
 
 
 @router.post("/events", response_model=WriteResult, status_code=201, tags=["activity"])
-def post_event(body: EventIn, response: Response, session: SessionDep, clock: ClockDep) -> WriteResult:
+def post_event(
+    body: EventIn,
+    response: Response,
+    session: SessionDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+    index: SegmentIndexDep,
+) -> WriteResult:
     """Record a custom event. Idempotent by ``id``."""
     ingested = service.record_events(session, clock, [body], loc_prefix=lambda _i: ())
+    live.reevaluate(
+        session, settings, clock.now(), ingested.customer_ids, "events", event_names={body.name}, index=index
+    )
     session.commit()
     return _single_status(response, ingested.result.items[0])
 
 
 @router.post("/events/bulk", response_model=BulkResult, tags=["activity"])
-def bulk_events(body: EventBulkIn, session: SessionDep, clock: ClockDep, settings: SettingsDep) -> BulkResult:
+def bulk_events(
+    body: EventBulkIn, session: SessionDep, clock: ClockDep, settings: SettingsDep, index: SegmentIndexDep
+) -> BulkResult:
     _check_bulk_size(len(body.items), settings.bulk_max_items)
-    result = service.record_events(session, clock, body.items).result
+    ingested = service.record_events(session, clock, body.items)
+    names = {item.name for item in body.items}
+    live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "events", event_names=names, index=index)
     session.commit()
-    return result
+    return ingested.result
 
 
 @router.post("/loyalty/transactions", response_model=WriteResult, status_code=201, tags=["activity"])
@@ -185,18 +214,21 @@ def post_loyalty_transaction(
     session: SessionDep,
     clock: ClockDep,
     settings: SettingsDep,
+    index: SegmentIndexDep,
 ) -> WriteResult:
     """Record a points entry, tier change, redemption, referral or gift-card operation. Idempotent by ``id``."""
     ingested = service.record_loyalty(session, clock, settings.currency_exponent, [body], loc_prefix=lambda _i: ())
+    live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "loyalty", index=index)
     session.commit()
     return _single_status(response, ingested.result.items[0])
 
 
 @router.post("/loyalty/transactions/bulk", response_model=BulkResult, tags=["activity"])
 def bulk_loyalty_transactions(
-    body: LoyaltyBulkIn, session: SessionDep, clock: ClockDep, settings: SettingsDep
+    body: LoyaltyBulkIn, session: SessionDep, clock: ClockDep, settings: SettingsDep, index: SegmentIndexDep
 ) -> BulkResult:
     _check_bulk_size(len(body.items), settings.bulk_max_items)
-    result = service.record_loyalty(session, clock, settings.currency_exponent, body.items).result
+    ingested = service.record_loyalty(session, clock, settings.currency_exponent, body.items)
+    live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "loyalty", index=index)
     session.commit()
-    return result
+    return ingested.result

@@ -94,7 +94,8 @@ def run_pending(factory: sessionmaker[Session], clock: Clock, settings: Settings
 def _run_one(factory: sessionmaker[Session], clock: Clock, settings: Settings, segment_id: str) -> None:
     try:
         with unit_of_work(factory) as session:
-            segment = session.get(Segment, segment_id)
+            # The row lock serialises this recompute with live re-evaluations of the same segment.
+            segment = session.get(Segment, segment_id, with_for_update=True)
             if segment is None:
                 return
             now = clock.now()

@@ -1,0 +1,271 @@
+"""Live membership: every write re-evaluates the customers it touched, in the write's own transaction, against the
+active dynamic segments whose rules can be affected by what changed (never a loop over all segments).
+
+A dependency index maps each kind of write to the segments that read it:
+
+| write | segments that read |
+|---|---|
+| ``profile`` (customer upsert) | profile fields, custom attributes, samples |
+| ``orders`` | summary fields, order and order-item activity |
+| ``events`` | event activity for one of the written event names |
+| ``loyalty`` | summary fields, loyalty fields, points and redemption activity |
+
+and segments whose rules use ``in_segment`` follow the segments they use, in dependency order, in the same pass.
+The response to the write therefore already shows the new membership.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from cohorta import rules
+from cohorta.config import Settings
+from cohorta.customers.models import AttributeDefinition, EventDefinition
+from cohorta.customers.summary import chunked
+from cohorta.db import InValues, table_of
+from cohorta.evaluation.catalog import build_catalog
+from cohorta.evaluation.snapshots import load_snapshots
+from cohorta.membership.service import apply_diff, is_live
+from cohorta.segments.models import ChangeCause, Segment, SegmentMember, SegmentStatus, SegmentType
+
+WRITE_KINDS = ("profile", "orders", "events", "loyalty")
+_ACTIVITY_KINDS = {"orders": "orders", "order_items": "orders", "events": "events", "loyalty_transactions": "loyalty"}
+
+
+@dataclass
+class LiveSegment:
+    id: str
+    version: int
+    rule: rules.Rule
+    timezone: str
+    starts_at: datetime | None
+    expires_at: datetime | None
+    kinds: set[str]
+    events: set[str]
+    uses: set[str]
+    requirements: rules.Requirements
+    _predicates: dict[int, Callable[[rules.CustomerSnapshot], bool]] = field(default_factory=dict)
+
+    def predicate(
+        self, now: datetime, settings: Settings, catalog: rules.Catalog
+    ) -> Callable[[rules.CustomerSnapshot], bool]:
+        """The compiled predicate for this instant. Relative thresholds are fixed when a rule compiles, so
+        predicates are cached per second: a stream of writes compiles each rule once a second at most."""
+        second = int(now.timestamp())
+        predicate = self._predicates.get(second)
+        if predicate is None:
+            ctx = rules.Context(as_of=now, timezone=self.timezone, currency_exponent=settings.currency_exponent,
+                                catalog=catalog)  # fmt: skip
+            predicate = rules.compile_predicate(self.rule, ctx)
+            self._predicates = {second: predicate}
+        return predicate
+
+    def reads(self, kind: str, event_names: set[str] | None) -> bool:
+        if kind not in self.kinds:
+            return False
+        return kind != "events" or event_names is None or bool(self.events & event_names)
+
+
+def _kinds(requirements: rules.Requirements, catalog: rules.Catalog) -> set[str]:
+    kinds: set[str] = set()
+    for path in requirements.fields:
+        spec = catalog.field(path)
+        group = spec.group if spec is not None else "profile"
+        if group == "summary":
+            kinds |= {"orders", "loyalty"}
+        elif group == "loyalty":
+            kinds.add("loyalty")
+        else:
+            kinds.add("profile")
+    for activity in requirements.activities:
+        kinds.add(_ACTIVITY_KINDS[activity])
+    if requirements.sample:
+        kinds.add("profile")
+    return kinds
+
+
+class SegmentIndex:
+    """Active dynamic segments, parsed and indexed once; reloaded (with a fresh field catalog) only when a segment,
+    an attribute definition or an event definition changes. Checking costs three small queries per write."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fingerprint: tuple[Any, ...] | None = None
+        self._segments: list[LiveSegment] = []
+        self.catalog = rules.Catalog()
+
+    def current(self, session: Session, settings: Settings, now: datetime) -> list[LiveSegment]:
+        segments = tuple(
+            session.execute(
+                sa.select(Segment.id, Segment.version, Segment.updated_at)
+                .where(Segment.type == SegmentType.dynamic.value, Segment.status == SegmentStatus.active.value)
+                .order_by(Segment.id)
+            ).all()
+        )
+        schemas = tuple(
+            session.execute(sa.select(sa.func.count(), sa.func.max(model.updated_at))).one()
+            for model in (AttributeDefinition, EventDefinition)
+        )
+        fingerprint = (segments, schemas)
+        with self._lock:
+            if fingerprint == self._fingerprint:
+                return self._segments
+        catalog = build_catalog(session)
+        loaded = _load(session, settings, now, catalog)
+        with self._lock:
+            self._fingerprint, self._segments, self.catalog = fingerprint, loaded, catalog
+        return loaded
+
+
+def _load(session: Session, settings: Settings, now: datetime, catalog: rules.Catalog) -> list[LiveSegment]:
+    rows = session.scalars(
+        sa.select(Segment).where(
+            Segment.type == SegmentType.dynamic.value, Segment.status == SegmentStatus.active.value
+        )
+    ).all()
+    loaded: dict[str, LiveSegment] = {}
+    for row in rows:
+        if not row.rule:
+            continue
+        rule = rules.validate(row.rule, catalog, settings.currency_exponent)
+        zone = row.timezone or settings.timezone
+        ctx = rules.Context(as_of=now, timezone=zone, currency_exponent=settings.currency_exponent, catalog=catalog)
+        requirements = rules.rule_requirements(rule, ctx)
+        loaded[row.id] = LiveSegment(
+            id=row.id, version=row.version, rule=rule, timezone=zone, starts_at=row.starts_at,
+            expires_at=row.expires_at, kinds=_kinds(requirements, catalog), events=set(requirements.events),
+            uses=set(requirements.segments), requirements=requirements,
+        )  # fmt: skip
+    return _dependency_order(loaded)
+
+
+def _dependency_order(segments: dict[str, LiveSegment]) -> list[LiveSegment]:
+    ordered: list[LiveSegment] = []
+    done: set[str] = set()
+
+    def visit(segment: LiveSegment, path: set[str]) -> None:
+        if segment.id in done or segment.id in path:  # cycles are refused on save; never loop
+            return
+        for used in sorted(segment.uses):
+            if used in segments:
+                visit(segments[used], path | {segment.id})
+        done.add(segment.id)
+        ordered.append(segment)
+
+    for segment_id in sorted(segments):
+        visit(segments[segment_id], set())
+    return ordered
+
+
+def reevaluate(
+    session: Session,
+    settings: Settings,
+    now: datetime,
+    customer_ids: Iterable[int],
+    kind: str,
+    *,
+    event_names: set[str] | None = None,
+    index: SegmentIndex,
+) -> dict[str, tuple[int, int]]:
+    """Re-evaluate these customers against the segments a ``kind`` write can affect; returns entered/exited counts
+    per segment that changed."""
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return {}
+    segments = index.current(session, settings, now)
+    affected = _affected(segments, kind, event_names)
+    if not affected:
+        return {}
+    _lock_segments(session, [s.id for s in affected])
+    requirements = _union([s.requirements for s in affected])
+    changes: dict[str, tuple[int, int]] = {}
+    for chunk in chunked(ids, 1_000):
+        memberships = _memberships(session, chunk)
+        snapshots = load_snapshots(session, chunk, requirements, segment_ids=memberships)
+        # One mutable set per customer, shared with the snapshot: segments that use a segment see its changes.
+        member_of: dict[int, set[str]] = {}
+        for customer_id, snapshot in snapshots.items():
+            member_of[customer_id] = set(snapshot.segment_ids)
+            snapshot.segment_ids = member_of[customer_id]
+        for segment in affected:
+            predicate = segment.predicate(now, settings, index.catalog)
+            live = is_live(_as_row(segment), now)
+            entered, exited = [], []
+            for customer_id, snapshot in snapshots.items():
+                should = live and predicate(snapshot)
+                member = segment.id in member_of[customer_id]
+                if should and not member:
+                    entered.append(customer_id)
+                    member_of[customer_id].add(segment.id)
+                elif member and not should:
+                    exited.append(customer_id)
+                    member_of[customer_id].discard(segment.id)
+            if entered or exited:
+                row = session.get(Segment, segment.id)
+                assert row is not None
+                counts = apply_diff(session, row, entered, exited, cause=ChangeCause.data, now=now)
+                previous = changes.get(segment.id, (0, 0))
+                changes[segment.id] = (previous[0] + counts[0], previous[1] + counts[1])
+    return changes
+
+
+def _affected(segments: Sequence[LiveSegment], kind: str, event_names: set[str] | None) -> list[LiveSegment]:
+    """Segments reading this kind of write, and every segment that uses one of them (in dependency order)."""
+    hit: set[str] = set()
+    for segment in segments:  # dependency order: a user comes after what it uses
+        if segment.reads(kind, event_names) or segment.uses & hit:
+            hit.add(segment.id)
+    return [s for s in segments if s.id in hit]
+
+
+def _union(requirements: Sequence[rules.Requirements]) -> rules.Requirements:
+    union = rules.Requirements()
+    for r in requirements:
+        union.activities |= r.activities
+        union.events |= r.events
+        union.fields |= r.fields
+        union.segments |= r.segments
+        for kind, since in r.earliest_activity.items():
+            if kind in union.earliest_activity:
+                current = union.earliest_activity[kind]
+                union.earliest_activity[kind] = None if current is None or since is None else min(current, since)
+            else:
+                union.earliest_activity[kind] = since
+    if any(r.events == set() and "events" in r.activities for r in requirements):
+        union.events = set()  # some rule counts every event: load them all
+    return union
+
+
+def _memberships(session: Session, customer_ids: Sequence[int]) -> dict[int, set[str]]:
+    members = table_of(SegmentMember)
+    found: dict[int, set[str]] = defaultdict(set)
+    query = sa.select(members.c.customer_id, members.c.segment_id).where(InValues(members.c.customer_id, customer_ids))
+    for customer_id, segment_id in session.connection().execute(query):
+        found[customer_id].add(segment_id)
+    return found
+
+
+def _lock_segments(session: Session, segment_ids: Sequence[str]) -> None:
+    """Serialise with recomputes of the same segments (PostgreSQL row locks; SQLite has one writer anyway), so
+    neither overwrites the other's changes."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.select(Segment.id).where(Segment.id.in_(sorted(segment_ids))).with_for_update())
+
+
+@dataclass
+class _Window:
+    status: str
+    starts_at: datetime | None
+    expires_at: datetime | None
+
+
+def _as_row(segment: LiveSegment) -> Any:
+    return _Window(SegmentStatus.active.value, segment.starts_at, segment.expires_at)

@@ -280,3 +280,13 @@ class CustomerProgramSummary(Base):
     program: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     points_balance: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, default=0)
     tier: Mapped[str | None] = mapped_column(sa.String(64))
+
+
+class CustomerGroupAssignment(Base):
+    """A customer group assigned by hand. Groups inherited from segments are not stored: they follow membership."""
+
+    __tablename__ = "customer_group_assignments"
+
+    customer_id: Mapped[int] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
+    group: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Path, Response, status
+from sqlalchemy.orm import Session
 
 from cohorta.customers import service
 from cohorta.customers.schemas import (
@@ -12,6 +13,7 @@ from cohorta.customers.schemas import (
     AttributeSchemaSettingsIn,
     BulkResult,
     CustomerBulkIn,
+    CustomerGroupOut,
     CustomerIn,
     CustomerOut,
     EventBulkIn,
@@ -27,7 +29,8 @@ from cohorta.customers.schemas import (
 from cohorta.deps import ClockDep, SegmentIndexDep, SessionDep, SettingsDep
 from cohorta.errors import FieldError, InvalidInput
 from cohorta.membership import live
-from cohorta.membership.service import forget_customer
+from cohorta.membership.service import forget_customer, groups_of, set_manual_groups
+from cohorta.segments.schemas import CustomerGroupsIn
 
 # Every route here needs a bearer token: the app mounts this router behind get_principal.
 router = APIRouter()
@@ -68,7 +71,7 @@ def put_customer(
     session.commit()
     created = ingested.result.created == 1
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-    return service.get_customer(session, source_id, settings.currency_exponent)
+    return _customer_with_groups(session, source_id, settings.currency_exponent)
 
 
 @router.post("/customers/bulk", response_model=BulkResult, tags=["customers"])
@@ -85,7 +88,31 @@ def bulk_customers(
 
 @router.get("/customers/{source_id}", response_model=CustomerOut, tags=["customers"])
 def get_customer(session: SessionDep, settings: SettingsDep, source_id: str = SourceId) -> CustomerOut:
-    return service.get_customer(session, source_id, settings.currency_exponent)
+    return _customer_with_groups(session, source_id, settings.currency_exponent)
+
+
+def _customer_with_groups(session: Session, source_id: str, exponent: int) -> CustomerOut:
+    customer = service.get_customer(session, source_id, exponent)
+    customer_id = service.customer_id_for(session, source_id)
+    customer.groups = [CustomerGroupOut(group=g, origins=o) for g, o in groups_of(session, customer_id)]
+    return customer
+
+
+@router.get("/customers/{source_id}/groups", response_model=list[CustomerGroupOut], tags=["customers"])
+def get_groups(session: SessionDep, source_id: str = SourceId) -> list[CustomerGroupOut]:
+    customer_id = service.customer_id_for(session, source_id)
+    return [CustomerGroupOut(group=g, origins=o) for g, o in groups_of(session, customer_id)]
+
+
+@router.put("/customers/{source_id}/groups", response_model=list[CustomerGroupOut], tags=["customers"])
+def put_groups(
+    body: CustomerGroupsIn, session: SessionDep, clock: ClockDep, source_id: str = SourceId
+) -> list[CustomerGroupOut]:
+    """Replace the groups assigned by hand. Groups inherited from segments are not affected."""
+    customer_id = service.customer_id_for(session, source_id)
+    set_manual_groups(session, customer_id, body.groups, clock.now())
+    session.commit()
+    return [CustomerGroupOut(group=g, origins=o) for g, o in groups_of(session, customer_id)]
 
 
 @router.delete("/customers/{source_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["customers"])

@@ -118,6 +118,11 @@ class SummaryOut(BaseModel):
     gift_cards: list[GiftCardOut]
 
 
+class CustomerGroupOut(BaseModel):
+    group: str
+    origins: list[str] = Field(description="'manual' and/or the ids of the segments that give the group")
+
+
 class CustomerOut(BaseModel):
     source_id: str
     first_name: str | None
@@ -140,6 +145,7 @@ class CustomerOut(BaseModel):
     updated_at: datetime
     attributes: dict[str, Any]
     summary: SummaryOut
+    groups: list[CustomerGroupOut] = Field(default_factory=list, description="Customer groups, each once, with origins")
 
 
 class WriteResult(BaseModel):

@@ -30,7 +30,8 @@ def retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=min(10 * 2 ** max(attempts - 1, 0), 600))
 
 
-def queue(segment: Segment, now: datetime) -> None:
+def queue(segment: Segment, now: datetime, reason: str = "definition") -> None:
+    segment.refresh_reason = reason
     segment.refresh_state = RefreshState.queued.value
     segment.refresh_requested_at = now
     segment.refresh_error = None
@@ -100,6 +101,10 @@ def _run_one(factory: sessionmaker[Session], clock: Clock, settings: Settings, s
                 return
             now = clock.now()
             entered, exited = recompute(session, segment, now, settings, ChangeCause.definition)
+            if segment.refresh_reason == "safety_net":
+                segment.drift_checked_at, segment.drift_entered, segment.drift_exited = now, entered, exited
+                if entered or exited:
+                    log.warning("drift in segment %s: %d members missing, %d extra", segment_id, entered, exited)
             segment.refresh_state = RefreshState.done.value
             segment.refresh_finished_at = clock.now()
             segment.refresh_entered, segment.refresh_exited = entered, exited
@@ -122,3 +127,26 @@ def _run_one(factory: sessionmaker[Session], clock: Clock, settings: Settings, s
                 segment.refresh_requested_at = clock.now() + retry_delay(segment.refresh_attempts)
             else:
                 segment.refresh_state = RefreshState.failed.value
+
+
+def queue_safety_net(factory: sessionmaker[Session], clock: Clock, settings: Settings) -> list[str]:
+    """Queue a full recompute of every active dynamic segment whose last one is older than its sync period."""
+    now = clock.now()
+    queued: list[str] = []
+    with unit_of_work(factory) as session:
+        candidates = session.scalars(
+            sa.select(Segment).where(
+                Segment.type == SegmentType.dynamic.value,
+                Segment.status == SegmentStatus.active.value,
+                Segment.refresh_state.in_(
+                    [RefreshState.idle.value, RefreshState.done.value, RefreshState.failed.value]
+                ),
+            )
+        ).all()
+        for segment in candidates:
+            period = timedelta(seconds=segment.sync_period_seconds or settings.default_sync_period_seconds)
+            last = segment.refresh_finished_at or segment.created_at
+            if now - last >= period:
+                queue(segment, now, "safety_net")
+                queued.append(segment.id)
+    return queued

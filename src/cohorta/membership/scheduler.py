@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cohorta.clock import Clock
 from cohorta.config import Settings
-from cohorta.membership.jobs import run_pending
+from cohorta.membership.jobs import queue_safety_net, run_pending
 
 log = logging.getLogger("cohorta.scheduler")
 
@@ -32,6 +32,7 @@ class Scheduler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                queue_safety_net(self.factory, self.clock, self.settings)
                 run_pending(self.factory, self.clock, self.settings)
             except Exception:
                 log.exception("scheduler pass failed")

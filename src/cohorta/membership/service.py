@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from cohorta import rules
 from cohorta.config import Settings
+from cohorta.customers.models import CustomerGroupAssignment
 from cohorta.customers.summary import chunked
-from cohorta.db import InValues, insert_rows, table_of
+from cohorta.db import InValues, as_instant, insert_rows, table_of
 from cohorta.evaluation import store
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.segments.models import (
@@ -136,4 +140,66 @@ def forget_customer(session: Session, customer_id: int) -> None:
     their_segments = sa.select(members.c.segment_id).where(members.c.customer_id == customer_id)
     session.execute(
         sa.update(segments).where(segments.c.id.in_(their_segments)).values(member_count=segments.c.member_count - 1)
+    )
+
+
+def size_over_time(
+    session: Session, segment: Segment, first: date, last: date, zone: ZoneInfo
+) -> list[tuple[date, int, int, int]]:
+    """(local day, members at the end of it, entered, exited) for each day from ``first`` to ``last``."""
+    history = table_of(MembershipChange)
+    start = datetime.combine(first, dt_time.min, zone).astimezone(UTC)
+    end = datetime.combine(last + timedelta(days=1), dt_time.min, zone).astimezone(UTC)
+    signed = sa.case((history.c.entered, 1), else_=-1)
+    before = session.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(signed), 0)).where(
+            history.c.segment_id == segment.id, history.c.occurred_at < start
+        )
+    ).scalar_one()
+    # Changes grouped by minute in SQL (cheap even after a million-member recompute), then by local day here.
+    if session.get_bind().dialect.name == "sqlite":
+        minute: sa.ColumnElement[Any] = sa.func.substr(history.c.occurred_at, 1, 16)
+    else:
+        minute = sa.func.date_trunc("minute", history.c.occurred_at)
+    rows = session.execute(
+        sa.select(minute, history.c.entered, sa.func.count())
+        .where(history.c.segment_id == segment.id, history.c.occurred_at >= start, history.c.occurred_at < end)
+        .group_by(minute, history.c.entered)
+    ).all()
+    per_day: dict[date, list[int]] = defaultdict(lambda: [0, 0])
+    for at, entered, count in rows:
+        instant = as_instant(at if not isinstance(at, str) else at + ":00")
+        assert instant is not None
+        per_day[instant.astimezone(zone).date()][0 if entered else 1] += count
+    points: list[tuple[date, int, int, int]] = []
+    size = int(before)
+    day = first
+    while day <= last:
+        entered_count, exited_count = per_day.get(day, [0, 0])
+        size += entered_count - exited_count
+        points.append((day, size, entered_count, exited_count))
+        day += timedelta(days=1)
+    return points
+
+
+def groups_of(session: Session, customer_id: int) -> list[tuple[str, list[str]]]:
+    """A customer's groups, each once, with its origins: 'manual' and/or the segments that give it."""
+    origins: dict[str, list[str]] = defaultdict(list)
+    manual = session.scalars(
+        sa.select(CustomerGroupAssignment.group).where(CustomerGroupAssignment.customer_id == customer_id)
+    )
+    for group in manual:
+        origins[group].append("manual")
+    for row in customer_segment_rows(session, customer_id):
+        for group in row["customer_groups"] or []:
+            origins[group].append(row["id"])
+    return sorted(origins.items())
+
+
+def set_manual_groups(session: Session, customer_id: int, groups: Iterable[str], now: datetime) -> None:
+    session.execute(sa.delete(CustomerGroupAssignment).where(CustomerGroupAssignment.customer_id == customer_id))
+    insert_rows(
+        session.connection(),
+        table_of(CustomerGroupAssignment),
+        [{"customer_id": customer_id, "group": group, "assigned_at": now} for group in sorted(set(groups))],
     )

@@ -86,6 +86,12 @@ class Segment(Base):
     refresh_exited: Mapped[int | None] = mapped_column(sa.BigInteger)
     refresh_error: Mapped[str | None] = mapped_column(sa.Text)
     refresh_attempts: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    # Why the last recompute ran: definition (create, edit, activate), refresh (asked for), safety_net (periodic).
+    refresh_reason: Mapped[str | None] = mapped_column(sa.String(16))
+    # The last safety-net recompute: members it had to add or remove. Non-zero means live updates missed something.
+    drift_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    drift_entered: Mapped[int | None] = mapped_column(sa.BigInteger)
+    drift_exited: Mapped[int | None] = mapped_column(sa.BigInteger)
     # Static segments: SHA-256 of the sorted member ids, to refuse a second static segment with the same members.
     list_digest: Mapped[str | None] = mapped_column(sa.String(64), index=True)
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Response, status
 
 from cohorta import rules
 from cohorta.deps import ClockDep, PrincipalDep, SessionDep, SettingsDep
+from cohorta.errors import FieldError, InvalidInput
 from cohorta.evaluation.catalog import build_catalog
+from cohorta.membership.service import size_over_time
 from cohorta.segments import preview, service
 from cohorta.segments.models import SegmentType
 from cohorta.segments.schemas import (
@@ -25,6 +29,7 @@ from cohorta.segments.schemas import (
     SegmentOut,
     SegmentPage,
     SegmentPatch,
+    SizePoint,
     VersionOut,
 )
 
@@ -194,6 +199,24 @@ def replace_members(
 @router.get("/segments/{segment_id}/history", response_model=list[MembershipChangeOut])
 def history(segment_id: str, session: SessionDep, limit: Limit = 100, offset: Offset = 0) -> list[MembershipChangeOut]:
     return service.segment_history(session, segment_id, limit, offset)
+
+
+@router.get("/segments/{segment_id}/size", response_model=list[SizePoint])
+def size(
+    segment_id: str, session: SessionDep, settings: SettingsDep, clock: ClockDep,
+    start: Annotated[date | None, Query(alias="from", description="First local day (default: 30 days ago)")] = None,
+    end: Annotated[date | None, Query(alias="to", description="Last local day (default: today)")] = None,
+) -> list[SizePoint]:  # fmt: skip
+    """Members at the end of each day, with the day's entries and exits, from the membership history."""
+    zone = ZoneInfo(settings.timezone)
+    today = clock.now().astimezone(zone).date()
+    last = end or today
+    first = start or last - timedelta(days=30)
+    if first > last or (last - first).days > 3660:
+        raise InvalidInput([FieldError(("from",), "must be on or before 'to', at most ten years apart")])
+    segment = service.get_segment(session, segment_id)
+    return [SizePoint(day=d.isoformat(), members=m, entered=e, exited=x)
+            for d, m, e, x in size_over_time(session, segment, first, last, zone)]  # fmt: skip
 
 
 @router.get("/segments/{segment_id}/explain/{source_id}", response_model=ExplainOut)

@@ -133,6 +133,7 @@ class SegmentPatch(SegmentFields):
 
 class RefreshOut(BaseModel):
     state: str
+    reason: str | None = Field(description="definition, refresh or safety_net")
     requested_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
@@ -167,6 +168,15 @@ class SegmentOut(BaseModel):
     updated_by: str | None
     archived_at: datetime | None
     refresh: RefreshOut
+    drift: DriftOut
+
+
+class DriftOut(BaseModel):
+    """The last safety-net recompute: members it had to add or remove (non-zero means live updates missed them)."""
+
+    checked_at: datetime | None
+    entered: int | None
+    exited: int | None
 
 
 class SegmentPage(BaseModel):
@@ -222,12 +232,25 @@ class MemberPage(BaseModel):
     offset: int
 
 
+class CustomerGroupsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    groups: list[GroupName] = Field(max_length=100, description="The hand-assigned groups (replaces them)")
+
+
 class CustomerSegmentOut(BaseModel):
     id: str
     name: str
     type: str
     customer_groups: list[str]
     since: datetime
+
+
+class SizePoint(BaseModel):
+    day: str = Field(description="Local date (project time zone)")
+    members: int = Field(description="Members at the end of that day")
+    entered: int
+    exited: int
 
 
 class MembershipChangeOut(BaseModel):

@@ -43,6 +43,7 @@ from cohorta.segments.preview import checked_rule, live_segment_ids
 from cohorta.segments.schemas import (
     CustomerSegmentOut,
     DraftRule,
+    DriftOut,
     ListChangeOut,
     MemberOut,
     MemberPage,
@@ -441,7 +442,7 @@ def request_refresh(session: Session, clock: Clock, segment_id: str) -> Segment:
     segment = get_segment(session, segment_id)
     if segment.status != SegmentStatus.active.value:
         raise Conflict(f"only an active segment can be refreshed; this one is {segment.status}")
-    jobs.queue(segment, clock.now())
+    jobs.queue(segment, clock.now(), "refresh")
     return segment
 
 
@@ -520,8 +521,10 @@ def to_out(segment: Segment) -> SegmentOut:
         updated_at=segment.updated_at,
         updated_by=segment.updated_by,
         archived_at=segment.archived_at,
+        drift=DriftOut(checked_at=segment.drift_checked_at, entered=segment.drift_entered, exited=segment.drift_exited),
         refresh=RefreshOut(
             state=segment.refresh_state,
+            reason=segment.refresh_reason,
             requested_at=segment.refresh_requested_at,
             started_at=segment.refresh_started_at,
             finished_at=segment.refresh_finished_at,

@@ -1,0 +1,443 @@
+"""When may a rule's answer for one customer next change by the passage of time alone?
+
+:func:`next_change` returns the earliest instant after ``ctx.as_of`` at which the predicate compiled for that later
+instant *may* give another answer for the same snapshot (no new data). Live membership stores it as a wake-up.
+
+Guarantee (safety): the answer is the same at every instant of ``[as_of, T)``. An instant earlier than the true
+change is allowed (one extra evaluation); a later one is a bug. ``None``: time alone never changes the answer.
+
+How it is computed
+------------------
+The rule is walked together with its bound form (:func:`cohorta.rules.plan.bind`); each node yields its current
+value and the next instant it may change:
+
+* relative dates (``exactly_days_ago``, ``less_than_days_ago``, ``more_than_days_ago``, ``in_next_days``,
+  ``in_calendar``) are true exactly while the local day of ``as_of`` lies in an interval of days derived from the
+  value's local day, so the change is the local midnight starting or ending that interval (exact);
+* anniversaries (date values) are true on a union of day intervals around each yearly occurrence of the month and
+  day (Feb 29 occurs on Feb 28 in other years), again exact;
+* an activity's counted rows change when a row arrives (activity after ``as_of`` is ignored until then), enters or
+  leaves its window, or when a time-dependent ``where`` condition on the row changes. Per row this is exact for every
+  window kind; for ``last_days`` (wall-clock arithmetic in the zone) the window start moves in step with the clock
+  except at DST-related jumps, which are returned as candidates themselves (safe, possibly early);
+* ``and``/``or``/``not`` take the minimum over their children, except that a child that can never change and
+  already decides the group (a constant false in an ``and``, a constant true in an ``or``) makes the group constant;
+* plain comparisons, ``in_segment`` and ``sample`` never change with time.
+
+A candidate is only a point where some part of the rule *may* change (a count going from 3 to 2 may not flip
+``count >= 1``). :func:`next_change` therefore re-evaluates the whole rule at the candidate and, if the answer is
+unchanged, continues from there (at most :data:`MAX_REFINE_STEPS` times): the result stays safe and is usually the
+exact instant of change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from .model import (
+    Activity,
+    And,
+    BetweenDates,
+    CalendarWindow,
+    Condition,
+    DaysAgo,
+    LastDays,
+    NodeType,
+    Not,
+    Or,
+    Rule,
+)
+from .plan import BActivity, BAnd, BField, BNot, BOr, Bound, bind
+from .predicate import ACTIVITY_ROWS, CustomerSnapshot, compile_bound, value_getter
+from .semantics import Present, coerce_value
+from .timeutil import UTC, Context, calendar_period, to_utc_naive
+
+RELATIVE_OPERATORS = ("exactly_days_ago", "less_than_days_ago", "more_than_days_ago", "in_next_days", "in_calendar",
+                      "anniversary_within_days", "anniversary_this_month")
+#: How many times :func:`next_change` re-evaluates the rule at a candidate where nothing changed before giving up
+#: and returning that (safe, early) candidate.
+MAX_REFINE_STEPS = 32
+#: How far ahead time-zone transitions are searched for ``last_days`` windows; later candidates are capped here.
+TRANSITION_HORIZON = dt.timedelta(days=400)
+
+ONE_DAY = dt.timedelta(days=1)
+ONE_MICROSECOND = dt.timedelta(microseconds=1)
+#: UTC offsets lie within +-26 h of each other, so a row this far below a ``last_days`` window start never re-enters.
+_REENTRY_MARGIN = dt.timedelta(days=3)
+_OPPOSITE = {"this": "this", "last": "next", "next": "last"}
+
+Instant = dt.datetime  # naive UTC inside this module
+
+
+def next_change(rule: Rule | NodeType, snapshot: CustomerSnapshot, ctx: Context) -> dt.datetime | None:
+    """The earliest instant (aware, UTC) after ``ctx.as_of`` at which the rule's answer for ``snapshot`` may differ
+    from its answer at ``ctx.as_of`` when no data changes; None when the clock alone can never change it.
+
+    The answer is guaranteed not to change anywhere in ``[ctx.as_of, T)``. Raises :class:`RuleError` like
+    :func:`compile_predicate` when the rule does not fit the catalog.
+    """
+    root = rule.root if isinstance(rule, Rule) else rule
+    value, when = _Walker(snapshot, ctx).visit(root, bind(root, ctx))
+    for _ in range(MAX_REFINE_STEPS):
+        if when is None:
+            return None
+        later = ctx.at(when.replace(tzinfo=UTC))
+        value_then, after = _Walker(snapshot, later).visit(root, bind(root, later))
+        if value_then != value:
+            break
+        if after is not None and after <= when:  # pragma: no cover - defensive: candidates always move forward
+            break
+        when = after
+    return None if when is None else when.replace(tzinfo=UTC)
+
+
+# -- small helpers -------------------------------------------------------------------------------------------------
+
+
+def _min(values: Iterable[Instant | None]) -> Instant | None:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+def _add_days(day: dt.date, n: int) -> dt.date | None:
+    try:
+        return day + dt.timedelta(days=n)
+    except OverflowError:
+        return None
+
+
+def _interval_next(now: Instant, enter: Instant | None, leave: Instant | None) -> Instant | None:
+    """Next change after ``now`` of "``enter <= t < leave``" (``enter`` None: -inf, ``leave`` None: +inf)."""
+    if enter is not None and leave is not None and enter >= leave:
+        return None
+    if enter is not None and now < enter:
+        return enter
+    if leave is not None and now < leave:
+        return leave
+    return None
+
+
+@lru_cache(maxsize=512)
+def _year_transitions(tz: ZoneInfo, year: int) -> tuple[tuple[Instant, dt.timedelta, dt.timedelta], ...]:
+    """UTC-offset changes of ``tz`` during the UTC year ``year``: (instant, offset before, offset after)."""
+    if not 1 < year < 9999:
+        return ()
+
+    def offset(t: Instant) -> dt.timedelta:
+        off = t.replace(tzinfo=UTC).astimezone(tz).utcoffset()
+        return off if off is not None else dt.timedelta(0)
+
+    out = []
+    step = dt.timedelta(hours=6)
+    t = dt.datetime(year, 1, 1, tzinfo=UTC).replace(tzinfo=None)
+    end = dt.datetime(year + 1, 1, 1, tzinfo=UTC).replace(tzinfo=None)
+    prev = offset(t)
+    while t < end:
+        nxt = t + step
+        cur = offset(nxt)
+        if cur != prev:
+            lo, hi = 0, int(step.total_seconds())  # offset(t + lo) == prev, offset(t + hi) == cur
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if offset(t + dt.timedelta(seconds=mid)) == prev:
+                    lo = mid
+                else:
+                    hi = mid
+            out.append((t + dt.timedelta(seconds=hi), prev, cur))
+        t, prev = nxt, cur
+    return tuple(out)
+
+
+def _transitions(tz: ZoneInfo, start: Instant, end: Instant) -> list[tuple[Instant, dt.timedelta, dt.timedelta]]:
+    out: list[tuple[Instant, dt.timedelta, dt.timedelta]] = []
+    for year in range(start.year, end.year + 1):
+        out.extend(x for x in _year_transitions(tz, year) if start <= x[0] <= end)
+    return out
+
+
+def _localize(wall: dt.datetime, tz: ZoneInfo, fold: int) -> Instant | None:
+    """A naive local wall time (with ``fold``) as naive UTC; None when out of range."""
+    try:
+        return wall.replace(tzinfo=tz, fold=fold).astimezone(UTC).replace(tzinfo=None)
+    except (OverflowError, ValueError):
+        return None
+
+
+def _safe_instant(f: Callable[[], Instant]) -> Instant | None:
+    try:
+        return f()
+    except (OverflowError, ValueError):
+        return None
+
+
+# -- the walk ------------------------------------------------------------------------------------------------------
+
+
+class _Walker:
+    def __init__(self, snapshot: CustomerSnapshot, ctx: Context) -> None:
+        self.snapshot = snapshot
+        self.ctx = ctx
+        self.now: Instant = ctx.as_of_utc
+        self._jump: dict[int, Instant | None] = {}
+
+    # instants of local days ---------------------------------------------------------------------------------------
+    def day_start(self, day: dt.date | None) -> Instant | None:
+        """First instant of a local day; None when out of range (treated as never)."""
+        if day is None:
+            return None
+        return _safe_instant(lambda: self.ctx.day_start(day))
+
+    def local_day(self, t: Instant) -> dt.date | None:
+        """The local day ``d`` with ``day_start(d) <= t < day_start(d + 1)`` (as the bound ranges see it)."""
+        try:
+            d = t.replace(tzinfo=UTC).astimezone(self.ctx.tz).date()
+            for _ in range(3):
+                start = self.ctx.day_start(d)
+                if start > t:
+                    d -= ONE_DAY
+                elif self.ctx.day_start(d + ONE_DAY) <= t:
+                    d += ONE_DAY
+                else:
+                    return d
+        except (OverflowError, ValueError):
+            return None
+        return d
+
+    def days_next(self, first: dt.date | None, last: dt.date | None, arrival: Instant | None = None,
+                  unbounded_first: bool = False, unbounded_last: bool = False) -> Instant | None:
+        """Next change of "today is in [first, last] (and the clock has reached ``arrival``)"."""
+        if (first is None and not unbounded_first) or (last is None and not unbounded_last):
+            return None  # a bound beyond the calendar: never within reach
+        enter = None if first is None else self.day_start(first)
+        if first is not None and enter is None:
+            return None
+        leave = None
+        if last is not None:
+            after = _add_days(last, 1)
+            leave = self.day_start(after) if after is not None else None
+        if arrival is not None and arrival > self.now:
+            enter = arrival if enter is None else max(enter, arrival)
+        return _interval_next(self.now, enter, leave)
+
+    # nodes ------------------------------------------------------------------------------------------------------
+    def visit(self, m: NodeType, b: Bound) -> tuple[bool, Instant | None]:
+        if isinstance(m, And | Or) and isinstance(b, BAnd | BOr):
+            items = m.and_ if isinstance(m, And) else m.or_
+            results = [self.visit(c, cb) for c, cb in zip(items, b.items, strict=True)]
+            deciding = isinstance(m, Or)  # the child value that decides the group
+            value = any(v for v, _ in results) if deciding else all(v for v, _ in results)
+            if any(v is deciding and w is None for v, w in results):
+                return value, None
+            return value, _min(w for _, w in results)
+        if isinstance(m, Not) and isinstance(b, BNot):
+            v, w = self.visit(m.not_, b.item)
+            return not v, w
+        value = compile_bound(b)(self.snapshot)
+        if isinstance(m, Condition):
+            if m.op in RELATIVE_OPERATORS and isinstance(b, BField):
+                raw = value_getter(b)(self.snapshot)
+                return value, self.relative(m, b.typ, raw)
+            return value, None
+        if isinstance(m, Activity):
+            inner = b.item if isinstance(b, BNot) else b
+            if isinstance(inner, BActivity):  # an empty window may fill as the clock moves: never skipped
+                return value, self.activity(m, inner)
+            return value, None
+        return value, None  # in_segment, sample
+
+    # relative date conditions ----------------------------------------------------------------------------------
+    def relative(self, m: Condition, typ: str, raw: Any) -> Instant | None:
+        """Next change of a relative-date condition on a present value ``raw`` (date or naive UTC datetime)."""
+        if raw is None:
+            return None  # a missing value stays missing: the condition stays false
+        if isinstance(raw, dt.datetime):
+            day = self.local_day(to_utc_naive(raw))
+        elif isinstance(raw, dt.date):
+            day = raw
+        else:  # pragma: no cover - not a temporal value
+            return None
+        if day is None:
+            return None
+        op = m.op
+        value = coerce_value(typ, op, m.value, self.ctx.currency_exponent)
+        if op == "in_calendar":
+            which, unit = value.split("_", 1)
+            first, last = calendar_period(f"{_OPPOSITE[which]}_{unit}", day)
+            return self.days_next(first, last)
+        if op == "anniversary_this_month":
+            return self.anniversary_month(day)
+        if op == "anniversary_within_days":
+            return self.anniversary_within(day, value)
+        n = int(value)
+        if op == "exactly_days_ago":  # day == today - n
+            return self.days_next(_add_days(day, n), _add_days(day, n))
+        if op == "less_than_days_ago":  # today - n < day <= today
+            return self.days_next(day, _add_days(day, n - 1))
+        if op == "more_than_days_ago":  # day < today - n
+            return self.days_next(_add_days(day, n + 1), None, unbounded_last=True)
+        if op == "in_next_days":  # today <= day <= today + n
+            return self.days_next(_add_days(day, -n), day)
+        raise AssertionError(op)  # pragma: no cover
+
+    def anniversary_month(self, day: dt.date) -> Instant | None:
+        today = self.ctx.today
+        month = day.month
+        try:
+            if today.month == month:
+                start = dt.date(today.year + (month == 12), month % 12 + 1, 1)
+            else:
+                start = dt.date(today.year + (month < today.month), month, 1)
+        except ValueError:
+            return None
+        return self.day_start(start)
+
+    def anniversary_within(self, day: dt.date, n: int) -> Instant | None:
+        """True while some occurrence of the value's month-day lies in [today, today + n]: a union of day intervals
+        [occurrence - n, occurrence]; consecutive occurrences are at most 366 days apart."""
+        if n >= 365:
+            return None  # every month-day is always within reach
+        today = self.ctx.today
+        occurrences: list[dt.date] = []
+        for year in range(today.year - 1, today.year + 4):
+            if not 1 <= year <= 9999:
+                continue
+            leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+            if day.month == 2 and day.day == 29:
+                occurrences.append(dt.date(year, 2, 29 if leap else 28))
+            else:
+                occurrences.append(dt.date(year, day.month, day.day))
+        span = dt.timedelta(days=n)
+        for i, occ in enumerate(occurrences):
+            if occ < today:
+                continue
+            if occ - span > today:  # false now; becomes true when today reaches occ - n
+                return self.day_start(occ - span)
+            end = occ  # true now: find the end of the run of overlapping intervals
+            for nxt in occurrences[i + 1:]:
+                if nxt - span > end + ONE_DAY:
+                    break
+                end = nxt
+            else:
+                return None  # pragma: no cover - beyond the years looked at (cannot happen for n < 365)
+            return self.day_start(end + ONE_DAY)
+        return None  # pragma: no cover - the years looked at always contain a later occurrence
+
+    # activities -------------------------------------------------------------------------------------------------
+    def activity(self, m: Activity, b: BActivity) -> Instant | None:
+        rows = getattr(self.snapshot, ACTIVITY_ROWS[b.activity])
+        filters = [compile_bound(f) for f in b.filters]
+        row_relative = self.row_relative(m)
+        member = self.membership(m, b)
+        best: Instant | None = None
+        for r in rows:
+            if b.event is not None and r.get("name") != b.event:
+                continue
+            t = r.get(b.time_column)
+            if t is None:
+                continue
+            t = to_utc_naive(t)
+            filter_change = _min(get(r) for get in row_relative)
+            # a row failing its filter stays out at least until the filter changes
+            cand = _min((member(t), filter_change)) if all(f(r) for f in filters) else filter_change
+            if cand is not None and (best is None or cand < best):
+                best = cand
+        if best is not None and isinstance(m.window, LastDays):
+            best = min(best, self.now + TRANSITION_HORIZON)  # time-zone jumps were only searched this far
+        return best
+
+    def row_relative(self, m: Activity) -> list[Callable[[Any], Instant | None]]:
+        """For each time-dependent ``where`` condition: row -> next change of that condition on the row."""
+        out: list[Callable[[Any], Instant | None]] = []
+        for w in m.where:
+            if w.op not in RELATIVE_OPERATORS:
+                continue
+            spec = self.ctx.catalog.activity_field(m.activity, w.field, m.event)
+            if spec is None:  # pragma: no cover - bind already failed
+                continue
+            if m.activity == "events":
+                probe = BField("property", spec.path[len("properties."):], spec.type, Present())
+            else:
+                probe = BField("row", spec.column, spec.type, Present())
+            get = value_getter(probe)
+
+            def change(r: Any, _w: Condition = w, _get: Callable[[Any], Any] = get, _typ: str = spec.type) -> \
+                    Instant | None:
+                return self.relative(_w, _typ, _get(r))
+            out.append(change)
+        return out
+
+    def membership(self, m: Activity, b: BActivity) -> Callable[[Instant], Instant | None]:
+        """Row time -> next instant the row enters or leaves the window (ignoring ``where``)."""
+        ctx, now = self.ctx, self.now
+        w = m.window
+        if w is None:
+            return lambda t: t if t > now else None
+        if isinstance(w, BetweenDates):
+            lo = b.lo
+            last = w.between[1]
+            b_end = ctx.instant(last) + ONE_MICROSECOND if isinstance(last, dt.datetime) \
+                else ctx.day_start(last + ONE_DAY)
+            return lambda t: t if t > now and (lo is None or t >= lo) and t < b_end else None
+        if isinstance(w, DaysAgo):
+            near, far = sorted(w.days_ago)
+
+            def days_ago(t: Instant) -> Instant | None:
+                day = self.local_day(t)
+                if day is None:
+                    return None
+                return self.days_next(_add_days(day, near), _add_days(day, far), arrival=t)
+            return days_ago
+        if isinstance(w, CalendarWindow):
+            which, unit = w.calendar.split("_", 1)
+            name = f"{_OPPOSITE[which]}_{unit}"
+
+            def calendar(t: Instant) -> Instant | None:
+                day = self.local_day(t)
+                if day is None:
+                    return None
+                first, last = calendar_period(name, day)
+                return self.days_next(first, last, arrival=t)
+            return calendar
+        assert isinstance(w, LastDays)
+        lo0 = b.lo
+        assert lo0 is not None
+        n_days = w.last_days
+
+        def last_days(t: Instant) -> Instant | None:
+            # Until the next jump, the window start moves with the clock: the row leaves when start > t.
+            leave = now + (t - lo0) + ONE_MICROSECOND
+            cand = _interval_next(now, t if t > now else None, leave)
+            if t >= lo0 - _REENTRY_MARGIN:
+                cand = _min((cand, self.last_days_jump(n_days)))
+            return cand
+        return last_days
+
+    def last_days_jump(self, n_days: int) -> Instant | None:
+        """The first instant after ``now`` where the start of a ``last_days n`` window (local wall clock of ``as_of``
+        minus n days) stops moving in step with the clock: a transition of the zone at ``as_of`` (and the end of a
+        repeated hour), or ``as_of`` - n days crossing a transition. Cached per n."""
+        if n_days in self._jump:
+            return self._jump[n_days]
+        tz, now = self.ctx.tz, self.now
+        shift = dt.timedelta(days=n_days)
+        points: list[Instant] = []
+        for u, before, after in _transitions(tz, now - ONE_DAY, now + TRANSITION_HORIZON):
+            points += [u, u + abs(after - before)]
+        try:
+            x_start = now - shift - _REENTRY_MARGIN
+        except OverflowError:
+            x_start = None
+        if x_start is not None:
+            for u, before, after in _transitions(tz, x_start, now - shift + TRANSITION_HORIZON + _REENTRY_MARGIN):
+                for wall in (u + before + shift, u + after + shift):
+                    for fold in (0, 1):
+                        p = _localize(wall, tz, fold)
+                        if p is not None:
+                            points.append(p)
+        result = _min(p for p in points if p > now)
+        self._jump[n_days] = result
+        return result

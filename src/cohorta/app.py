@@ -34,10 +34,11 @@ def create_app(
 
     session_factory = make_session_factory(engine)
     clock = clock or SystemClock()
+    segment_index = SegmentIndex()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        scheduler = Scheduler(session_factory, clock, settings) if settings.scheduler else None
+        scheduler = Scheduler(session_factory, clock, settings, segment_index) if settings.scheduler else None
         if scheduler is not None:
             scheduler.start()
         try:
@@ -60,7 +61,7 @@ def create_app(
     app.state.clock = clock
     app.state.engine = engine
     app.state.session_factory = session_factory
-    app.state.segment_index = SegmentIndex()
+    app.state.segment_index = segment_index
     problems.install(app)
     app.add_middleware(problems.BodySizeLimit, max_bytes=settings.max_request_bytes)
 

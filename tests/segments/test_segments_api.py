@@ -40,7 +40,7 @@ def api(store: sa.Engine, clock: FrozenClock, settings: Settings) -> Iterator[Te
 
 def run(client: TestClient) -> list[str]:
     state = client.app.state  # type: ignore[attr-defined]
-    return run_pending(state.session_factory, state.clock, state.settings)
+    return run_pending(state.session_factory, state.clock, state.settings, state.segment_index)
 
 
 def members(client: TestClient, segment_id: str) -> list[str]:

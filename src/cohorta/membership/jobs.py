@@ -17,8 +17,19 @@ from cohorta import rules
 from cohorta.clock import Clock
 from cohorta.config import Settings
 from cohorta.db import unit_of_work
+from cohorta.customers.models import Customer
+from cohorta.evaluation.snapshots import load_snapshots
+from cohorta.membership.live import SegmentIndex, next_wakeup, plan_wakeups, wake
 from cohorta.membership.service import recompute
-from cohorta.segments.models import ChangeCause, RefreshState, Segment, SegmentStatus, SegmentType
+from cohorta.segments.models import (
+    ChangeCause,
+    RefreshState,
+    Segment,
+    SegmentMember,
+    SegmentStatus,
+    SegmentType,
+    SegmentWakeup,
+)
 
 log = logging.getLogger("cohorta.jobs")
 STALE_AFTER = timedelta(minutes=15)
@@ -74,7 +85,9 @@ def _waiting_on(segment: Segment, pending: set[str]) -> bool:
     return bool(rules.segment_references(rules.Rule.model_validate(segment.rule)) & (pending - {segment.id}))
 
 
-def run_pending(factory: sessionmaker[Session], clock: Clock, settings: Settings) -> list[str]:
+def run_pending(
+    factory: sessionmaker[Session], clock: Clock, settings: Settings, index: SegmentIndex | None = None
+) -> list[str]:
     """Recompute every due segment; returns the ids done (or failed). Segments a queued one depends on go first."""
     finished: list[str] = []
     while True:
@@ -89,18 +102,22 @@ def run_pending(factory: sessionmaker[Session], clock: Clock, settings: Settings
             segment.refresh_started_at = clock.now()
             segment_id = segment.id
         finished.append(segment_id)
-        _run_one(factory, clock, settings, segment_id)
+        if _run_one(factory, clock, settings, segment_id) and index is not None:
+            plan_all_wakeups(factory, clock, settings, index, segment_id)
 
 
-def _run_one(factory: sessionmaker[Session], clock: Clock, settings: Settings, segment_id: str) -> None:
+def _run_one(factory: sessionmaker[Session], clock: Clock, settings: Settings, segment_id: str) -> bool:
+    """Recompute one segment; True when it succeeded."""
     try:
         with unit_of_work(factory) as session:
             # The row lock serialises this recompute with live re-evaluations of the same segment.
             segment = session.get(Segment, segment_id, with_for_update=True)
             if segment is None:
-                return
+                return False
             now = clock.now()
-            entered, exited = recompute(session, segment, now, settings, ChangeCause.definition)
+            # A start or expiry passing is a change by time; everything else recomputes the definition.
+            cause = ChangeCause.time if segment.refresh_reason == "window" else ChangeCause.definition
+            entered, exited = recompute(session, segment, now, settings, cause)
             if segment.refresh_reason == "safety_net":
                 segment.drift_checked_at, segment.drift_entered, segment.drift_exited = now, entered, exited
                 if entered or exited:
@@ -113,12 +130,13 @@ def _run_one(factory: sessionmaker[Session], clock: Clock, settings: Settings, s
                 for dependent in dependents(session, segment_id):
                     if dependent.refresh_state not in (RefreshState.queued.value, RefreshState.running.value):
                         queue(dependent, now)
+        return True
     except Exception as exc:
         log.exception("recompute of segment %s failed", segment_id)
         with unit_of_work(factory) as session:
             segment = session.get(Segment, segment_id)
             if segment is None:
-                return
+                return False
             segment.refresh_attempts += 1
             segment.refresh_error = f"{type(exc).__name__}: {exc}"[:2000]
             segment.refresh_finished_at = clock.now()
@@ -127,6 +145,7 @@ def _run_one(factory: sessionmaker[Session], clock: Clock, settings: Settings, s
                 segment.refresh_requested_at = clock.now() + retry_delay(segment.refresh_attempts)
             else:
                 segment.refresh_state = RefreshState.failed.value
+        return False
 
 
 def queue_safety_net(factory: sessionmaker[Session], clock: Clock, settings: Settings) -> list[str]:
@@ -149,4 +168,87 @@ def queue_safety_net(factory: sessionmaker[Session], clock: Clock, settings: Set
             if now - last >= period:
                 queue(segment, now, "safety_net")
                 queued.append(segment.id)
+    return queued
+
+
+def plan_all_wakeups(factory: sessionmaker[Session], clock: Clock, settings: Settings, index: SegmentIndex,
+                     segment_id: str, chunk_size: int = 2_000) -> int:  # fmt: skip
+    """After a recompute: the next wake-up of every customer in a time-dependent segment (chunked transactions)."""
+    with unit_of_work(factory) as session:
+        now = clock.now()
+        live = {s.id: s for s in index.current(session, settings, now)}.get(segment_id)
+        session.execute(sa.delete(SegmentWakeup).where(SegmentWakeup.segment_id == segment_id))
+        if live is None or not live.requirements.time_dependent:
+            return 0
+        ids = list(session.scalars(sa.select(Customer.id).order_by(Customer.id)))
+    planned = 0
+    for start in range(0, len(ids), chunk_size):
+        chunk = ids[start : start + chunk_size]
+        with unit_of_work(factory) as session:
+            ctx = live.context(now, settings, index.catalog)
+            memberships = {cid: set() for cid in chunk}
+            for cid, sid in session.execute(
+                sa.select(SegmentMember.customer_id, SegmentMember.segment_id).where(
+                    SegmentMember.customer_id.in_(chunk)
+                )
+            ):
+                memberships[cid].add(sid)
+            snapshots = load_snapshots(session, chunk, live.requirements, segment_ids=memberships)
+            due = {cid: next_wakeup(live, snapshot, ctx) for cid, snapshot in snapshots.items()}
+            plan_wakeups(session, segment_id, {cid: at for cid, at in due.items() if at is not None})
+            planned += sum(1 for at in due.values() if at is not None)
+    return planned
+
+
+def run_due_wakeups(factory: sessionmaker[Session], clock: Clock, settings: Settings, index: SegmentIndex,
+                    batch: int = 5_000) -> int:  # fmt: skip
+    """Re-evaluate every (segment, customer) whose wake-up is due; returns how many were processed."""
+    processed = 0
+    while True:
+        with unit_of_work(factory) as session:
+            now = clock.now()
+            due = [
+                (segment_id, customer_id)
+                for segment_id, customer_id in session.execute(
+                    sa.select(SegmentWakeup.segment_id, SegmentWakeup.customer_id)
+                    .where(SegmentWakeup.due_at <= now)
+                    .order_by(SegmentWakeup.due_at)
+                    .limit(batch)
+                )
+            ]
+            if not due:
+                return processed
+            by_segment: dict[str, list[int]] = {}
+            for segment_id, customer_id in due:
+                by_segment.setdefault(segment_id, []).append(customer_id)
+            for segment_id, customer_ids in by_segment.items():
+                session.execute(
+                    sa.delete(SegmentWakeup).where(
+                        SegmentWakeup.segment_id == segment_id, SegmentWakeup.customer_id.in_(customer_ids)
+                    )
+                )
+            wake(session, settings, now, due, index=index)
+        processed += len(due)
+
+
+def queue_window_edges(factory: sessionmaker[Session], clock: Clock) -> list[str]:
+    """Queue a recompute of every active segment whose start or expiry passed since its last recompute."""
+    now = clock.now()
+    queued: list[str] = []
+    with unit_of_work(factory) as session:
+        last = sa.func.coalesce(Segment.refresh_finished_at, Segment.created_at)
+        passed = sa.or_(
+            sa.and_(Segment.starts_at.is_not(None), Segment.starts_at <= now, last < Segment.starts_at),
+            sa.and_(Segment.expires_at.is_not(None), Segment.expires_at <= now, last < Segment.expires_at),
+        )
+        candidates = session.scalars(
+            sa.select(Segment).where(
+                Segment.status == SegmentStatus.active.value,
+                Segment.refresh_state.not_in([RefreshState.queued.value, RefreshState.running.value]),
+                passed,
+            )
+        ).all()
+        for segment in candidates:
+            queue(segment, now, "window")
+            queued.append(segment.id)
     return queued

@@ -30,11 +30,11 @@ from cohorta import rules
 from cohorta.config import Settings
 from cohorta.customers.models import AttributeDefinition, EventDefinition
 from cohorta.customers.summary import chunked
-from cohorta.db import InValues, table_of
+from cohorta.db import InValues, insert_rows, table_of
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.evaluation.snapshots import load_snapshots
 from cohorta.membership.service import apply_diff, is_live
-from cohorta.segments.models import ChangeCause, Segment, SegmentMember, SegmentStatus, SegmentType
+from cohorta.segments.models import ChangeCause, Segment, SegmentMember, SegmentStatus, SegmentType, SegmentWakeup
 
 WRITE_KINDS = ("profile", "orders", "events", "loyalty")
 _ACTIVITY_KINDS = {"orders": "orders", "order_items": "orders", "events": "events", "loyalty_transactions": "loyalty"}
@@ -181,13 +181,35 @@ def reevaluate(
     if not ids:
         return {}
     segments = index.current(session, settings, now)
-    affected = _affected(segments, kind, event_names)
-    if not affected:
+    affected = _affected(segments, lambda s: s.reads(kind, event_names))
+    return evaluate(session, settings, now, ids, affected, ChangeCause.data, index)
+
+
+def wake(session: Session, settings: Settings, now: datetime, due: Sequence[tuple[str, int]],
+         *, index: SegmentIndex) -> dict[str, tuple[int, int]]:  # fmt: skip
+    """Re-evaluate (segment, customer) pairs whose wake-up fell due (cause ``time``)."""
+    segments = index.current(session, settings, now)
+    due_segments = {segment_id for segment_id, _ in due}
+    affected = _affected(segments, lambda s: s.id in due_segments)
+    return evaluate(session, settings, now, sorted({cid for _, cid in due}), affected, ChangeCause.time, index)
+
+
+def evaluate(
+    session: Session,
+    settings: Settings,
+    now: datetime,
+    ids: Sequence[int],
+    affected: Sequence[LiveSegment],
+    cause: ChangeCause,
+    index: SegmentIndex,
+) -> dict[str, tuple[int, int]]:
+    """Decide membership of these customers in these segments now; apply the diff; plan their next wake-ups."""
+    if not affected or not ids:
         return {}
     _lock_segments(session, [s.id for s in affected])
     requirements = _union([s.requirements for s in affected])
     changes: dict[str, tuple[int, int]] = {}
-    for chunk in chunked(ids, 1_000):
+    for chunk in chunked(list(ids), 1_000):
         memberships = _memberships(session, chunk)
         snapshots = load_snapshots(session, chunk, requirements, segment_ids=memberships)
         # One mutable set per customer, shared with the snapshot: segments that use a segment see its changes.
@@ -211,17 +233,39 @@ def reevaluate(
             if entered or exited:
                 row = session.get(Segment, segment.id)
                 assert row is not None
-                counts = apply_diff(session, row, entered, exited, cause=ChangeCause.data, now=now)
+                counts = apply_diff(session, row, entered, exited, cause=cause, now=now)
                 previous = changes.get(segment.id, (0, 0))
                 changes[segment.id] = (previous[0] + counts[0], previous[1] + counts[1])
+            if segment.requirements.time_dependent:
+                ctx = segment.context(now, settings, index.catalog)
+                plan_wakeups(session, segment.id, {cid: next_wakeup(segment, snap, ctx) for cid, snap in snapshots.items()})
     return changes
 
 
-def _affected(segments: Sequence[LiveSegment], kind: str, event_names: set[str] | None) -> list[LiveSegment]:
-    """Segments reading this kind of write, and every segment that uses one of them (in dependency order)."""
+def next_wakeup(segment: LiveSegment, snapshot: rules.CustomerSnapshot, ctx: rules.Context) -> datetime | None:
+    # The segment's own start and expiry are handled by jobs.queue_window_edges for every type of segment.
+    return rules.next_change(segment.rule, snapshot, ctx)
+
+
+def plan_wakeups(session: Session, segment_id: str, due: dict[int, datetime | None]) -> None:
+    """Replace these customers' wake-ups in this segment (None: the answer cannot change by time alone)."""
+    table = table_of(SegmentWakeup)
+    for chunk in chunked(sorted(due), 1_000):
+        session.connection().execute(
+            sa.delete(table).where(table.c.segment_id == segment_id, InValues(table.c.customer_id, chunk))
+        )
+    insert_rows(
+        session.connection(),
+        table,
+        [{"segment_id": segment_id, "customer_id": cid, "due_at": at} for cid, at in sorted(due.items()) if at],
+    )
+
+
+def _affected(segments: Sequence[LiveSegment], reads: Callable[[LiveSegment], bool]) -> list[LiveSegment]:
+    """Segments that ``reads`` picks, and every segment that uses one of them (in dependency order)."""
     hit: set[str] = set()
     for segment in segments:  # dependency order: a user comes after what it uses
-        if segment.reads(kind, event_names) or segment.uses & hit:
+        if reads(segment) or segment.uses & hit:
             hit.add(segment.id)
     return [s for s in segments if s.id in hit]
 

@@ -9,14 +9,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cohorta.clock import Clock
 from cohorta.config import Settings
-from cohorta.membership.jobs import queue_safety_net, run_pending
+from cohorta.membership.jobs import queue_safety_net, queue_window_edges, run_due_wakeups, run_pending
+from cohorta.membership.live import SegmentIndex
 
 log = logging.getLogger("cohorta.scheduler")
 
 
 class Scheduler:
-    def __init__(self, factory: sessionmaker[Session], clock: Clock, settings: Settings, interval: float = 1.0) -> None:
+    def __init__(self, factory: sessionmaker[Session], clock: Clock, settings: Settings, index: SegmentIndex,
+                 interval: float = 1.0) -> None:  # fmt: skip
         self.factory, self.clock, self.settings, self.interval = factory, clock, settings, interval
+        self.index = index
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -32,8 +35,10 @@ class Scheduler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                queue_window_edges(self.factory, self.clock)
                 queue_safety_net(self.factory, self.clock, self.settings)
-                run_pending(self.factory, self.clock, self.settings)
+                run_pending(self.factory, self.clock, self.settings, self.index)
+                run_due_wakeups(self.factory, self.clock, self.settings, self.index)
             except Exception:
                 log.exception("scheduler pass failed")
             self._stop.wait(self.interval)

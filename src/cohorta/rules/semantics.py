@@ -329,7 +329,10 @@ def coerce_value(typ: str, op: str, raw: Any, exponent: int | None) -> Any:
             raise BadValue("between needs a list of two values [from, to]")
         if typ in ("date", "datetime"):
             lo, hi = (parse_date(x) if typ == "date" else parse_date_or_datetime(x) for x in raw)
-            if isinstance(lo, dt.datetime) and isinstance(hi, dt.datetime) and (lo.tzinfo is None) != (hi.tzinfo is None):
+            mixed = isinstance(lo, dt.datetime) and isinstance(hi, dt.datetime) and (lo.tzinfo is None) != (
+                hi.tzinfo is None
+            )
+            if mixed:
                 raise BadValue("give both bounds with a UTC offset, or both without (local time)")
             if type(lo) is type(hi) and lo > hi:
                 raise BadValue("the first bound is after the second")

@@ -149,3 +149,15 @@ class SegmentListEntry(Base):
     segment_id: Mapped[str] = mapped_column(sa.ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
     customer_id: Mapped[int] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
     added_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class SegmentWakeup(Base):
+    """The next instant a customer's answer to a time-dependent rule can change with no new data (a relative date
+    passing, activity leaving a window, a calendar boundary). The scheduler re-evaluates them then."""
+
+    __tablename__ = "segment_wakeups"
+    __table_args__ = (sa.Index("ix_segment_wakeups_due", "due_at"),)
+
+    segment_id: Mapped[str] = mapped_column(sa.ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

@@ -133,7 +133,7 @@ class SegmentPatch(SegmentFields):
 
 class RefreshOut(BaseModel):
     state: str
-    reason: str | None = Field(description="definition, refresh or safety_net")
+    reason: str | None = Field(description="definition, refresh, safety_net or window (a start or expiry passed)")
     requested_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None

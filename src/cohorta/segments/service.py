@@ -38,6 +38,7 @@ from cohorta.segments.models import (
     SegmentStatus,
     SegmentType,
     SegmentVersion,
+    SegmentWakeup,
 )
 from cohorta.segments.preview import checked_rule, live_segment_ids
 from cohorta.segments.schemas import (
@@ -408,6 +409,7 @@ def deactivate(session: Session, clock: Clock, segment_id: str, actor: str | Non
     if segment.status == SegmentStatus.inactive.value:
         return segment
     _refuse_if_used(session, segment, "deactivate")
+    session.execute(sa.delete(SegmentWakeup).where(SegmentWakeup.segment_id == segment.id))
     segment.status = SegmentStatus.inactive.value
     if segment.refresh_state == RefreshState.queued.value:
         segment.refresh_state = RefreshState.idle.value
@@ -454,7 +456,7 @@ def delete_segment(session: Session, segment_id: str) -> None:
     referencing = [sid for sid, refs in reference_graph(session).items() if segment_id in refs and sid != segment_id]
     if referencing:
         raise Conflict(f"cannot delete segment {segment_id}: the rules of segments {', '.join(referencing)} use it")
-    for model in (MembershipChange, SegmentMember, SegmentListEntry, SegmentVersion):
+    for model in (MembershipChange, SegmentMember, SegmentListEntry, SegmentVersion, SegmentWakeup):
         session.execute(sa.delete(model).where(model.segment_id == segment_id))
     session.delete(segment)
     session.flush()

@@ -402,3 +402,19 @@ def test_postgresql_load(postgres_database: str, reference_dump) -> None:
             tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
             conn.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
         engine.dispose()
+
+
+def test_application_connections_keep_working_after_a_load(tmp_path: Path) -> None:
+    """The ADBC writer (its own copy of SQLite) must not disturb this process's locks on the file."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'demo.db'}")
+    Base.metadata.create_all(engine)
+    with engine.connect() as held:
+        held.exec_driver_sql("SELECT 1").all()
+        load_demo(engine, customers=20, seed=1, now=NOW)
+        other = create_db_engine(f"sqlite:///{tmp_path / 'demo.db'}")
+        with other.begin() as conn:
+            assert conn.exec_driver_sql("SELECT COUNT(*) FROM customers").scalar() == 20
+            conn.exec_driver_sql("UPDATE customers SET city = 'X' WHERE id = 1")
+        other.dispose()
+        assert held.exec_driver_sql("SELECT city FROM customers WHERE id = 1").scalar() == "X"
+    engine.dispose()

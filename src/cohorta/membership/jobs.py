@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from cohorta import rules
 from cohorta.clock import Clock
 from cohorta.config import Settings
-from cohorta.db import unit_of_work
 from cohorta.customers.models import Customer
+from cohorta.db import unit_of_work
 from cohorta.evaluation.snapshots import load_snapshots
 from cohorta.membership.live import SegmentIndex, next_wakeup, plan_wakeups, wake
 from cohorta.membership.service import recompute
@@ -186,7 +186,7 @@ def plan_all_wakeups(factory: sessionmaker[Session], clock: Clock, settings: Set
         chunk = ids[start : start + chunk_size]
         with unit_of_work(factory) as session:
             ctx = live.context(now, settings, index.catalog)
-            memberships = {cid: set() for cid in chunk}
+            memberships: dict[int, set[str]] = {cid: set() for cid in chunk}
             for cid, sid in session.execute(
                 sa.select(SegmentMember.customer_id, SegmentMember.segment_id).where(
                     SegmentMember.customer_id.in_(chunk)

@@ -54,6 +54,11 @@ class LiveSegment:
     requirements: rules.Requirements
     _predicates: dict[int, Callable[[rules.CustomerSnapshot], bool]] = field(default_factory=dict)
 
+    def context(self, now: datetime, settings: Settings, catalog: rules.Catalog) -> rules.Context:
+        return rules.Context(
+            as_of=now, timezone=self.timezone, currency_exponent=settings.currency_exponent, catalog=catalog
+        )
+
     def predicate(
         self, now: datetime, settings: Settings, catalog: rules.Catalog
     ) -> Callable[[rules.CustomerSnapshot], bool]:
@@ -238,7 +243,8 @@ def evaluate(
                 changes[segment.id] = (previous[0] + counts[0], previous[1] + counts[1])
             if segment.requirements.time_dependent:
                 ctx = segment.context(now, settings, index.catalog)
-                plan_wakeups(session, segment.id, {cid: next_wakeup(segment, snap, ctx) for cid, snap in snapshots.items()})
+                due = {cid: next_wakeup(segment, snap, ctx) for cid, snap in snapshots.items()}
+                plan_wakeups(session, segment.id, due)
     return changes
 
 

@@ -1,0 +1,410 @@
+"""next_change: the answer never changes before the returned instant (property), and it is exact where cheap."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from rule_strategies import FIELDS, RULES, activity, condition
+from rules_harness import ANCHOR, CATALOG, make_store, snapshots
+
+from cohorta.rules import Context, CustomerSnapshot, Rule, compile_predicate, next_change, validate
+
+UTC = dt.UTC
+ZONES = ["Europe/Warsaw", "America/Los_Angeles", "UTC"]
+US = dt.timedelta(microseconds=1)
+
+# Eras: (the instant the generated data is centred on, shift of the data from the harness ANCHOR 2024-03-31).
+# 2024-03-31 and 2026-03-29 are Warsaw's spring-forward days (LA springs forward 21 days earlier: 2024-03-10,
+# 2026-03-08); 2025-10-26 is Warsaw's fall-back day (LA: 2025-11-02).
+ERAS = {
+    "2024": ANCHOR,
+    "2026": dt.datetime(2026, 3, 29, 0, 30, tzinfo=UTC),
+    "fall": dt.datetime(2025, 10, 26, 0, 30, tzinfo=UTC),
+}
+AS_OF_SHIFTS = st.one_of(
+    st.integers(-40 * 24, 10 * 24).map(lambda h: dt.timedelta(hours=h)),
+    st.integers(-40 * 24 * 60, 10 * 24 * 60).map(lambda m: dt.timedelta(minutes=m, seconds=17)),
+    st.sampled_from([
+        dt.timedelta(0), dt.timedelta(minutes=29, seconds=59, microseconds=999_999), dt.timedelta(minutes=30),
+        dt.timedelta(hours=22), dt.timedelta(hours=23, minutes=59, seconds=59, microseconds=999_999),
+        dt.timedelta(days=-21, hours=8), dt.timedelta(days=-21, hours=9, minutes=29, seconds=59),
+        dt.timedelta(days=-21, hours=9, minutes=30), dt.timedelta(days=7, hours=8),
+        dt.timedelta(days=7, hours=8, minutes=29, seconds=59, microseconds=999_999),
+        dt.timedelta(days=7, hours=8, minutes=30), dt.timedelta(days=7, hours=9, minutes=30),
+        dt.timedelta(minutes=-30, microseconds=-1), dt.timedelta(minutes=-90),
+    ]),
+)
+
+
+TEMPORAL_FIELDS = {f: t for f, t in FIELDS.items() if t in ("date", "datetime")}
+#: Rules where time matters: relative dates and windowed activities, mixed with a few plain conditions.
+TIME_RULES = st.recursive(
+    st.one_of(condition(TEMPORAL_FIELDS), condition(TEMPORAL_FIELDS), activity(), activity(), condition()),
+    lambda kids: st.one_of(
+        st.builds(lambda xs: {"and": xs}, st.lists(kids, min_size=1, max_size=3)),
+        st.builds(lambda xs: {"or": xs}, st.lists(kids, min_size=1, max_size=3)),
+        st.builds(lambda x: {"not": x}, kids),
+    ),
+    max_leaves=4,
+)
+
+
+def _shift(value: Any, delta: dt.timedelta) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return value + delta
+    if isinstance(value, dict):
+        return {k: _shift(v, delta) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shift(v, delta) for v in value]
+    return value
+
+
+def _shift_snapshot(s: CustomerSnapshot, delta: dt.timedelta) -> CustomerSnapshot:
+    if not delta:
+        return s
+    return replace(s, profile=_shift(s.profile, delta), attributes=_shift(s.attributes, delta),
+                   summary=_shift(s.summary, delta), programs=_shift(s.programs, delta),
+                   orders=_shift(s.orders, delta), order_items=_shift(s.order_items, delta),
+                   events=_shift(s.events, delta), loyalty_transactions=_shift(s.loyalty_transactions, delta))
+
+
+@lru_cache(maxsize=64)
+def _world(seed: int, tz: str, era: str) -> list[CustomerSnapshot]:
+    delta = ERAS[era] - ANCHOR
+    return [_shift_snapshot(s, delta) for s in snapshots(make_store(seed, 8, tz))]
+
+
+def _rule_days(node: Any) -> set[int]:
+    """Every whole number of days named by a rule (window lengths, relative days) - to aim samples at."""
+    out: set[int] = set()
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in ("last_days", "value") and isinstance(v, int) and not isinstance(v, bool):
+                out.add(v)
+            elif k == "days_ago":
+                out.update(v)
+            else:
+                out |= _rule_days(v)
+    elif isinstance(node, list):
+        for v in node:
+            out |= _rule_days(v)
+    return out
+
+
+def _times(s: CustomerSnapshot) -> Iterator[dt.datetime]:
+    """Every instant stored in a snapshot (aware UTC)."""
+    def walk(v: Any) -> Iterator[dt.datetime]:
+        if isinstance(v, dt.datetime):
+            yield v if v.tzinfo else v.replace(tzinfo=UTC)
+        elif isinstance(v, dt.date):
+            yield dt.datetime.combine(v, dt.time(0), tzinfo=UTC)
+        elif isinstance(v, dict):
+            for x in v.values():
+                yield from walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                yield from walk(x)
+    for part in (s.profile, s.attributes, s.summary, s.orders, s.order_items, s.events, s.loyalty_transactions):
+        yield from walk(part)
+
+
+def _midnights(tz: ZoneInfo, start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
+    out: list[dt.datetime] = []
+    day = start.astimezone(tz).date()
+    while True:
+        day += dt.timedelta(days=1)
+        m = dt.datetime.combine(day, dt.time(0), tzinfo=tz).astimezone(UTC)
+        if m >= end:
+            return out
+        out.append(m)
+
+
+@lru_cache(maxsize=8)
+def _zone_transitions(tz: ZoneInfo) -> tuple[dt.datetime, ...]:
+    """Offset changes of ``tz`` from 2023 to 2028 (hour precision is enough: they happen on the hour)."""
+    out = []
+    t = dt.datetime(2023, 1, 1, tzinfo=UTC)
+    off = t.astimezone(tz).utcoffset()
+    while t.year < 2029:
+        t += dt.timedelta(hours=1)
+        new = t.astimezone(tz).utcoffset()
+        if new != off:
+            out.append(t)
+        off = new
+    return tuple(out)
+
+
+def _transitions(tz: ZoneInfo, start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
+    return [t for t in _zone_transitions(tz) if start <= t < end]
+
+
+def _samples(rng: random.Random, snap: CustomerSnapshot, rule: Any, ctx: Context, until: dt.datetime | None,
+             ) -> list[dt.datetime]:
+    """Instants in [as_of, until) (until None: as_of + 400 days) to compare with the answer at as_of."""
+    a = ctx.as_of
+    end = until or a + dt.timedelta(days=400)
+    pts = [a, a + US, a + dt.timedelta(seconds=1), end - US, end - dt.timedelta(seconds=1), a + (end - a) / 2]
+    mids = _midnights(ctx.tz, a, end)
+    if len(mids) > 16:
+        mids = mids[:6] + mids[-4:] + rng.sample(mids[6:-4], 6)
+    for m in mids:
+        pts += [m, m - US]
+    jumps = _transitions(ctx.tz, a, min(end, a + dt.timedelta(days=120)))
+    for j in jumps:
+        pts += [j, j - US, j + dt.timedelta(hours=1), j + dt.timedelta(hours=1) - US]
+    days = sorted(_rule_days(rule))
+    for t in _times(snap):
+        shifted = [t] + [t + dt.timedelta(days=n) for n in days] + [t + dt.timedelta(days=n, hours=h)
+                                                                    for n in days for h in (-1, 1)]
+        for x in shifted:
+            pts += [x, x + US, x - US]
+    pts += [a + (end - a) * rng.random() for _ in range(6)]
+    return sorted({p for p in pts if a <= p < end})
+
+
+def _instant_near(rng: random.Random, ctx: Context, days: list[int]) -> dt.datetime:
+    """A naive UTC instant near ``as_of``: often on a boundary (a local midnight, N days from as_of, a DST change)."""
+    a = ctx.as_of
+    kind = rng.random()
+    if kind < 0.25:
+        t = a + dt.timedelta(hours=rng.uniform(-100 * 24, 40 * 24))
+    elif kind < 0.55:  # a local midnight (or a microsecond around it) some days away
+        n = rng.choice(days) if days and rng.random() < 0.7 else rng.randint(0, 60)
+        day = ctx.today + dt.timedelta(days=rng.choice([-n, -n - 1, -n + 1, n, n + 1]))
+        t = dt.datetime.combine(day, dt.time(0), tzinfo=ctx.tz).astimezone(UTC)
+        t += rng.choice([dt.timedelta(0), US, -US, dt.timedelta(hours=rng.randint(1, 23))])
+    elif kind < 0.8:  # N x 24 h (or N days of wall clock) before or after as_of, give or take a little
+        n = rng.choice(days) if days and rng.random() < 0.7 else rng.randint(0, 60)
+        base = rng.choice([a - dt.timedelta(days=n), a + dt.timedelta(days=n),
+                           (a.astimezone(ctx.tz) - dt.timedelta(days=n)).astimezone(UTC)])
+        t = base + rng.choice([dt.timedelta(0), US, -US, dt.timedelta(minutes=rng.randint(-90, 90))])
+    else:  # close to as_of
+        t = a + rng.choice([US, -US, dt.timedelta(seconds=rng.randint(-3600, 3600)),
+                            dt.timedelta(hours=rng.randint(-30, 30))])
+    return t.astimezone(UTC).replace(tzinfo=None)
+
+
+def _dense_snapshot(rng: random.Random, cid: int, ctx: Context, days: list[int]) -> CustomerSnapshot:
+    """A customer whose data sits on the boundaries around ``as_of`` (the harness stores are sparse there)."""
+    def at() -> dt.datetime:
+        return _instant_near(rng, ctx, days)
+
+    def day() -> dt.date:
+        d = at().date()
+        if rng.random() < 0.1:
+            return dt.date(2000, 2, 29)
+        return d.replace(year=rng.choice([1990, 2000, d.year])) if not (d.month == 2 and d.day == 29) else d
+
+    orders: list[dict[str, Any]] = [
+        {"status": rng.choice(["paid", "paid", "fulfilled", "cancelled"]), "created_at": at(),
+         "total_minor": rng.choice([100, 25000, 50000])} for _ in range(rng.randint(0, 5))]
+    items = [{"status": o["status"], "ordered_at": o["created_at"], "sku": rng.choice(["A1", "B2"]),
+              "brand": rng.choice(["X", "Y"]), "category": "shoes", "quantity": rng.randint(1, 3),
+              "unit_price_minor": 1000, "amount_minor": rng.choice([1000, 50000])} for o in orders]
+    events = [{"name": rng.choice(["product_viewed", "app_opened"]), "occurred_at": at(),
+               "properties": {"sku": rng.choice(["A1", "B2"]), "price": rng.choice([1.5, 3.0]),
+                              "tags": ["sale"], "platform": rng.choice(["ios", "web"])}}
+              for _ in range(rng.randint(0, 5))]
+    loyalty = [{"type": rng.choice(["points", "redemption"]), "program": rng.choice(["club", "kids"]),
+                "entry": "earn", "points": rng.choice([10, 100]), "reward": "mug", "reason": "purchase",
+                "occurred_at": at()} for _ in range(rng.randint(0, 4))]
+    counted: list[dt.datetime] = [o["created_at"] for o in orders if o["status"] != "cancelled"]
+    return CustomerSnapshot(
+        customer_id=cid,
+        profile={"country": "PL", "birthdate": day(), "created_at": at(), "member_since": at()},
+        attributes={"anniversary": day(), "last_login": at(), "tags": ["vip"], "score": 0.3, "vip": True},
+        summary={"order_count": len(counted), "total_spent_minor": 50000, "last_order_at": max(counted, default=None),
+                 "first_order_at": min(counted, default=None), "last_order_amount_minor": 100},
+        programs={"club": {"points_balance": 100, "tier": "gold"}},
+        orders=orders, order_items=items, events=events, loyalty_transactions=loyalty,
+    )
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rule=st.one_of(RULES, TIME_RULES, TIME_RULES), seed=st.integers(0, 5), tz=st.sampled_from(ZONES),
+       era=st.sampled_from(sorted(ERAS)),
+       shift=AS_OF_SHIFTS, sample_seed=st.integers(0, 2**32))
+@example(rule={"activity": "orders", "window": {"last_days": 30}, "op": "gte", "value": 1}, seed=0,
+         tz="Europe/Warsaw", era="2026", shift=dt.timedelta(0), sample_seed=0)
+@example(rule={"activity": "events", "event": "app_opened", "window": {"last_days": 7}, "op": "gte", "value": 1},
+         seed=1, tz="America/Los_Angeles", era="fall", shift=dt.timedelta(days=7, hours=8), sample_seed=0)
+@example(rule={"field": "profile.birthdate", "op": "anniversary_within_days", "value": 3}, seed=2,
+         tz="Europe/Warsaw", era="2024", shift=dt.timedelta(0), sample_seed=0)
+def test_answer_never_changes_before_next_change(rule: dict, seed: int, tz: str, era: str, shift: dt.timedelta,
+                                                 sample_seed: int) -> None:
+    rnd = random.Random(sample_seed)
+    parsed = validate(rule, CATALOG, 2)
+    ctx = Context(ERAS[era] + shift, tz, 2, CATALOG)
+    compiled: dict[dt.datetime, Callable[[CustomerSnapshot], bool]] = {}
+
+    def pred(t: dt.datetime) -> Callable[[CustomerSnapshot], bool]:
+        if t not in compiled:
+            compiled[t] = compile_predicate(parsed, ctx.at(t))
+        return compiled[t]
+
+    days = sorted(_rule_days(rule))
+    dense = [_dense_snapshot(rnd, 100 + i, ctx, days) for i in range(4)]
+    for snap in _world(seed, tz, era)[:4] + dense:
+        at = next_change(parsed, snap, ctx)
+        assert at is None or (at.utcoffset() == dt.timedelta(0) and at > ctx.as_of), (at, ctx.as_of)
+        before = pred(ctx.as_of)(snap)
+        for t in _samples(rnd, snap, rule, ctx, at):
+            assert pred(t)(snap) == before, (rule, ctx.as_of, at, t, snap)
+
+
+# -- exact instants ---------------------------------------------------------------------------------------------------
+
+
+def _at(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, minute, tzinfo=UTC)
+
+
+def _local_midnight(day: dt.date, tz: str) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(0), tzinfo=ZoneInfo(tz)).astimezone(UTC)
+
+
+def _exact(rule: dict, snap: CustomerSnapshot, as_of: dt.datetime, tz: str, expected: dt.datetime | None) -> None:
+    parsed: Rule = validate(rule, CATALOG, 2)
+    ctx = Context(as_of, tz, 2, CATALOG)
+    got = next_change(parsed, snap, ctx)
+    assert got == expected
+    if expected is not None:
+        now = compile_predicate(parsed, ctx)(snap)
+        assert compile_predicate(parsed, ctx.at(expected - US))(snap) == now
+        assert compile_predicate(parsed, ctx.at(expected))(snap) != now
+
+
+D = dt.date
+LAST_ORDER = CustomerSnapshot(1, summary={"last_order_at": _at(2026, 2, 10, 22, 30)})  # 23:30 in Warsaw
+BIRTHDAY = CustomerSnapshot(2, profile={"birthdate": D(1990, 3, 5)})
+LEAPLING = CustomerSnapshot(3, profile={"birthdate": D(2000, 2, 29)})
+
+
+@pytest.mark.parametrize(("rule", "snap", "as_of", "tz", "expected"), [
+    # the local midnight starting day 31 after the last order's local day (Feb 10 in Warsaw)
+    ({"field": "summary.last_order_at", "op": "more_than_days_ago", "value": 30}, LAST_ORDER, _at(2026, 2, 20, 12),
+     "Europe/Warsaw", _local_midnight(D(2026, 3, 13), "Europe/Warsaw")),
+    # in Los Angeles the same instant is Feb 10, 14:30 local
+    ({"field": "summary.last_order_at", "op": "more_than_days_ago", "value": 30}, LAST_ORDER, _at(2026, 2, 20, 12),
+     "America/Los_Angeles", _local_midnight(D(2026, 3, 13), "America/Los_Angeles")),
+    # in UTC it is Feb 10 as well
+    ({"field": "summary.last_order_at", "op": "more_than_days_ago", "value": 30}, LAST_ORDER, _at(2026, 2, 20, 12),
+     "UTC", _at(2026, 3, 13)),
+    ({"field": "summary.last_order_at", "op": "less_than_days_ago", "value": 7}, LAST_ORDER, _at(2026, 2, 12),
+     "Europe/Warsaw", _local_midnight(D(2026, 2, 17), "Europe/Warsaw")),
+    ({"field": "summary.last_order_at", "op": "exactly_days_ago", "value": 3}, LAST_ORDER, _at(2026, 2, 11),
+     "UTC", _at(2026, 2, 13)),
+    ({"field": "summary.last_order_at", "op": "exactly_days_ago", "value": 3}, LAST_ORDER, _at(2026, 2, 13, 5),
+     "UTC", _at(2026, 2, 14)),
+    ({"field": "summary.last_order_at", "op": "in_next_days", "value": 5}, LAST_ORDER, _at(2026, 2, 1),
+     "UTC", _at(2026, 2, 5)),
+    ({"field": "summary.last_order_at", "op": "in_next_days", "value": 5}, LAST_ORDER, _at(2026, 2, 6),
+     "UTC", _at(2026, 2, 11)),
+    ({"field": "summary.last_order_at", "op": "in_calendar", "value": "last_month"}, LAST_ORDER, _at(2026, 2, 20),
+     "UTC", _at(2026, 3, 1)),
+    ({"field": "summary.last_order_at", "op": "in_calendar", "value": "last_month"}, LAST_ORDER, _at(2026, 3, 20),
+     "UTC", _at(2026, 4, 1)),
+    ({"field": "summary.last_order_at", "op": "in_calendar", "value": "next_week"}, LAST_ORDER, _at(2026, 1, 20),
+     "UTC", _at(2026, 2, 2)),  # Feb 10 2026 is in the week of Feb 9: it is "next week" from Feb 2 to Feb 8
+    ({"field": "profile.birthdate", "op": "anniversary_within_days", "value": 7}, BIRTHDAY, _at(2026, 2, 20),
+     "UTC", _at(2026, 2, 26)),
+    ({"field": "profile.birthdate", "op": "anniversary_within_days", "value": 7}, BIRTHDAY, _at(2026, 3, 1),
+     "Europe/Warsaw", _local_midnight(D(2026, 3, 6), "Europe/Warsaw")),
+    ({"field": "profile.birthdate", "op": "anniversary_this_month"}, BIRTHDAY, _at(2026, 1, 31, 23, 30),
+     "Europe/Warsaw", _local_midnight(D(2026, 3, 1), "Europe/Warsaw")),  # already February in Warsaw
+    ({"field": "profile.birthdate", "op": "anniversary_this_month"}, BIRTHDAY, _at(2026, 2, 28, 23, 30),
+     "Europe/Warsaw", _local_midnight(D(2026, 4, 1), "Europe/Warsaw")),  # already March in Warsaw
+    ({"field": "profile.birthdate", "op": "anniversary_this_month"}, BIRTHDAY, _at(2026, 5, 2),
+     "UTC", _at(2027, 3, 1)),
+    # Feb 29 counts on Feb 28 in other years
+    ({"field": "profile.birthdate", "op": "anniversary_within_days", "value": 0}, LEAPLING, _at(2026, 2, 20),
+     "UTC", _at(2026, 2, 28)),
+    ({"field": "profile.birthdate", "op": "anniversary_within_days", "value": 0}, LEAPLING, _at(2026, 2, 28, 12),
+     "UTC", _at(2026, 3, 1)),
+    ({"field": "profile.birthdate", "op": "anniversary_within_days", "value": 1}, LEAPLING, _at(2028, 2, 28, 12),
+     "UTC", _at(2028, 3, 1)),
+    # not time-dependent, or nothing to change
+    ({"field": "country", "op": "is", "value": "PL"}, LAST_ORDER, _at(2026, 2, 20), "UTC", None),
+    ({"field": "profile.birthdate", "op": "more_than_days_ago", "value": 3}, LAST_ORDER, _at(2026, 2, 20), "UTC",
+     None),
+    ({"field": "summary.last_order_at", "op": "more_than_days_ago", "value": 3}, LAST_ORDER, _at(2026, 2, 20),
+     "UTC", None),  # already true, stays true
+    ({"field": "profile.birthdate", "op": "anniversary_within_days", "value": 400}, BIRTHDAY, _at(2026, 2, 20),
+     "UTC", None),
+    # a constant false child decides an "and"
+    ({"and": [{"field": "country", "op": "is", "value": "PL"},
+              {"field": "summary.last_order_at", "op": "more_than_days_ago", "value": 30}]},
+     LAST_ORDER, _at(2026, 2, 20), "UTC", None),
+    ({"or": [{"field": "country", "op": "is", "value": "PL"},
+             {"not": {"field": "summary.last_order_at", "op": "more_than_days_ago", "value": 30}}]},
+     LAST_ORDER, _at(2026, 2, 20), "UTC", _at(2026, 3, 13)),
+])
+def test_relative_dates_exact(rule: dict, snap: CustomerSnapshot, as_of: dt.datetime, tz: str,
+                              expected: dt.datetime | None) -> None:
+    _exact(rule, snap, as_of, tz, expected)
+
+
+def _orders(*times: dt.datetime, status: str = "paid") -> CustomerSnapshot:
+    return CustomerSnapshot(9, orders=[{"status": status, "created_at": t.replace(tzinfo=None), "total_minor": 100}
+                                       for t in times])
+
+
+ANY_ORDER = {"activity": "orders", "op": "gte", "value": 1}
+
+
+@pytest.mark.parametrize(("window", "snap", "as_of", "tz", "expected"), [
+    # last_days: the row leaves when the window start (wall clock minus N days) passes it
+    ({"last_days": 30}, _orders(_at(2026, 1, 15, 10)), _at(2026, 2, 1), "UTC",
+     _at(2026, 2, 14, 10) + US),
+    ({"last_days": 30}, _orders(_at(2026, 2, 25, 12)), _at(2026, 3, 20, 12), "Europe/Warsaw",
+     _at(2026, 3, 27, 12) + US),
+    # ... across the spring-forward day: 13:00 CET on Mar 5 leaves at 13:00 CEST on Apr 4 (11:00 UTC)
+    ({"last_days": 30}, _orders(_at(2026, 3, 5, 12)), _at(2026, 3, 25, 12), "Europe/Warsaw",
+     _at(2026, 4, 4, 11) + US),
+    ({"last_days": 30}, _orders(_at(2026, 2, 20, 20)), _at(2026, 3, 1), "America/Los_Angeles",
+     _at(2026, 3, 22, 19) + US),
+    # an order dated after as_of arrives at its instant
+    ({"last_days": 30}, _orders(_at(2026, 2, 5, 7, 30)), _at(2026, 2, 1), "UTC", _at(2026, 2, 5, 7, 30)),
+    (None, _orders(_at(2026, 2, 5, 7, 30)), _at(2026, 2, 1), "UTC", _at(2026, 2, 5, 7, 30)),
+    (None, _orders(_at(2026, 1, 5, 7, 30)), _at(2026, 2, 1), "UTC", None),
+    (None, _orders(_at(2026, 2, 5, 7, 30), status="cancelled"), _at(2026, 2, 1), "UTC", None),
+    ({"calendar": "this_month"}, _orders(_at(2026, 2, 10)), _at(2026, 2, 20), "Europe/Warsaw",
+     _local_midnight(D(2026, 3, 1), "Europe/Warsaw")),
+    ({"calendar": "last_month"}, _orders(_at(2026, 2, 10)), _at(2026, 2, 20), "UTC", _at(2026, 3, 1)),
+    ({"calendar": "last_month"}, _orders(_at(2026, 2, 10)), _at(2026, 3, 20), "UTC", _at(2026, 4, 1)),
+    ({"calendar": "this_week"}, _orders(_at(2026, 2, 21, 9)), _at(2026, 2, 20), "UTC", _at(2026, 2, 21, 9)),
+    ({"days_ago": [2, 5]}, _orders(_at(2026, 2, 10, 13)), _at(2026, 2, 10, 20), "UTC", _at(2026, 2, 12)),
+    ({"days_ago": [2, 5]}, _orders(_at(2026, 2, 10, 13)), _at(2026, 2, 13, 20), "UTC", _at(2026, 2, 16)),
+    ({"days_ago": [0, 5]}, _orders(_at(2026, 2, 10, 13)), _at(2026, 2, 10, 12), "UTC", _at(2026, 2, 10, 13)),
+    ({"between": ["2026-02-01", "2026-02-28"]}, _orders(_at(2026, 2, 22, 10)), _at(2026, 2, 20), "UTC",
+     _at(2026, 2, 22, 10)),
+    ({"between": ["2026-02-01", "2026-02-21"]}, _orders(_at(2026, 2, 22, 10)), _at(2026, 2, 20), "UTC", None),
+])
+def test_activity_windows_exact(window: dict | None, snap: CustomerSnapshot, as_of: dt.datetime, tz: str,
+                                expected: dt.datetime | None) -> None:
+    rule = dict(ANY_ORDER, **({"window": window} if window else {}))
+    _exact(rule, snap, as_of, tz, expected)
+
+
+def test_where_relative_date_on_rows() -> None:
+    """A time-dependent ``where`` condition on the rows changes the count at its own midnight."""
+    rule = {"activity": "orders", "where": [{"field": "created_at", "op": "less_than_days_ago", "value": 3}],
+            "op": "gte", "value": 1}
+    _exact(rule, _orders(_at(2026, 2, 10, 13)), _at(2026, 2, 11), "UTC", _at(2026, 2, 13))
+    _exact(rule, _orders(_at(2026, 2, 10, 13)), _at(2026, 2, 9), "UTC", _at(2026, 2, 10, 13))
+
+
+def test_count_that_does_not_flip_is_skipped() -> None:
+    """Rows leaving the window one by one only matter once the count drops below the threshold."""
+    snap = _orders(_at(2026, 1, 20), _at(2026, 1, 25), _at(2026, 1, 28))
+    rule = {"activity": "orders", "window": {"last_days": 10}, "op": "gte", "value": 1}
+    _exact(rule, snap, _at(2026, 2, 1), "UTC", _at(2026, 2, 7) + US)

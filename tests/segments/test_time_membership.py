@@ -1,0 +1,129 @@
+"""Time-based membership: answers that change with the clock alone change on time (within a minute)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from cohorta.app import create_app
+from cohorta.clock import FrozenClock
+from cohorta.config import Settings
+from cohorta.membership.jobs import queue_window_edges, run_due_wakeups
+from tests.conftest import ADMIN_TOKEN
+from tests.segments.test_segments_api import create, members, run
+
+
+@pytest.fixture
+def api(store: sa.Engine, clock: FrozenClock, settings: Settings) -> Iterator[TestClient]:
+    zoned = settings.model_copy(update={"scheduler": False, "timezone": "Europe/Warsaw"})
+    app = create_app(zoned, clock=clock, engine=store)
+    with TestClient(app, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+        client.put("/api/v1/event-definitions/product_viewed", json={})
+        for index in range(3):
+            client.put(f"/api/v1/customers/c{index}", json={})
+        yield client
+
+
+def tick(client: TestClient) -> int:
+    state = client.app.state  # type: ignore[attr-defined]
+    queue_window_edges(state.session_factory, state.clock)
+    run(client)
+    return run_due_wakeups(state.session_factory, state.clock, state.settings, state.segment_index)
+
+
+def wakeups(store: sa.Engine) -> list[tuple[str, datetime]]:
+    with store.connect() as connection:
+        rows = connection.execute(
+            sa.text(
+                "SELECT c.source_id, w.due_at FROM segment_wakeups w JOIN customers c ON c.id = w.customer_id ORDER BY 1"
+            )
+        )
+        return [(source_id, _aware(due)) for source_id, due in rows]
+
+
+def _aware(value: object) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def test_lapsed_customers_enter_at_the_local_midnight(api: TestClient, clock: FrozenClock, store: sa.Engine) -> None:
+    # clock: 2026-03-14 12:00 UTC. c0 ordered on 2026-03-10 (Warsaw date).
+    api.post("/api/v1/orders", json={"id": "o0", "customer": "c0", "total": "10", "created_at": "2026-03-10T09:00:00Z"})
+    lapsed = create(api, name="Lapsed", text="summary.last_order_at more_than_days_ago 30")
+    tick(api)
+    assert members(api, lapsed["id"]) == []
+    # More than 30 days ago: from the local day 2026-04-10, which starts at 2026-04-09T22:00Z (CEST, UTC+2).
+    due = dict(wakeups(store))
+    assert due["c0"] == datetime(2026, 4, 9, 22, 0, tzinfo=UTC)
+    clock.set(datetime(2026, 4, 9, 21, 59, 30, tzinfo=UTC))
+    tick(api)
+    assert members(api, lapsed["id"]) == []
+    clock.set(datetime(2026, 4, 9, 22, 0, 30, tzinfo=UTC))  # within a minute of the instant
+    assert tick(api) == 1
+    assert members(api, lapsed["id"]) == ["c0"]
+    history = api.get(f"/api/v1/segments/{lapsed['id']}/history").json()
+    assert (history[0]["change"], history[0]["cause"]) == ("entered", "time")
+    # A new order brings the customer back at once (data), and moves the wake-up.
+    api.post(
+        "/api/v1/orders", json={"id": "o1", "customer": "c0", "total": "10", "created_at": clock.now().isoformat()}
+    )
+    assert members(api, lapsed["id"]) == []
+    assert dict(wakeups(store))["c0"] > clock.now() + timedelta(days=30)
+
+
+def test_activity_leaving_a_window_exits_on_time(api: TestClient, clock: FrozenClock) -> None:
+    viewers = create(
+        api,
+        name="Viewers",
+        rule={
+            "activity": "events",
+            "event": "product_viewed",
+            "window": {"last_days": 7},
+            "measure": {"fn": "count"},
+            "op": "gte",
+            "value": 2,
+        },
+    )
+    tick(api)
+    api.post(
+        "/api/v1/events/bulk",
+        json={
+            "items": [
+                {"id": "e1", "customer": "c1", "name": "product_viewed", "timestamp": "2026-03-10T08:00:00Z"},
+                {"id": "e2", "customer": "c1", "name": "product_viewed", "timestamp": "2026-03-12T08:00:00Z"},
+            ]
+        },
+    )
+    assert members(api, viewers["id"]) == ["c1"]
+    clock.set(datetime(2026, 3, 17, 7, 0, tzinfo=UTC))
+    tick(api)
+    assert members(api, viewers["id"]) == ["c1"]
+    clock.set(datetime(2026, 3, 17, 9, 0, tzinfo=UTC))  # the first view is now more than 7 days old
+    tick(api)
+    assert members(api, viewers["id"]) == []
+    assert api.get(f"/api/v1/segments/{viewers['id']}/history").json()[0]["cause"] == "time"
+
+
+def test_segment_window_edges(api: TestClient, clock: FrozenClock) -> None:
+    start, end = clock.now() + timedelta(hours=1), clock.now() + timedelta(hours=5)
+    promo = create(
+        api,
+        name="Promo",
+        type="static",
+        customers=["c0", "c1"],
+        starts_at=start.isoformat(),
+        expires_at=end.isoformat(),
+    )
+    assert members(api, promo["id"]) == []
+    clock.set(start + timedelta(seconds=20))
+    tick(api)
+    assert members(api, promo["id"]) == ["c0", "c1"]
+    clock.set(end + timedelta(seconds=20))
+    tick(api)
+    assert members(api, promo["id"]) == []

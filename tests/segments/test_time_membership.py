@@ -39,7 +39,8 @@ def wakeups(store: sa.Engine) -> list[tuple[str, datetime]]:
     with store.connect() as connection:
         rows = connection.execute(
             sa.text(
-                "SELECT c.source_id, w.due_at FROM segment_wakeups w JOIN customers c ON c.id = w.customer_id ORDER BY 1"
+                "SELECT c.source_id, w.due_at FROM segment_wakeups w "
+                "JOIN customers c ON c.id = w.customer_id ORDER BY 1"
             )
         )
         return [(source_id, _aware(due)) for source_id, due in rows]

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import RedirectResponse
 from sqlalchemy.engine import Engine
@@ -18,6 +19,7 @@ from cohorta.customers.router import router as customers_router
 from cohorta.db import create_db_engine, make_session_factory
 from cohorta.deps import get_principal
 from cohorta.evaluation.router import router as rules_router
+from cohorta.evaluation.store import warm_up
 from cohorta.membership.live import SegmentIndex
 from cohorta.membership.scheduler import Scheduler
 from cohorta.segments.router import router as segments_router
@@ -38,6 +40,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(warm_up)
         scheduler = Scheduler(session_factory, clock, settings, segment_index) if settings.scheduler else None
         if scheduler is not None:
             scheduler.start()

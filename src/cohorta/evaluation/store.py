@@ -47,25 +47,34 @@ def matching_ids(session: Session, rule: rules.Rule | Any, ctx: rules.Context) -
     return {row[0] for row in run_sql(session, matching_sql(session, rule, ctx))}
 
 
-def count_matching(session: Session, rule: rules.Rule | Any, ctx: rules.Context) -> int:
-    sql = f"SELECT COUNT(*) FROM ({matching_sql(session, rule, ctx)}) AS matching"
-    return int(run_sql(session, sql).scalar_one())
+def count_matching(session: Session, rule: rules.Rule | Any, ctx: rules.Context, *, sql: str | None = None) -> int:
+    sql = sql or matching_sql(session, rule, ctx)
+    return int(run_sql(session, f"SELECT COUNT(*) FROM ({sql}) AS matching").scalar_one())
 
 
-def sample_matching(
-    session: Session, rule: rules.Rule | Any, ctx: rules.Context, columns: list[str], limit: int
-) -> list[dict[str, Any]]:
-    """The first ``limit`` matching customers (by internal id: stable between calls), with the given columns."""
+def sample_matching(session: Session, sql: str, columns: list[str], limit: int) -> list[dict[str, Any]]:
+    """The first ``limit`` customers of a compiled rule's SQL (by internal id: stable between calls)."""
     if limit <= 0:
         return []
-    customers = rules.TABLES.customers
-    matching = rules.compile_batch(rule, ctx)
-    expr = (
-        customers.filter(customers.id.isin(matching.customer_id)).order_by(customers.id).select(*columns).limit(limit)
+    quote = session.get_bind().dialect.identifier_preparer.quote
+    column_list = ", ".join(quote(column) for column in columns)
+    result = run_sql(
+        session,
+        f"SELECT {column_list} FROM customers WHERE id IN (SELECT customer_id FROM ({sql}) AS matching) "
+        f"ORDER BY id LIMIT {int(limit)}",
     )
-    result = run_sql(session, to_sql(session, expr))
     keys = list(result.keys())
     return [dict(zip(keys, row, strict=True)) for row in result]
+
+
+def warm_up() -> None:
+    """Compile one rule so the first real request does not pay for loading the SQL compiler (over a second)."""
+    import datetime as dt
+
+    rule = rules.Rule.model_validate({"field": "profile.country", "op": "in", "value": ["PL"]})
+    ctx = rules.Context(as_of=dt.datetime.now(dt.UTC))
+    for dialect in _DIALECTS.values():
+        ibis.to_sql(rules.compile_batch(rule, ctx), dialect=dialect)
 
 
 def population(session: Session) -> int:

@@ -13,12 +13,13 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 from typing import Any
 
-from .model import Activity, LastDays, NodeType, Not, Rule, walk
+from .model import Activity, NodeType, Not, Rule, walk
+from .next_change import next_change
 from .plan import BActivity, BAnd, BConst, BField, BList, BNot, BOr, Bound, BSample, BSegment, bind, sample_bucket
 from .predicate import CustomerSnapshot, compile_bound, measure_rows, measure_value, value_getter
 from .refs import assign_ids
 from .text import to_text
-from .timeutil import Context, to_utc_naive
+from .timeutil import Context
 
 RELATIVE_OPERATORS = ("exactly_days_ago", "less_than_days_ago", "more_than_days_ago", "in_next_days", "in_calendar",
                       "anniversary_within_days", "anniversary_this_month")
@@ -63,16 +64,11 @@ def money_display(minor: Any, exponent: int | None) -> Any:
     return f"{Decimal(minor).scaleb(-exponent):f}"
 
 
-def _next_midnight(ctx: Context) -> dt.datetime:
-    return ctx.day_start(ctx.today + dt.timedelta(days=1))
-
-
 def explain(rule: Rule | NodeType, snapshot: CustomerSnapshot, ctx: Context) -> dict[str, Any]:
     """The rule tree as nested dicts: per node ``id``, ``kind``, ``text``, ``result`` (pass/fail) and, for
     conditions, ``observed`` (the value(s) looked at; for activities the measure and the rows counted). A
-    time-dependent condition also gets ``changes_by`` (naive UTC): an instant at or before which its answer may
-    change with no new data (the next local midnight for relative dates and day windows, the next row to enter or
-    leave a ``last_days`` window)."""
+    time-dependent condition also gets ``changes_by`` (naive UTC): the instant its answer next changes with no new
+    data (:func:`cohorta.rules.next_change`), or None when time alone cannot change it."""
     root = assign_ids(rule if isinstance(rule, Rule) else Rule(rule)).root
     models: dict[str, NodeType] = {n.id: n for n in walk(root) if n.id is not None}
     bound = bind(root, ctx)
@@ -103,8 +99,8 @@ def explain(rule: Rule | NodeType, snapshot: CustomerSnapshot, ctx: Context) -> 
                 observed = money_display(observed, ctx.currency_exponent)
             out["observed"] = _jsonable(observed)
             op = getattr(model, "op", None)
-            if op in RELATIVE_OPERATORS:
-                out["changes_by"] = _next_midnight(ctx).isoformat()
+            if op in RELATIVE_OPERATORS and model is not None:
+                out["changes_by"] = _change(model, snapshot, ctx)
         elif isinstance(b, BActivity):
             out["kind"] = "activity"
             rows = measure_rows(b)(snapshot)
@@ -118,7 +114,7 @@ def explain(rule: Rule | NodeType, snapshot: CustomerSnapshot, ctx: Context) -> 
             out["observed"] = m
             out["rows"] = len(rows)
             if isinstance(model, Activity):
-                out["changes_by"] = _activity_change(model, b, snapshot, ctx)
+                out["changes_by"] = _change(model, snapshot, ctx)
         elif isinstance(b, BSegment):
             out["kind"] = "in_segment"
             out["observed"] = b.segment_id in snapshot.segment_ids
@@ -132,19 +128,7 @@ def explain(rule: Rule | NodeType, snapshot: CustomerSnapshot, ctx: Context) -> 
     return visit(bound)
 
 
-def _activity_change(model: Activity, b: BActivity, snapshot: CustomerSnapshot, ctx: Context) -> str | None:
-    if model.window is None or isinstance(model.window, LastDays):
-        attr = {"orders": "orders", "order_items": "order_items", "events": "events"}.get(b.activity,
-                                                                                           "loyalty_transactions")
-        candidates: list[dt.datetime] = []
-        for r in getattr(snapshot, attr):
-            t = r.get(b.time_column)
-            if t is None:
-                continue
-            t = to_utc_naive(t)
-            if t > ctx.as_of_utc:
-                candidates.append(t)  # enters when the clock reaches it
-            elif isinstance(model.window, LastDays) and b.lo is not None and t >= b.lo:
-                candidates.append(ctx.as_of_utc + (t - b.lo) + dt.timedelta(microseconds=1))  # leaves the window
-        return min(candidates).isoformat() if candidates else None
-    return _next_midnight(ctx).isoformat()
+def _change(model: NodeType, snapshot: CustomerSnapshot, ctx: Context) -> str | None:
+    """When this node's answer next changes with no new data (exact; see :func:`next_change`), as naive UTC."""
+    instant = next_change(model, snapshot, ctx)
+    return None if instant is None else instant.astimezone(dt.UTC).replace(tzinfo=None).isoformat()

@@ -84,7 +84,8 @@ def preview(session: Session, settings: Settings, clock: Clock, draft: PreviewIn
     catalog = build_catalog(session)
     rule = checked_rule(draft, settings, catalog, live_segment_ids(session))
     ctx = context(draft, settings, clock, catalog)
-    count = store.count_matching(session, rule, ctx)
+    sql = store.matching_sql(session, rule, ctx)  # compiled once for the count and the sample
+    count = store.count_matching(session, rule, ctx, sql=sql)
     population = store.population(session)
     nodes = _node_counts(session, rule, ctx) if draft.dropoff else []
     return PreviewOut(
@@ -95,7 +96,7 @@ def preview(session: Session, settings: Settings, clock: Clock, draft: PreviewIn
         timezone=str(ctx.tz),
         rule=rules.node_to_json(rule),
         text=rules.to_text(rule),
-        sample=store.sample_matching(session, rule, ctx, SAMPLE_COLUMNS, draft.sample_size),
+        sample=store.sample_matching(session, sql, SAMPLE_COLUMNS, draft.sample_size),
         nodes=nodes,
         warnings=_warnings(session, rule, count, population),
         duration_ms=round((time.perf_counter() - started) * 1000, 1),

@@ -2,7 +2,7 @@
 # Runs the benchmarks and prints their tables. Needs the project installed in ./.venv (bash scripts/test.sh does it)
 # and, for the PostgreSQL rows, the server named by COHORTA_BENCH_POSTGRES_URL (default: local, database test).
 #   bash bench/run.sh                 # all, at the default sizes
-#   bash bench/run.sh ingest          # one of: ingest, demo
+#   bash bench/run.sh ingest          # one of: ingest, demo, rules
 #   CUSTOMERS=1000000 bash bench/run.sh demo
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,4 +13,7 @@ if [ "$what" = all ] || [ "$what" = ingest ]; then
 fi
 if [ "$what" = all ] || [ "$what" = demo ]; then
   $PY -m bench.demo_load --customers "${CUSTOMERS:-100000}" --engines "${ENGINES:-sqlite,postgresql}"
+fi
+if [ "$what" = all ] || [ "$what" = rules ]; then
+  $PY -m bench.rules_bench --customers "${CUSTOMERS:-100000}" --runs "${RUNS:-5}"
 fi

@@ -25,7 +25,7 @@ from cohorta.errors import Conflict, FieldError, InvalidInput, NotFound
 from cohorta.evaluation import store
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.membership import jobs
-from cohorta.membership.service import apply_diff, customer_segment_rows, recompute
+from cohorta.membership.service import apply_diff, customer_segment_rows, list_ids, member_ids, recompute
 from cohorta.money import from_minor
 from cohorta.rules.model import walk
 from cohorta.segments.models import (
@@ -238,11 +238,7 @@ def _set_static_list(session: Session, segment: Segment, ids: set[int], now: dat
 
 def _replace_list(session: Session, segment: Segment, ids: set[int], now: datetime) -> tuple[int, int]:
     entries = table_of(SegmentListEntry)
-    current = set(
-        session.connection()
-        .execute(sa.select(entries.c.customer_id).where(entries.c.segment_id == segment.id))
-        .scalars()
-    )
+    current = list_ids(session, segment.id)
     added, removed = ids - current, current - ids
     for chunk in chunked(sorted(removed)):
         session.connection().execute(
@@ -426,11 +422,7 @@ def archive(session: Session, clock: Clock, segment_id: str, actor: str | None) 
         raise Conflict("only an inactive segment can be archived: deactivate it first")
     _refuse_if_used(session, segment, "archive")
     now = clock.now()
-    current = set(
-        session.connection()
-        .execute(sa.select(SegmentMember.customer_id).where(SegmentMember.segment_id == segment.id))
-        .scalars()
-    )
+    current = member_ids(session, segment.id)
     apply_diff(session, segment, (), current, cause=ChangeCause.archive, now=now)
     segment.member_count = 0
     segment.status = SegmentStatus.archived.value
@@ -478,11 +470,7 @@ def change_list(
         raise Conflict("a static segment changes only by explicit add and remove")
     now = clock.now()
     ids, unknown = _resolve(session, source_ids)
-    current = set(
-        session.connection()
-        .execute(sa.select(SegmentListEntry.customer_id).where(SegmentListEntry.segment_id == segment.id))
-        .scalars()
-    )
+    current = list_ids(session, segment.id)
     target = {"add": current | ids, "remove": current - ids, "replace": ids}[mode]
     added, removed = _replace_list(session, segment, target, now)
     if segment.type == SegmentType.static.value:

@@ -57,3 +57,51 @@ def test_bad_configuration_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
         assert "XYZ" in str(result.exception)
     finally:
         get_settings.cache_clear()
+
+
+def test_worker_runs_queued_recomputes_in_its_own_process(sqlite_url: str, tmp_path: Path) -> None:
+    """`cohorta worker` is a separate process that applies queued recomputes to the shared database."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from datetime import UTC, datetime
+
+    from cohorta.clock import FrozenClock
+    from cohorta.config import Settings
+    from cohorta.customers.schemas import CustomerBulkItem
+    from cohorta.customers.service import upsert_customers
+    from cohorta.segments.schemas import SegmentIn
+    from cohorta.segments.service import create_segment
+
+    engine = db.create_db_engine(sqlite_url)
+    db.upgrade(engine)
+    clock = FrozenClock(datetime.now(UTC))
+    settings = Settings(database_url=sqlite_url)
+    with db.unit_of_work(db.make_session_factory(engine)) as session:
+        upsert_customers(
+            session, clock, [CustomerBulkItem(source_id="a", country="PL"), CustomerBulkItem(source_id="b")]
+        )
+        segment_id = create_segment(
+            session, settings, clock, SegmentIn(name="Poles", text='country in ("PL")'), None
+        ).id
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "cohorta.cli", "worker", "--interval", "0.2"],
+        env={**os.environ, "COHORTA_DATABASE_URL": sqlite_url},
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        members = 0
+        while time.monotonic() < deadline and members != 1:
+            time.sleep(0.3)
+            with engine.connect() as connection:
+                members = connection.execute(
+                    sa.text("SELECT member_count FROM segments WHERE id = :id"), {"id": segment_id}
+                ).scalar_one()
+        assert members == 1
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)

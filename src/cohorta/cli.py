@@ -106,6 +106,38 @@ def serve(
 
 
 @app.command()
+def worker(
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between passes")] = 1.0,
+) -> None:
+    """Run recompute jobs, wake-ups, window edges and safety nets in this process (for `serve` with
+    COHORTA_SCHEDULER=false, or beside several `serve` processes)."""
+    import signal
+    import threading
+
+    from cohorta.clock import SystemClock
+    from cohorta.evaluation.store import warm_up
+    from cohorta.membership.live import SegmentIndex
+    from cohorta.membership.scheduler import Scheduler
+
+    settings = get_settings()
+    engine = _engine(settings)
+    db.upgrade(engine)
+    warm_up()
+    scheduler = Scheduler(db.make_session_factory(engine), SystemClock(), settings, SegmentIndex(), interval=interval)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    scheduler.start()
+    console.print(f"[green]Cohorta worker running[/] ({engine.url.render_as_string()}); Ctrl+C to stop")
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        scheduler.stop()
+
+
+@app.command()
 def run(
     demo_customers: Annotated[int, typer.Option(help="Demo customers to load into an empty database")] = 10_000,
     host: Annotated[str | None, typer.Option()] = None,
@@ -144,5 +176,7 @@ def _stored_or_new_token() -> str:
 
 def main() -> None:
     app()
+
+
 if __name__ == "__main__":
     main()

@@ -241,10 +241,18 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One transaction: commits when the block succeeds, rolls back when it raises."""
+def unit_of_work(factory: sessionmaker[Session], *, write_lock: bool = False) -> Iterator[Session]:
+    """One transaction: commits when the block succeeds, rolls back when it raises.
+
+    ``write_lock``: for work that reads, decides and then writes (recomputes, wake-ups). On SQLite the transaction
+    starts with ``BEGIN IMMEDIATE``, taking the database's write lock before the first read: Python's sqlite3 would
+    otherwise run the reads outside any transaction, and a write committed in between could be undone by the
+    decision. PostgreSQL work of this kind locks the rows it decides on instead (SELECT ... FOR UPDATE).
+    """
     session = factory()
     try:
+        if write_lock and session.get_bind().dialect.name == "sqlite":
+            session.connection().exec_driver_sql("BEGIN IMMEDIATE")
         yield session
         session.commit()
     except BaseException:

@@ -13,11 +13,19 @@ from cohorta.clock import Clock
 from cohorta.config import Settings
 from cohorta.membership.live import SegmentIndex
 
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
 
 def get_session(request: Request) -> Iterator[Session]:
-    """A session per request. Routers commit explicitly; anything not committed is rolled back."""
+    """A session per request. Routers commit explicitly; anything not committed is rolled back.
+
+    On SQLite a request that may write takes the write lock before its first read (see ``db.unit_of_work``): SQLite
+    has one writer at a time anyway, and a write decided on reads made before another writer committed is lost.
+    """
     session: Session = request.app.state.session_factory()
     try:
+        if request.method not in READ_METHODS and session.get_bind().dialect.name == "sqlite":
+            session.connection().exec_driver_sql("BEGIN IMMEDIATE")
         yield session
     finally:
         session.rollback()

@@ -109,7 +109,7 @@ def run_pending(
 def _run_one(factory: sessionmaker[Session], clock: Clock, settings: Settings, segment_id: str) -> bool:
     """Recompute one segment; True when it succeeded."""
     try:
-        with unit_of_work(factory) as session:
+        with unit_of_work(factory, write_lock=True) as session:
             # The row lock serialises this recompute with live re-evaluations of the same segment.
             segment = session.get(Segment, segment_id, with_for_update=True)
             if segment is None:
@@ -184,7 +184,7 @@ def plan_all_wakeups(factory: sessionmaker[Session], clock: Clock, settings: Set
     planned = 0
     for start in range(0, len(ids), chunk_size):
         chunk = ids[start : start + chunk_size]
-        with unit_of_work(factory) as session:
+        with unit_of_work(factory, write_lock=True) as session:
             ctx = live.context(now, settings, index.catalog)
             memberships: dict[int, set[str]] = {cid: set() for cid in chunk}
             for cid, sid in session.execute(
@@ -205,7 +205,7 @@ def run_due_wakeups(factory: sessionmaker[Session], clock: Clock, settings: Sett
     """Re-evaluate every (segment, customer) whose wake-up is due; returns how many were processed."""
     processed = 0
     while True:
-        with unit_of_work(factory) as session:
+        with unit_of_work(factory, write_lock=True) as session:
             now = clock.now()
             due = [
                 (segment_id, customer_id)

@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -143,11 +144,13 @@ def insert_rows(connection: sa.Connection, table: sa.Table, rows: list[dict[str,
     # Binding a NULL costs about a microsecond in Python's sqlite3, more than the insert itself: rows are grouped by
     # which columns they leave NULL, and those columns are left out of that group's INSERT (they have no server
     # default, so the database stores NULL just the same).
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(name for name, value in row.items() if value is not None), []).append(row)
-    for present, group in groups.items():
-        group_columns = [table.c[name] for name in present]
+    # Only consecutive rows are grouped, so rows keep their order (and autoincrement ids follow the request).
+    def present(row: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(name for name, value in row.items() if value is not None)
+
+    for present_names, run in groupby(rows, key=present):
+        group = list(run)
+        group_columns = [table.c[name] for name in present_names]
         params = _processed_rows(dialect, group_columns, group)
         placeholders = ", ".join(["?"] * len(group_columns))
         column_list = ", ".join(quote(column.name) for column in group_columns)

@@ -32,6 +32,17 @@ def get_session(request: Request) -> Iterator[Session]:
         session.close()
 
 
+def get_read_session(request: Request) -> Iterator[Session]:
+    """A session for a route that only reads, whatever its method (previews are POSTs): it never takes the write
+    lock, so a long preview does not hold up writers."""
+    session: Session = request.app.state.session_factory()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
 def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.clock
     return clock
@@ -54,6 +65,7 @@ def get_segment_index(request: Request) -> SegmentIndex:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 SegmentIndexDep = Annotated[SegmentIndex, Depends(get_segment_index)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from tests.customers.test_customers_api import errors_at
@@ -154,3 +155,14 @@ def test_parse_and_format_round_trip(shop: TestClient) -> None:
     formatted = shop.post("/api/v1/rules/format", json=parsed["rule"]).json()
     assert formatted["text"] == parsed["text"]
     assert formatted["rule"] == parsed["rule"]
+
+
+def test_a_preview_does_not_wait_for_writers(shop: TestClient, store: sa.Engine) -> None:
+    """Previews only read: an open write transaction elsewhere must not block them (SQLite's single write lock)."""
+    with store.connect() as writer:
+        if store.dialect.name == "sqlite":
+            writer.exec_driver_sql("BEGIN IMMEDIATE")
+        writer.exec_driver_sql("UPDATE customers SET city = 'Gdańsk' WHERE source_id = 'ala'")
+        response = shop.post("/api/v1/segments/preview", json={"text": 'profile.country in ("PL")'})
+        assert response.status_code == 200 and response.json()["count"] == 3
+        writer.rollback()

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Query, Response, status
 
 from cohorta import rules
-from cohorta.deps import ClockDep, PrincipalDep, SessionDep, SettingsDep
+from cohorta.deps import ClockDep, PrincipalDep, ReadSessionDep, SessionDep, SettingsDep
 from cohorta.errors import FieldError, InvalidInput
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.membership.service import size_over_time
@@ -39,13 +39,13 @@ Offset = Annotated[int, Query(ge=0)]
 
 
 @router.post("/segments/preview", response_model=PreviewOut)
-def preview_rule(body: PreviewIn, session: SessionDep, settings: SettingsDep, clock: ClockDep) -> PreviewOut:
+def preview_rule(body: PreviewIn, session: ReadSessionDep, settings: SettingsDep, clock: ClockDep) -> PreviewOut:
     """Evaluate a draft rule without saving anything: count, share, sample, drop-off per node, warnings."""
     return preview.preview(session, settings, clock, body)
 
 
 @router.post("/segments/explain", response_model=ExplainOut)
-def explain_draft(body: ExplainIn, session: SessionDep, settings: SettingsDep, clock: ClockDep) -> ExplainOut:
+def explain_draft(body: ExplainIn, session: ReadSessionDep, settings: SettingsDep, clock: ClockDep) -> ExplainOut:
     """Why a customer is in or out of a draft rule, node by node, with the values observed."""
     return preview.explain_draft(session, settings, clock, body)
 

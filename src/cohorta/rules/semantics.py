@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import operator
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -41,14 +42,14 @@ def _ibis_cmp(op: str, left: Any, right: Any) -> ir.BooleanValue:
     return left == right
 
 
-class Test:
-    """A test on one present value."""
+class Test(ABC):
+    """A test on one present value, in its two forms: a Python function and an Ibis expression."""
 
-    def py(self) -> Callable[[Any], bool]:
-        raise NotImplementedError
+    @abstractmethod
+    def py(self) -> Callable[[Any], bool]: ...
 
-    def expr(self, col: Any) -> ir.BooleanValue:
-        raise NotImplementedError
+    @abstractmethod
+    def expr(self, col: Any) -> ir.BooleanValue: ...
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,12 @@ from cohorta.config import Settings
 from cohorta.customers.models import Customer
 from cohorta.db import unit_of_work
 from cohorta.evaluation.snapshots import load_snapshots
-from cohorta.membership.live import SegmentIndex, next_wakeup, plan_wakeups, wake
+from cohorta.membership.live import SegmentIndex, memberships_of, next_wakeup, plan_wakeups, wake
 from cohorta.membership.service import recompute
 from cohorta.segments.models import (
     ChangeCause,
     RefreshState,
     Segment,
-    SegmentMember,
     SegmentStatus,
     SegmentType,
     SegmentWakeup,
@@ -186,14 +185,7 @@ def plan_all_wakeups(factory: sessionmaker[Session], clock: Clock, settings: Set
         chunk = ids[start : start + chunk_size]
         with unit_of_work(factory, write_lock=True) as session:
             ctx = live.context(now, settings, index.catalog)
-            memberships: dict[int, set[str]] = {cid: set() for cid in chunk}
-            for cid, sid in session.execute(
-                sa.select(SegmentMember.customer_id, SegmentMember.segment_id).where(
-                    SegmentMember.customer_id.in_(chunk)
-                )
-            ):
-                memberships[cid].add(sid)
-            snapshots = load_snapshots(session, chunk, live.requirements, segment_ids=memberships)
+            snapshots = load_snapshots(session, chunk, live.requirements, segment_ids=memberships_of(session, chunk))
             due = {cid: next_wakeup(live, snapshot, ctx) for cid, snapshot in snapshots.items()}
             plan_wakeups(session, segment_id, {cid: at for cid, at in due.items() if at is not None})
             planned += sum(1 for at in due.values() if at is not None)

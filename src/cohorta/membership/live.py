@@ -33,7 +33,7 @@ from cohorta.customers.summary import chunked
 from cohorta.db import InValues, insert_rows, table_of
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.evaluation.snapshots import load_snapshots
-from cohorta.membership.service import apply_diff, is_live
+from cohorta.membership.service import apply_diff, in_window
 from cohorta.segments.models import ChangeCause, Segment, SegmentMember, SegmentStatus, SegmentType, SegmentWakeup
 
 WRITE_KINDS = ("profile", "orders", "events", "loyalty")
@@ -215,7 +215,7 @@ def evaluate(
     requirements = _union([s.requirements for s in affected])
     changes: dict[str, tuple[int, int]] = {}
     for chunk in chunked(list(ids), 1_000):
-        memberships = _memberships(session, chunk)
+        memberships = memberships_of(session, chunk)
         snapshots = load_snapshots(session, chunk, requirements, segment_ids=memberships)
         # One mutable set per customer, shared with the snapshot: segments that use a segment see its changes.
         member_of: dict[int, set[str]] = {}
@@ -224,7 +224,7 @@ def evaluate(
             snapshot.segment_ids = member_of[customer_id]
         for segment in affected:
             predicate = segment.predicate(now, settings, index.catalog)
-            live = is_live(_as_row(segment), now)
+            live = in_window(segment.starts_at, segment.expires_at, now)  # the index holds active ones only
             entered, exited = [], []
             for customer_id, snapshot in snapshots.items():
                 should = live and predicate(snapshot)
@@ -294,7 +294,7 @@ def _union(requirements: Sequence[rules.Requirements]) -> rules.Requirements:
     return union
 
 
-def _memberships(session: Session, customer_ids: Sequence[int]) -> dict[int, set[str]]:
+def memberships_of(session: Session, customer_ids: Sequence[int]) -> dict[int, set[str]]:
     members = table_of(SegmentMember)
     found: dict[int, set[str]] = defaultdict(set)
     query = sa.select(members.c.customer_id, members.c.segment_id).where(InValues(members.c.customer_id, customer_ids))
@@ -308,14 +308,3 @@ def _lock_segments(session: Session, segment_ids: Sequence[str]) -> None:
     neither overwrites the other's changes."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(sa.select(Segment.id).where(Segment.id.in_(sorted(segment_ids))).with_for_update())
-
-
-@dataclass
-class _Window:
-    status: str
-    starts_at: datetime | None
-    expires_at: datetime | None
-
-
-def _as_row(segment: LiveSegment) -> Any:
-    return _Window(SegmentStatus.active.value, segment.starts_at, segment.expires_at)

@@ -45,11 +45,13 @@ def list_ids(session: Session, segment_id: str) -> set[int]:
 
 def is_live(segment: Segment, now: datetime) -> bool:
     """Whether the segment may have members now: active and inside its start/expiry window."""
-    if segment.status != SegmentStatus.active.value:
+    return segment.status == SegmentStatus.active.value and in_window(segment.starts_at, segment.expires_at, now)
+
+
+def in_window(starts_at: datetime | None, expires_at: datetime | None, now: datetime) -> bool:
+    if starts_at is not None and now < starts_at:
         return False
-    if segment.starts_at is not None and now < segment.starts_at:
-        return False
-    return not (segment.expires_at is not None and now >= segment.expires_at)
+    return not (expires_at is not None and now >= expires_at)
 
 
 def target_ids(session: Session, segment: Segment, now: datetime, settings: Settings) -> set[int]:

@@ -373,13 +373,8 @@ def conditions_count(rule_json: dict[str, Any] | None) -> int:
 # --- lifecycle -----------------------------------------------------------------------------------------------
 
 
-def users_by_rule(session: Session, segment_id: str) -> list[Segment]:
-    """Active segments whose rule references this one."""
-    return [s for s in jobs.dependents(session, segment_id)]
-
-
 def _refuse_if_used(session: Session, segment: Segment, action: str) -> None:
-    users = users_by_rule(session, segment.id)
+    users = jobs.dependents(session, segment.id)
     if users:
         names = ", ".join(f"{s.name} ({s.id})" for s in users)
         raise Conflict(f"cannot {action} segment {segment.id}: the rules of active segments use it: {names}")

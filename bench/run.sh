@@ -2,8 +2,9 @@
 # Runs the benchmarks and prints their tables. Needs the project installed in ./.venv (bash scripts/test.sh does it)
 # and, for the PostgreSQL rows, the server named by COHORTA_BENCH_POSTGRES_URL (default: local, database test).
 #   bash bench/run.sh                 # all, at the default sizes
-#   bash bench/run.sh ingest          # one of: ingest, demo, rules
+#   bash bench/run.sh ingest          # one of: ingest, demo, rules, eligibility
 #   CUSTOMERS=1000000 bash bench/run.sh demo
+#   CONCURRENCY=32 DURATION=20 bash bench/run.sh eligibility
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -16,4 +17,8 @@ if [ "$what" = all ] || [ "$what" = demo ]; then
 fi
 if [ "$what" = all ] || [ "$what" = rules ]; then
   $PY -m bench.rules_bench --customers "${CUSTOMERS:-100000}" --runs "${RUNS:-5}"
+fi
+if [ "$what" = all ] || [ "$what" = eligibility ]; then
+  $PY -m bench.eligibility_bench --customers "${CUSTOMERS:-100000}" --requests "${REQUESTS:-2000}" \
+    --concurrency "${CONCURRENCY:-16}" --duration "${DURATION:-10}"
 fi

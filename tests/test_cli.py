@@ -67,6 +67,7 @@ def test_worker_runs_queued_recomputes_in_its_own_process(sqlite_url: str, tmp_p
     import time
     from datetime import UTC, datetime
 
+    from cohorta.access.service import system_principal
     from cohorta.clock import FrozenClock
     from cohorta.config import Settings
     from cohorta.customers.schemas import CustomerBulkItem
@@ -83,7 +84,7 @@ def test_worker_runs_queued_recomputes_in_its_own_process(sqlite_url: str, tmp_p
             session, clock, [CustomerBulkItem(source_id="a", country="PL"), CustomerBulkItem(source_id="b")]
         )
         segment_id = create_segment(
-            session, settings, clock, SegmentIn(name="Poles", text='country in ("PL")'), None
+            session, settings, clock, SegmentIn(name="Poles", text='country in ("PL")'), system_principal("test")
         ).id
     worker = subprocess.Popen(
         [sys.executable, "-m", "cohorta.cli", "worker", "--interval", "0.2"],
@@ -105,3 +106,26 @@ def test_worker_runs_queued_recomputes_in_its_own_process(sqlite_url: str, tmp_p
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+
+
+def test_create_admin_then_log_in(sqlite_url: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from cohorta.app import create_app
+    from cohorta.config import Settings
+
+    create = ["users", "create-admin", "--email", "Boss@Example.com", "--password", "long enough pw"]
+    created = runner.invoke(app, create)
+    assert created.exit_code == 0, created.output
+    assert "created" in created.output
+    again = runner.invoke(app, ["users", "create-admin", "--email", "boss@example.com", "--password", "other long pw"])
+    assert again.exit_code == 1 and "--reset" in again.output
+    short = runner.invoke(app, ["users", "create-admin", "--email", "x@example.com", "--password", "short"])
+    assert short.exit_code == 2
+    client = TestClient(create_app(Settings(database_url=sqlite_url, scheduler=False)))
+    login = client.post("/api/v1/auth/login", json={"email": "boss@example.com", "password": "long enough pw"})
+    assert login.status_code == 200 and login.json()["user"]["role"] == "admin"
+    reset = runner.invoke(app, ["users", "create-admin", "--email", "boss@example.com", "--password", "other long pw",
+                                "--reset"])  # fmt: skip
+    assert reset.exit_code == 0 and "updated" in reset.output
+    assert client.post("/api/v1/auth/login", json={"email": "boss@example.com", "password": "other long pw"}).is_success

@@ -13,11 +13,15 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy.engine import Engine
 
 from cohorta import __version__, problems
+from cohorta.access.router import public_router as login_router
+from cohorta.access.router import router as access_router
+from cohorta.audit.router import router as audit_router
+from cohorta.campaigns.router import router as campaigns_router
 from cohorta.clock import Clock, SystemClock
 from cohorta.config import Settings, get_settings
 from cohorta.customers.router import router as customers_router
 from cohorta.db import create_db_engine, make_session_factory
-from cohorta.deps import get_principal
+from cohorta.deps import reader
 from cohorta.evaluation.router import router as rules_router
 from cohorta.evaluation.store import warm_up
 from cohorta.membership.live import SegmentIndex
@@ -55,7 +59,8 @@ def create_app(
         title="Cohorta",
         version=__version__,
         description="Customer segmentation engine for loyalty programs and commerce. "
-        "Authenticate with `Authorization: Bearer <token>`.",
+        "Authenticate with `Authorization: Bearer <token>` (an API token or COHORTA_ADMIN_TOKEN), or with the session "
+        "cookie of `POST /api/v1/auth/login` plus its CSRF token in `X-CSRF-Token` on writes. See docs/access.md.",
         docs_url="/docs",
         redoc_url="/redoc",
         openapi_url=f"{API_PREFIX}/openapi.json",
@@ -79,8 +84,10 @@ def create_app(
         return {"status": "ok", "version": __version__, "database": engine.dialect.name}
 
     app.include_router(public)
-    for router in (customers_router, rules_router, segments_router):
-        app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(get_principal)])
+    app.include_router(login_router, prefix=API_PREFIX)
+    # Everything else needs a caller with at least the read permission; routes that write ask for more.
+    for router in (access_router, customers_router, rules_router, segments_router, campaigns_router, audit_router):
+        app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(reader)])
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

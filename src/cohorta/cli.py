@@ -20,11 +20,15 @@ from cohorta.config import Settings, get_settings
 app = typer.Typer(help="Cohorta: customer segmentation engine for loyalty programs and commerce.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 demo_app = typer.Typer(help="Demo data.", no_args_is_help=True)
+users_app = typer.Typer(help="People who log in.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
+app.add_typer(users_app, name="users")
 console = Console()
 
 TOKEN_FILE = Path(".cohorta-admin-token")
+DEMO_LOGIN_FILE = Path(".cohorta-demo-login")
+DEMO_ADMIN_EMAIL = "admin@demo.cohorta.dev"
 
 
 def _engine(settings: Settings) -> sa.Engine:
@@ -137,6 +141,43 @@ def worker(
         scheduler.stop()
 
 
+@users_app.command("create-admin")
+def create_admin(
+    email: Annotated[str, typer.Option(prompt=True, help="The admin's email (the login)")],
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True, hide_input=True, confirmation_prompt=True, envvar="COHORTA_ADMIN_PASSWORD",
+            help="At least 10 characters (prompted when left out)",
+        ),
+    ],
+    reset: Annotated[bool, typer.Option(help="Set the password (and admin role) if the user exists")] = False,
+) -> None:
+    """Create an admin user (bootstrap). Refuses an existing email unless --reset."""
+    from cohorta.access.models import Role
+    from cohorta.access.service import ensure_user
+    from cohorta.clock import SystemClock
+    from cohorta.errors import InvalidInput
+
+    if len(password) < 10:
+        console.print("[red]The password needs at least 10 characters.[/]")
+        raise typer.Exit(2)
+    engine = _engine(get_settings())
+    db.upgrade(engine)
+    factory = db.make_session_factory(engine)
+    with factory.begin() as session:
+        try:
+            _, created = ensure_user(session, SystemClock().now(), email, password, Role.admin, reset_password=reset,
+                                     restore_role=reset, actor="cli")  # fmt: skip
+        except InvalidInput as exc:
+            console.print(f"[red]{exc.errors[0].message}[/]")
+            raise typer.Exit(2) from None
+    if not created and not reset:
+        console.print(f"[red]A user with email {email} exists; use --reset to set its password.[/]")
+        raise typer.Exit(1)
+    console.print(f"[green]Admin {'created' if created else 'updated'}:[/] {email.strip().lower()}")
+
+
 @app.command()
 def run(
     demo_customers: Annotated[int, typer.Option(help="Demo customers to load into an empty database")] = 10_000,
@@ -152,14 +193,36 @@ def run(
     db.upgrade(engine)
     if _is_empty(engine) and demo_customers > 0:
         _load_demo(engine, demo_customers, seed=7)
+    demo_password = _demo_admin(engine)
     address = f"http://{host or settings.host}:{port or settings.port}"
     console.rule("[bold]Cohorta is starting")
     console.print(f"API:        {address}/api/v1   (health: {address}/api/v1/health)")
     console.print(f"API docs:   {address}/docs")
-    console.print(f"Log in:     send the header  Authorization: Bearer {settings.admin_token}")
+    console.print(f"Log in:     {DEMO_ADMIN_EMAIL} / {demo_password}   (POST {address}/api/v1/auth/login)")
+    console.print(f"API token:  send the header  Authorization: Bearer {settings.admin_token}")
     console.print(f'Try:        curl -H "Authorization: Bearer {settings.admin_token}" {address}/api/v1/attributes')
     console.rule()
     serve(host=host, port=port)
+
+
+def _demo_admin(engine: sa.Engine) -> str:
+    """The quickstart's admin user. Its password is kept in a file beside the database (like the token) and set
+    again at every start, so the printed login works; a role or a disabled flag set since is left alone."""
+    from cohorta.access.models import Role
+    from cohorta.access.service import ensure_user
+    from cohorta.clock import SystemClock
+
+    password = DEMO_LOGIN_FILE.read_text().strip() if DEMO_LOGIN_FILE.exists() else ""
+    if len(password) < 10:
+        password = generate_token()[4:24]
+        DEMO_LOGIN_FILE.write_text(password + "\n")
+        DEMO_LOGIN_FILE.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    with db.make_session_factory(engine).begin() as session:
+        user, _ = ensure_user(session, SystemClock().now(), DEMO_ADMIN_EMAIL, password, Role.admin, reset_password=True,
+                              restore_role=False, actor="cohorta run")  # fmt: skip
+        if user.role != Role.admin or not user.is_active:  # someone changed it on purpose: say so, keep it
+            console.print(f"[yellow]{DEMO_ADMIN_EMAIL} is now {user.role}{'' if user.is_active else ', disabled'}[/]")
+    return password
 
 
 def _stored_or_new_token() -> str:

@@ -26,6 +26,19 @@ class Settings(BaseSettings):
     timezone: str = Field(default="UTC", description="IANA time zone for relative dates and calendar periods")
     admin_token: str | None = Field(default=None, description="Bearer token with admin rights, for automation")
 
+    # Browser sessions and logins; see docs/access.md.
+    session_ttl_seconds: int = Field(default=12 * 3600, ge=60, description="Idle time after which a session ends")
+    secure_cookies: bool = Field(default=False, description="Mark the session cookie Secure (serve over HTTPS)")
+    login_window_seconds: int = Field(default=900, ge=1, description="Window over which failed logins count")
+    login_max_failures_per_account: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=20, ge=1)
+
+    # Distribution campaigns: files are written under this folder; webhooks get this timeout per request.
+    export_dir: str = Field(default="exports", description="Folder for distribution files and exports")
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_max_attempts: int = Field(default=3, ge=1, le=10)
+    webhook_backoff_seconds: float = Field(default=1.0, ge=0, description="First retry delay; doubles each time")
+
     scheduler: bool = Field(default=True, description="Run recompute jobs in a thread of the server process")
     default_sync_period_seconds: int = Field(default=86_400, ge=60, description="Safety-net recompute period")
 

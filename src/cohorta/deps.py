@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import secrets
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import APIKeyCookie, HTTPBearer
 from sqlalchemy.orm import Session
 
-from cohorta.access.service import Principal, authenticate_bearer
+from cohorta.access.models import Permission
+from cohorta.access.service import Principal, authenticate, require
 from cohorta.clock import Clock
 from cohorta.config import Settings
+from cohorta.errors import Forbidden
 from cohorta.membership.live import SegmentIndex
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -53,10 +57,70 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
+SESSION_COOKIE = "cohorta_session"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+# Declared only so that the OpenAPI document (and its "Authorize" button) shows both ways in; get_principal reads
+# the headers itself to give precise problems.
+_bearer_scheme = HTTPBearer(auto_error=False, description="An API token, or COHORTA_ADMIN_TOKEN")
+_cookie_scheme = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="The session of POST /auth/login")
+
+
 def get_principal(
-    request: Request, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
+    request: Request,
+    _bearer: Annotated[object, Depends(_bearer_scheme)] = None,
+    _cookie: Annotated[object, Depends(_cookie_scheme)] = None,
 ) -> Principal:
-    return authenticate_bearer(authorization, request.app.state.settings.admin_token)
+    """Who calls: a bearer token, else the session cookie. Checked in a short session of its own, so that routes
+    which only read never hold a write transaction for it."""
+    clock: Clock = request.app.state.clock
+    with request.app.state.session_factory() as session:
+        return authenticate(
+            session,
+            clock.now(),
+            request.app.state.settings,
+            authorization=request.headers.get("authorization"),
+            session_cookie=request.cookies.get(SESSION_COOKIE),
+        )
+
+
+async def checked_principal(request: Request, principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    """A browser session may write only with its CSRF token (header, or form field for plain HTML forms): a cookie
+    is sent by the browser whoever made the page, the token only by pages Cohorta served."""
+    if principal.csrf_token is not None and request.method not in READ_METHODS:
+        sent = request.headers.get(CSRF_HEADER)
+        content_type = request.headers.get("content-type", "")
+        if sent is None and content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            value = (await request.form()).get(CSRF_FIELD)
+            sent = value if isinstance(value, str) else None
+        if not sent or not secrets.compare_digest(sent.encode(), principal.csrf_token.encode()):
+            raise Forbidden(f"missing or wrong CSRF token: send the {CSRF_HEADER} header given at login")
+    return principal
+
+
+def reader(principal: Annotated[Principal, Depends(checked_principal)]) -> Principal:
+    return require(principal, Permission.read)
+
+
+def editor(principal: Annotated[Principal, Depends(checked_principal)]) -> Principal:
+    return require(principal, Permission.write)
+
+
+def admin(principal: Annotated[Principal, Depends(checked_principal)]) -> Principal:
+    return require(principal, Permission.admin)
+
+
+def in_sight(param: str, lookup: Callable[[Session, str, Principal], object]) -> Callable[..., None]:
+    """A router dependency: a route whose path has ``{param}`` answers 404 when ``lookup`` (which raises NotFound for
+    an object of a team the caller is not in) refuses it, before the body is read or validated."""
+
+    def check(request: Request, principal: Annotated[Principal, Depends(reader)]) -> None:
+        value = request.path_params.get(param)
+        if value is not None:
+            with request.app.state.session_factory() as session:
+                lookup(session, value, principal)
+
+    return check
 
 
 def get_segment_index(request: Request) -> SegmentIndex:
@@ -69,4 +133,6 @@ ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 SegmentIndexDep = Annotated[SegmentIndex, Depends(get_segment_index)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
+ReaderDep = Annotated[Principal, Depends(reader)]
+EditorDep = Annotated[Principal, Depends(editor)]
+AdminDep = Annotated[Principal, Depends(admin)]

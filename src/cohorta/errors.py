@@ -52,3 +52,31 @@ class NotFound(CohortaError):
 class Conflict(CohortaError):
     status = 409
     title = "Conflict"
+
+
+@dataclass
+class UnknownReference(InvalidInput):
+    """A reference to something that does not exist or that the caller may not see (a hidden segment is a 404)."""
+
+    detail: str = "The request refers to something that was not found."
+    status = 404
+    title = "Not found"
+
+
+class Unauthorized(CohortaError):
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(CohortaError):
+    status = 403
+    title = "Forbidden"
+
+
+class TooManyRequests(CohortaError):
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after_seconds: int) -> None:
+        super().__init__(detail)
+        self.retry_after_seconds = retry_after_seconds

@@ -12,8 +12,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cohorta.access.service import Unauthorized
-from cohorta.errors import CohortaError, FieldError, InvalidInput, json_pointer
+from cohorta.errors import CohortaError, FieldError, InvalidInput, TooManyRequests, json_pointer
 
 PROBLEM_TYPE_BASE = "https://cohorta.dev/problems/"
 log = logging.getLogger("cohorta.api")
@@ -49,7 +48,8 @@ def _client_loc(error: Any) -> tuple[Any, ...]:
     cleaned: list[Any] = []
     for index, part in enumerate(loc):
         previous_is_item = index == 0 or isinstance(loc[index - 1], int)
-        if previous_is_item and isinstance(part, str) and part in DISCRIMINATED_TAGS:
+        is_last = index == len(loc) - 1  # a tag is followed by the field inside it; a last part is a field itself
+        if previous_is_item and not is_last and isinstance(part, str) and part in DISCRIMINATED_TAGS:
             continue
         cleaned.append(part)
     return tuple(cleaned)
@@ -57,6 +57,16 @@ def _client_loc(error: Any) -> tuple[Any, ...]:
 
 # Tags of the discriminated unions in request bodies (loyalty transaction types), removed from error paths.
 DISCRIMINATED_TAGS = frozenset({"points", "tier", "redemption", "referral", "gift_card"})
+
+
+PROBLEM_KINDS = {
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    409: "conflict",
+    429: "too-many-requests",
+    502: "bad-gateway",
+}
 
 
 def install(app: FastAPI) -> None:
@@ -80,22 +90,21 @@ def install(app: FastAPI) -> None:
         summary = "; ".join(f"{json_pointer(e.loc) or '/'}: {e.message}" for e in exc.errors[:3])
         more = f" (and {len(exc.errors) - 3} more)" if len(exc.errors) > 3 else ""
         return problem(
-            422,
+            exc.status,
             exc.title,
             summary + more or exc.detail,
-            kind="invalid-input",
+            kind="invalid-input" if exc.status == 422 else "not-found",
             instance=request.url.path,
             errors=_field_errors(exc.errors),
         )
 
     @app.exception_handler(CohortaError)
     async def _domain(request: Request, exc: CohortaError) -> JSONResponse:
-        kind = {404: "not-found", 409: "conflict"}.get(exc.status, "bad-request")
-        return problem(exc.status, exc.title, exc.detail, kind=kind, instance=request.url.path)
-
-    @app.exception_handler(Unauthorized)
-    async def _unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
-        return problem(401, "Unauthorized", exc.detail, kind="unauthorized", instance=request.url.path)
+        kind = PROBLEM_KINDS.get(exc.status, "bad-request")
+        response = problem(exc.status, exc.title, exc.detail, kind=kind, instance=request.url.path)
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(exc.retry_after_seconds)
+        return response
 
     @app.exception_handler(IntegrityError)
     async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:

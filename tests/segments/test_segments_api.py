@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from cohorta.app import create_app
 from cohorta.clock import FrozenClock
 from cohorta.config import Settings
-from cohorta.membership.jobs import run_pending
 from tests.conftest import ADMIN_TOKEN
 from tests.customers.test_customers_api import errors_at
+from tests.support import run_jobs
 
 
 @pytest.fixture
@@ -38,9 +38,7 @@ def api(store: sa.Engine, clock: FrozenClock, settings: Settings) -> Iterator[Te
         yield client
 
 
-def run(client: TestClient) -> list[str]:
-    state = client.app.state  # type: ignore[attr-defined]
-    return run_pending(state.session_factory, state.clock, state.settings, state.segment_index)
+run = run_jobs
 
 
 def members(client: TestClient, segment_id: str) -> list[str]:
@@ -130,7 +128,8 @@ def test_cycles_and_unknown_references_are_refused(api: TestClient) -> None:
     self_ref = api.patch(f"/api/v1/segments/{a['id']}", json={"rule": {"in_segment": a["id"]}})
     assert self_ref.status_code == 422
     unknown = api.post("/api/v1/segments", json={"name": "C", "rule": {"in_segment": "seg_nope"}})
-    assert unknown.status_code == 422
+    # An unknown segment is answered like one hidden from the caller: 404, naming where the rule refers to it.
+    assert unknown.status_code == 404 and "unknown segment 'seg_nope'" in errors_at(unknown)["/rule"]
 
 
 def test_dependencies_recompute_first_and_changes_cascade(api: TestClient, clock: FrozenClock) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Depends, Path, Response, status
 from sqlalchemy.orm import Session
 
+from cohorta.access.service import Principal
+from cohorta.audit import service as audit
 from cohorta.customers import service
 from cohorta.customers.schemas import (
     AttributeDefinitionIn,
@@ -24,16 +26,20 @@ from cohorta.customers.schemas import (
     LoyaltyTransactionIn,
     OrderBulkIn,
     OrderIn,
+    PointsAdjusted,
+    PointsAdjustmentIn,
     WriteResult,
 )
-from cohorta.deps import ClockDep, SegmentIndexDep, SessionDep, SettingsDep
+from cohorta.deps import AdminDep, ClockDep, EditorDep, ReaderDep, SegmentIndexDep, SessionDep, SettingsDep, editor
 from cohorta.errors import FieldError, InvalidInput
 from cohorta.membership import live
-from cohorta.membership.service import forget_customer, groups_of, set_manual_groups
+from cohorta.membership.service import forget_customer, groups_of, set_manual_groups, visible_changes
 from cohorta.segments.schemas import CustomerGroupsIn
 
-# Every route here needs a bearer token: the app mounts this router behind get_principal.
+# Every route needs an authenticated caller with the read permission (the app mounts this router behind it); the
+# routes that write ask for more. Sending data is an editor's right; changing the schema is an admin's.
 router = APIRouter()
+EDITOR = [Depends(editor)]
 SourceId = Path(min_length=1, max_length=255, description="The customer's id in the client's own systems")
 
 
@@ -63,6 +69,7 @@ def put_customer(
     clock: ClockDep,
     settings: SettingsDep,
     index: SegmentIndexDep,
+    principal: EditorDep,
     source_id: str = SourceId,
 ) -> CustomerOut:
     """Create or update one customer. Fields left out are kept; a field sent as null is cleared."""
@@ -71,10 +78,10 @@ def put_customer(
     session.commit()
     created = ingested.result.created == 1
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-    return _customer_with_groups(session, source_id, settings.currency_exponent)
+    return _customer_with_groups(session, source_id, settings.currency_exponent, principal)
 
 
-@router.post("/customers/bulk", response_model=BulkResult, tags=["customers"])
+@router.post("/customers/bulk", response_model=BulkResult, tags=["customers"], dependencies=EDITOR)
 def bulk_customers(
     body: CustomerBulkIn, session: SessionDep, clock: ClockDep, settings: SettingsDep, index: SegmentIndexDep
 ) -> BulkResult:
@@ -87,39 +94,64 @@ def bulk_customers(
 
 
 @router.get("/customers/{source_id}", response_model=CustomerOut, tags=["customers"])
-def get_customer(session: SessionDep, settings: SettingsDep, source_id: str = SourceId) -> CustomerOut:
-    return _customer_with_groups(session, source_id, settings.currency_exponent)
+def get_customer(
+    session: SessionDep, settings: SettingsDep, principal: ReaderDep, source_id: str = SourceId
+) -> CustomerOut:
+    return _customer_with_groups(session, source_id, settings.currency_exponent, principal)
 
 
-def _customer_with_groups(session: Session, source_id: str, exponent: int) -> CustomerOut:
+def _customer_with_groups(session: Session, source_id: str, exponent: int, principal: Principal) -> CustomerOut:
     customer = service.get_customer(session, source_id, exponent)
-    customer_id = service.customer_id_for(session, source_id)
-    customer.groups = [CustomerGroupOut(group=g, origins=o) for g, o in groups_of(session, customer_id)]
+    customer.groups = _groups(session, service.customer_id_for(session, source_id), principal)
     return customer
 
 
+def _groups(session: Session, customer_id: int, principal: Principal) -> list[CustomerGroupOut]:
+    return [CustomerGroupOut(group=g, origins=o) for g, o in groups_of(session, customer_id, principal)]
+
+
 @router.get("/customers/{source_id}/groups", response_model=list[CustomerGroupOut], tags=["customers"])
-def get_groups(session: SessionDep, source_id: str = SourceId) -> list[CustomerGroupOut]:
-    customer_id = service.customer_id_for(session, source_id)
-    return [CustomerGroupOut(group=g, origins=o) for g, o in groups_of(session, customer_id)]
+def get_groups(session: SessionDep, principal: ReaderDep, source_id: str = SourceId) -> list[CustomerGroupOut]:
+    return _groups(session, service.customer_id_for(session, source_id), principal)
 
 
 @router.put("/customers/{source_id}/groups", response_model=list[CustomerGroupOut], tags=["customers"])
 def put_groups(
-    body: CustomerGroupsIn, session: SessionDep, clock: ClockDep, source_id: str = SourceId
+    body: CustomerGroupsIn, session: SessionDep, clock: ClockDep, principal: EditorDep, source_id: str = SourceId
 ) -> list[CustomerGroupOut]:
     """Replace the groups assigned by hand. Groups inherited from segments are not affected."""
     customer_id = service.customer_id_for(session, source_id)
     set_manual_groups(session, customer_id, body.groups, clock.now())
     session.commit()
-    return [CustomerGroupOut(group=g, origins=o) for g, o in groups_of(session, customer_id)]
+    return _groups(session, customer_id, principal)
+
+
+@router.post("/customers/{source_id}/points", response_model=PointsAdjusted, status_code=201, tags=["customers"])
+def adjust_points(
+    body: PointsAdjustmentIn,
+    session: SessionDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+    index: SegmentIndexDep,
+    principal: EditorDep,
+    source_id: str = SourceId,
+) -> PointsAdjusted:
+    """Add (positive) or remove (negative) points of one program, with a reason: a ledger entry, the summary and the
+    customer's segments follow at once; the change is audited."""
+    adjusted = service.adjust_points(session, clock, settings.currency_exponent, source_id, body, principal.name)
+    changes = live.reevaluate(session, settings, clock.now(), [adjusted.customer_id], "loyalty", index=index)
+    session.commit()
+    return adjusted.out(visible_changes(session, principal, changes))
 
 
 @router.delete("/customers/{source_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["customers"])
-def delete_customer(session: SessionDep, source_id: str = SourceId) -> Response:
+def delete_customer(
+    session: SessionDep, clock: ClockDep, principal: AdminDep, source_id: str = SourceId
+) -> Response:
     """Erase the customer and all their activity, memberships and membership history."""
     forget_customer(session, service.customer_id_for(session, source_id))
     service.delete_customer(session, source_id)
+    audit.record(session, clock.now(), principal.name, "customer.erase", "customer", source_id)
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -139,20 +171,30 @@ def list_attributes(session: SessionDep) -> AttributeSchemaOut:
 
 
 @router.put("/attribute-schema", response_model=AttributeSchemaOut, tags=["schemas"])
-def put_attribute_schema(body: AttributeSchemaSettingsIn, session: SessionDep) -> AttributeSchemaOut:
+def put_attribute_schema(
+    body: AttributeSchemaSettingsIn, session: SessionDep, clock: ClockDep, principal: AdminDep
+) -> AttributeSchemaOut:
     """Open or close the attribute schema (open: an unknown attribute is declared on first use)."""
+    before = service.attributes_open(session)
     service.set_attributes_open(session, body.open)
+    audit.record(session, clock.now(), principal.name, "settings.update", "settings", "attributes_open",
+                 before={"open": before}, after={"open": body.open})  # fmt: skip
     session.commit()
     return list_attributes(session)
 
 
 @router.put("/attributes/{name}", response_model=AttributeDefinitionOut, tags=["schemas"])
 def put_attribute(
-    name: str, body: AttributeDefinitionIn, session: SessionDep, clock: ClockDep
+    name: str, body: AttributeDefinitionIn, session: SessionDep, clock: ClockDep, principal: AdminDep
 ) -> AttributeDefinitionOut:
+    previous = service.attribute_definitions(session).get(name)
+    before = AttributeDefinitionOut.model_validate(previous, from_attributes=True) if previous else None
     definition = service.put_attribute(session, clock, name, body)
+    after = AttributeDefinitionOut.model_validate(definition, from_attributes=True)
+    audit.record(session, clock.now(), principal.name, "settings.attribute", "attribute", name, before=before,
+                 after=after)  # fmt: skip
     session.commit()
-    return AttributeDefinitionOut.model_validate(definition, from_attributes=True)
+    return after
 
 
 @router.get("/event-definitions", response_model=list[EventDefinitionOut], tags=["schemas"])
@@ -167,17 +209,23 @@ def put_event_definition(
     body: EventDefinitionIn,
     session: SessionDep,
     clock: ClockDep,
+    principal: AdminDep,
     name: str = Path(pattern=r"^[A-Za-z][A-Za-z0-9_.:-]{0,127}$"),
 ) -> EventDefinitionOut:
+    previous = service.event_definitions(session).get(name)
+    before = EventDefinitionOut.model_validate(previous, from_attributes=True) if previous else None
     definition = service.put_event_definition(session, clock, name, body)
+    after = EventDefinitionOut.model_validate(definition, from_attributes=True)
+    audit.record(session, clock.now(), principal.name, "settings.event_definition", "event_definition", name,
+                 before=before, after=after)  # fmt: skip
     session.commit()
-    return EventDefinitionOut.model_validate(definition, from_attributes=True)
+    return after
 
 
 # --- activity --------------------------------------------------------------------------------------------
 
 
-@router.post("/orders", response_model=WriteResult, status_code=201, tags=["activity"])
+@router.post("/orders", response_model=WriteResult, status_code=201, tags=["activity"], dependencies=EDITOR)
 def post_order(
     body: OrderIn,
     response: Response,
@@ -193,7 +241,7 @@ def post_order(
     return _single_status(response, ingested.result.items[0])
 
 
-@router.post("/orders/bulk", response_model=BulkResult, tags=["activity"])
+@router.post("/orders/bulk", response_model=BulkResult, tags=["activity"], dependencies=EDITOR)
 def bulk_orders(
     body: OrderBulkIn, session: SessionDep, clock: ClockDep, settings: SettingsDep, index: SegmentIndexDep
 ) -> BulkResult:
@@ -204,7 +252,7 @@ def bulk_orders(
     return ingested.result
 
 
-@router.post("/events", response_model=WriteResult, status_code=201, tags=["activity"])
+@router.post("/events", response_model=WriteResult, status_code=201, tags=["activity"], dependencies=EDITOR)
 def post_event(
     body: EventIn,
     response: Response,
@@ -222,7 +270,7 @@ def post_event(
     return _single_status(response, ingested.result.items[0])
 
 
-@router.post("/events/bulk", response_model=BulkResult, tags=["activity"])
+@router.post("/events/bulk", response_model=BulkResult, tags=["activity"], dependencies=EDITOR)
 def bulk_events(
     body: EventBulkIn, session: SessionDep, clock: ClockDep, settings: SettingsDep, index: SegmentIndexDep
 ) -> BulkResult:
@@ -234,7 +282,9 @@ def bulk_events(
     return ingested.result
 
 
-@router.post("/loyalty/transactions", response_model=WriteResult, status_code=201, tags=["activity"])
+@router.post(
+    "/loyalty/transactions", response_model=WriteResult, status_code=201, tags=["activity"], dependencies=EDITOR
+)
 def post_loyalty_transaction(
     body: LoyaltyTransactionIn,
     response: Response,
@@ -250,7 +300,7 @@ def post_loyalty_transaction(
     return _single_status(response, ingested.result.items[0])
 
 
-@router.post("/loyalty/transactions/bulk", response_model=BulkResult, tags=["activity"])
+@router.post("/loyalty/transactions/bulk", response_model=BulkResult, tags=["activity"], dependencies=EDITOR)
 def bulk_loyalty_transactions(
     body: LoyaltyBulkIn, session: SessionDep, clock: ClockDep, settings: SettingsDep, index: SegmentIndexDep
 ) -> BulkResult:

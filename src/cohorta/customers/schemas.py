@@ -211,18 +211,20 @@ class _LoyaltyBase(Strict):
 Program = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 
+def _nonzero(value: int) -> int:
+    if value == 0:
+        raise ValueError("must not be zero")
+    return value
+
+
+Points = Annotated[int, Field(ge=-(10**12), le=10**12), AfterValidator(_nonzero)]
+
+
 class PointsTransactionIn(_LoyaltyBase):
     type: Literal["points"]
     program: Program
     entry: PointsEntry
-    points: int = Field(description="Positive for earn, spend and expire; signed for adjust", ge=-(10**12), le=10**12)
-
-    @field_validator("points")
-    @classmethod
-    def _nonzero(cls, value: int) -> int:
-        if value == 0:
-            raise ValueError("must not be zero")
-        return value
+    points: Points = Field(description="Positive for earn, spend and expire; signed for adjust")
 
 
 class TierTransactionIn(_LoyaltyBase):
@@ -301,3 +303,21 @@ class EventDefinitionOut(BaseModel):
     properties: dict[str, ValueType]
     created_at: datetime
     updated_at: datetime
+
+
+class PointsAdjustmentIn(Strict):
+    """An editor adds or removes a member's points by hand (from the member list)."""
+
+    program: Program
+    points: Points = Field(description="Positive to add, negative to remove")
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=512, strip_whitespace=True)]
+
+
+class PointsAdjusted(BaseModel):
+    transaction_id: str
+    program: str
+    points: int
+    balance: int = Field(description="The program's balance after the adjustment")
+    reason: str
+    entered: list[str] = Field(description="Segments the customer entered because of it")
+    exited: list[str] = Field(description="Segments the customer left because of it")

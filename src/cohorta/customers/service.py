@@ -8,6 +8,7 @@ same transaction.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from cohorta.audit import service as audit
 from cohorta.clock import Clock
 from cohorta.customers import summary, values
 from cohorta.customers.models import (
@@ -50,6 +52,8 @@ from cohorta.customers.schemas import (
     GiftCardTransactionIn,
     LoyaltyTransactionIn,
     OrderIn,
+    PointsAdjusted,
+    PointsAdjustmentIn,
     PointsTransactionIn,
     ProgramSummaryOut,
     SummaryOut,
@@ -785,6 +789,57 @@ def record_loyalty(
     )
     summary.refresh_summaries(session, sorted(ingested.customer_ids))
     return ingested
+
+
+@dataclass
+class PointsAdjustment:
+    customer_id: int
+    transaction_id: str
+    program: str
+    points: int
+    balance: int
+    reason: str
+
+    def out(self, changes: dict[str, tuple[int, int]]) -> PointsAdjusted:
+        """The answer, with the segments this customer entered and left (from the re-evaluation's counts)."""
+        return PointsAdjusted(
+            transaction_id=self.transaction_id, program=self.program, points=self.points, balance=self.balance,
+            reason=self.reason, entered=sorted(s for s, (e, _) in changes.items() if e),
+            exited=sorted(s for s, (_, x) in changes.items() if x),
+        )  # fmt: skip
+
+
+def points_balance(session: Session, customer_id: int, program: str) -> int:
+    balance = session.scalar(
+        sa.select(CustomerProgramSummary.points_balance).where(
+            CustomerProgramSummary.customer_id == customer_id, CustomerProgramSummary.program == program
+        )
+    )
+    return int(balance or 0)
+
+
+def adjust_points(
+    session: Session, clock: Clock, exponent: int, source_id: str, body: PointsAdjustmentIn, actor: str
+) -> PointsAdjustment:
+    """A manual ``adjust`` entry in the ledger. Removing more points than the balance holds is refused."""
+    customer_id = customer_id_for(session, source_id)
+    before = points_balance(session, customer_id, body.program)
+    if before + body.points < 0:
+        raise Conflict(f"cannot remove {-body.points} points of {body.program!r}: the balance is {before}")
+    transaction_id = f"adj_{uuid.uuid4().hex}"
+    entry = PointsTransactionIn(
+        id=transaction_id, customer=source_id, type="points", program=body.program, entry=PointsEntry.adjust,
+        points=body.points, reason=body.reason,
+    )  # fmt: skip
+    record_loyalty(session, clock, exponent, [entry], loc_prefix=lambda _i: ())
+    balance = points_balance(session, customer_id, body.program)
+    audit.record(
+        session, clock.now(), actor, "points.adjust", "customer", source_id,
+        before={"program": body.program, "balance": before},
+        after={"program": body.program, "balance": balance, "points": body.points, "reason": body.reason,
+               "transaction_id": transaction_id},
+    )  # fmt: skip
+    return PointsAdjustment(customer_id, transaction_id, body.program, body.points, balance, body.reason)
 
 
 def _minor(amount: Decimal, exponent: int, loc: Loc, errors: list[FieldError]) -> int:

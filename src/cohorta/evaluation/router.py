@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from cohorta import rules
-from cohorta.deps import ReadSessionDep, SessionDep, SettingsDep
+from cohorta.deps import ReaderDep, ReadSessionDep, SessionDep, SettingsDep
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.segments.preview import checked_rule, live_segment_ids
 from cohorta.segments.schemas import MAX_RULE_TEXT, DraftRule
@@ -38,14 +38,17 @@ class TextIn(BaseModel):
 
 
 @router.post("/rules/parse", response_model=RuleForms)
-def parse(body: TextIn, session: ReadSessionDep, settings: SettingsDep) -> RuleForms:
+def parse(body: TextIn, session: ReadSessionDep, settings: SettingsDep, principal: ReaderDep) -> RuleForms:
     """Text form -> validated tree (with node ids) and its canonical text."""
-    rule = checked_rule(DraftRule(text=body.text), settings, build_catalog(session), live_segment_ids(session))
+    known = live_segment_ids(session, principal)
+    rule = checked_rule(DraftRule(text=body.text), settings, build_catalog(session), known)
     return RuleForms(rule=rules.node_to_json(rule), text=rules.to_text(rule))
 
 
 @router.post("/rules/format", response_model=RuleForms)
-def format_rule(body: dict[str, Any], session: ReadSessionDep, settings: SettingsDep) -> RuleForms:
+def format_rule(
+    body: dict[str, Any], session: ReadSessionDep, settings: SettingsDep, principal: ReaderDep
+) -> RuleForms:
     """Tree -> validated tree (with node ids) and its text form."""
-    rule = checked_rule(DraftRule(rule=body), settings, build_catalog(session), live_segment_ids(session))
+    rule = checked_rule(DraftRule(rule=body), settings, build_catalog(session), live_segment_ids(session, principal))
     return RuleForms(rule=rules.node_to_json(rule), text=rules.to_text(rule))

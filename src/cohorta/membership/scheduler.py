@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from cohorta.campaigns.distribution import run_due_distributions
 from cohorta.clock import Clock
 from cohorta.config import Settings
 from cohorta.membership.jobs import queue_safety_net, queue_window_edges, run_due_wakeups, run_pending
@@ -16,29 +18,40 @@ log = logging.getLogger("cohorta.scheduler")
 
 
 class Scheduler:
+    """Two threads: membership upkeep (recomputes, wake-ups, window edges, safety nets) and deliveries of
+    distribution campaigns, so that a slow webhook receiver never delays a membership change."""
+
     def __init__(self, factory: sessionmaker[Session], clock: Clock, settings: Settings, index: SegmentIndex,
                  interval: float = 1.0) -> None:  # fmt: skip
         self.factory, self.clock, self.settings, self.interval = factory, clock, settings, interval
         self.index = index
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="cohorta-scheduler", daemon=True)
-        self._thread.start()
+        for name, work in (("cohorta-scheduler", self._membership), ("cohorta-deliveries", self._deliveries)):
+            thread = threading.Thread(target=self._loop, args=(work,), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        for thread in self._threads:
+            thread.join(timeout=30)
 
-    def _loop(self) -> None:
+    def _membership(self) -> None:
+        queue_window_edges(self.factory, self.clock)
+        queue_safety_net(self.factory, self.clock, self.settings)
+        run_pending(self.factory, self.clock, self.settings, self.index)
+        run_due_wakeups(self.factory, self.clock, self.settings, self.index)
+
+    def _deliveries(self) -> None:
+        run_due_distributions(self.factory, self.clock, self.settings)
+
+    def _loop(self, work: Callable[[], None]) -> None:
         while not self._stop.is_set():
             try:
-                queue_window_edges(self.factory, self.clock)
-                queue_safety_net(self.factory, self.clock, self.settings)
-                run_pending(self.factory, self.clock, self.settings, self.index)
-                run_due_wakeups(self.factory, self.clock, self.settings, self.index)
+                work()
             except Exception:
                 log.exception("scheduler pass failed")
             self._stop.wait(self.interval)

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from cohorta import rules
+from cohorta.access.service import Principal
 from cohorta.config import Settings
 from cohorta.customers.models import CustomerGroupAssignment
 from cohorta.customers.summary import chunked
@@ -127,7 +128,14 @@ def customer_segment_rows(session: Session, customer_id: int) -> list[dict[str, 
     """The segments a customer is a member of, with since when."""
     members, segments = table_of(SegmentMember), table_of(Segment)
     query = (
-        sa.select(segments.c.id, segments.c.name, segments.c.type, segments.c.customer_groups, members.c.since)
+        sa.select(
+            segments.c.id,
+            segments.c.name,
+            segments.c.type,
+            segments.c.team,
+            segments.c.customer_groups,
+            members.c.since,
+        )
         .join(members, members.c.segment_id == segments.c.id)
         .where(members.c.customer_id == customer_id)
         .order_by(segments.c.name)
@@ -184,8 +192,24 @@ def size_over_time(
     return points
 
 
-def groups_of(session: Session, customer_id: int) -> list[tuple[str, list[str]]]:
-    """A customer's groups, each once, with its origins: 'manual' and/or the segments that give it."""
+HIDDEN_ORIGIN = "another team's segment"
+
+
+def visible_changes(
+    session: Session, principal: Principal, changes: dict[str, tuple[int, int]]
+) -> dict[str, tuple[int, int]]:
+    """Membership changes restricted to the segments the principal may see."""
+    if principal.teams is None or not changes:
+        return changes
+    teams = dict(session.execute(sa.select(Segment.id, Segment.team).where(Segment.id.in_(sorted(changes)))).all())
+    return {segment_id: counts for segment_id, counts in changes.items() if principal.sees(teams.get(segment_id))}
+
+
+def groups_of(
+    session: Session, customer_id: int, principal: Principal | None = None
+) -> list[tuple[str, list[str]]]:
+    """A customer's groups, each once, with its origins: 'manual' and/or the segments that give it. A segment the
+    principal may not see is named only as 'another team's segment'."""
     origins: dict[str, list[str]] = defaultdict(list)
     manual = session.scalars(
         sa.select(CustomerGroupAssignment.group).where(CustomerGroupAssignment.customer_id == customer_id)
@@ -193,8 +217,10 @@ def groups_of(session: Session, customer_id: int) -> list[tuple[str, list[str]]]
     for group in manual:
         origins[group].append("manual")
     for row in customer_segment_rows(session, customer_id):
+        origin = row["id"] if principal is None or principal.sees(row["team"]) else HIDDEN_ORIGIN
         for group in row["customer_groups"] or []:
-            origins[group].append(row["id"])
+            if origin not in origins[group]:
+                origins[group].append(origin)
     return sorted(origins.items())
 
 

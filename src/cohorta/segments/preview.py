@@ -12,10 +12,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from cohorta import rules
+from cohorta.access.service import Principal, visible_to
 from cohorta.clock import Clock
 from cohorta.config import Settings
 from cohorta.customers.service import customer_id_for
-from cohorta.errors import FieldError, InvalidInput
+from cohorta.errors import FieldError, InvalidInput, UnknownReference
 from cohorta.evaluation import store
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.evaluation.snapshots import load_snapshots
@@ -58,8 +59,8 @@ def checked_rule(
             ]
         ) from None
     unknown = sorted(rules.segment_references(rule) - (known_segments or set()))
-    if unknown:
-        raise InvalidInput(
+    if unknown:  # a segment hidden from the caller is as unknown as one that never existed: 404 for both
+        raise UnknownReference(
             [FieldError((draft_root(draft),), f"unknown segment {ref!r}", "unknown_segment") for ref in unknown]
         )
     return rules.assign_ids(rule)
@@ -79,10 +80,10 @@ def context(draft: DraftRule, settings: Settings, clock: Clock, catalog: rules.C
     return rules.Context(as_of=as_of, timezone=zone, currency_exponent=settings.currency_exponent, catalog=catalog)
 
 
-def preview(session: Session, settings: Settings, clock: Clock, draft: PreviewIn) -> PreviewOut:
+def preview(session: Session, settings: Settings, clock: Clock, draft: PreviewIn, principal: Principal) -> PreviewOut:
     started = time.perf_counter()
     catalog = build_catalog(session)
-    rule = checked_rule(draft, settings, catalog, live_segment_ids(session))
+    rule = checked_rule(draft, settings, catalog, live_segment_ids(session, principal))
     ctx = context(draft, settings, clock, catalog)
     sql = store.matching_sql(session, rule, ctx)  # compiled once for the count and the sample
     count = store.count_matching(session, rule, ctx, sql=sql)
@@ -186,9 +187,9 @@ def _activity_rows(session: Session, activity: str) -> int:
     return int(session.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table}")).scalar_one())
 
 
-def explain_draft(session: Session, settings: Settings, clock: Clock, draft: Any) -> ExplainOut:
+def explain_draft(session: Session, settings: Settings, clock: Clock, draft: Any, principal: Principal) -> ExplainOut:
     catalog = build_catalog(session)
-    rule = checked_rule(draft, settings, catalog, live_segment_ids(session))
+    rule = checked_rule(draft, settings, catalog, live_segment_ids(session, principal))
     ctx = context(draft, settings, clock, catalog)
     return explain_rule(session, rule, ctx, draft.source_id)
 
@@ -209,9 +210,10 @@ def explain_rule(session: Session, rule: rules.Rule, ctx: rules.Context, source_
     )
 
 
-def live_segment_ids(session: Session) -> set[str]:
-    """Segments a rule may reference: every one not archived."""
+def live_segment_ids(session: Session, principal: Principal) -> set[str]:
+    """Segments a rule may reference: every one not archived, among those the caller may see."""
     query = sa.select(Segment.id).where(Segment.status != SegmentStatus.archived.value)
+    query = query.where(visible_to(Segment.team, principal))
     return set(session.scalars(query))
 
 

@@ -6,10 +6,11 @@ from datetime import date, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from cohorta import rules
-from cohorta.deps import ClockDep, PrincipalDep, ReadSessionDep, SessionDep, SettingsDep
+from cohorta.access.service import Principal
+from cohorta.deps import ClockDep, EditorDep, ReaderDep, ReadSessionDep, SessionDep, SettingsDep, in_sight
 from cohorta.errors import FieldError, InvalidInput
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.membership.service import size_over_time
@@ -30,51 +31,66 @@ from cohorta.segments.schemas import (
     SegmentPage,
     SegmentPatch,
     SizePoint,
+    UsageOut,
     VersionOut,
 )
 
-router = APIRouter(tags=["segments"])
+# A hidden segment does not exist: every /segments/{segment_id}/... answers 404 for it, first.
+router = APIRouter(tags=["segments"], dependencies=[Depends(in_sight("segment_id", service.get_segment))])
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Offset = Annotated[int, Query(ge=0)]
 
 
 @router.post("/segments/preview", response_model=PreviewOut)
-def preview_rule(body: PreviewIn, session: ReadSessionDep, settings: SettingsDep, clock: ClockDep) -> PreviewOut:
+def preview_rule(
+    body: PreviewIn, session: ReadSessionDep, settings: SettingsDep, clock: ClockDep, principal: ReaderDep
+) -> PreviewOut:
     """Evaluate a draft rule without saving anything: count, share, sample, drop-off per node, warnings."""
-    return preview.preview(session, settings, clock, body)
+    return preview.preview(session, settings, clock, body, principal)
 
 
 @router.post("/segments/explain", response_model=ExplainOut)
-def explain_draft(body: ExplainIn, session: ReadSessionDep, settings: SettingsDep, clock: ClockDep) -> ExplainOut:
+def explain_draft(
+    body: ExplainIn, session: ReadSessionDep, settings: SettingsDep, clock: ClockDep, principal: ReaderDep
+) -> ExplainOut:
     """Why a customer is in or out of a draft rule, node by node, with the values observed."""
-    return preview.explain_draft(session, settings, clock, body)
+    return preview.explain_draft(session, settings, clock, body, principal)
 
 
 @router.get("/segments", response_model=SegmentPage)
 def list_segments(
     session: SessionDep,
+    principal: ReaderDep,
     limit: Limit = 50,
     offset: Offset = 0,
     q: Annotated[str | None, Query(max_length=255, description="Name contains (case-insensitive)")] = None,
     status_: Annotated[Literal["active", "inactive", "archived"] | None, Query(alias="status")] = None,
     type_: Annotated[Literal["dynamic", "static", "external"] | None, Query(alias="type")] = None,
 ) -> SegmentPage:
-    items, total = service.list_segments(session, status=status_, type_=type_, q=q, limit=limit, offset=offset)
+    items, total = service.list_segments(
+        session, principal, status=status_, type_=type_, q=q, limit=limit, offset=offset
+    )
     return SegmentPage(items=[service.to_out(s) for s in items], total=total)
 
 
 @router.post("/segments", response_model=SegmentOut, status_code=status.HTTP_201_CREATED)
 def create_segment(
-    body: SegmentIn, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: PrincipalDep
+    body: SegmentIn, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: EditorDep
 ) -> SegmentOut:
-    segment = service.create_segment(session, settings, clock, body, principal.name)
+    segment = service.create_segment(session, settings, clock, body, principal)
     session.commit()
     return service.to_out(segment)
 
 
 @router.get("/segments/{segment_id}", response_model=SegmentOut)
-def get_segment(segment_id: str, session: SessionDep) -> SegmentOut:
-    return service.to_out(service.get_segment(session, segment_id))
+def get_segment(segment_id: str, session: SessionDep, principal: ReaderDep) -> SegmentOut:
+    return service.to_out(service.get_segment(session, segment_id, principal))
+
+
+@router.get("/segments/{segment_id}/usage", response_model=UsageOut)
+def usage(segment_id: str, session: SessionDep, principal: ReaderDep) -> UsageOut:
+    """Where the segment is used: campaigns, other segments' rules, webhooks, scheduled exports, sources."""
+    return service.usage(session, segment_id, principal)
 
 
 @router.patch("/segments/{segment_id}", response_model=SegmentOut)
@@ -84,49 +100,50 @@ def update_segment(
     session: SessionDep,
     settings: SettingsDep,
     clock: ClockDep,
-    principal: PrincipalDep,
+    principal: EditorDep,
 ) -> SegmentOut:
-    segment = service.update_segment(session, settings, clock, segment_id, body, principal.name)
+    segment = service.update_segment(session, settings, clock, segment_id, body, principal)
     session.commit()
     return service.to_out(segment)
 
 
 @router.delete("/segments/{segment_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_segment(segment_id: str, session: SessionDep) -> Response:
-    """Delete an inactive or archived segment and its history. Refused while another segment's rule uses it."""
-    service.delete_segment(session, segment_id)
+def delete_segment(segment_id: str, session: SessionDep, clock: ClockDep, principal: EditorDep) -> Response:
+    """Delete an inactive or archived segment and its history. Refused while another segment's rule or any campaign
+    uses it."""
+    service.delete_segment(session, clock, segment_id, principal)
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/segments/{segment_id}/activate", response_model=SegmentOut)
 def activate(
-    segment_id: str, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: PrincipalDep
+    segment_id: str, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: EditorDep
 ) -> SegmentOut:
-    segment = service.activate(session, settings, clock, segment_id, principal.name)
+    segment = service.activate(session, settings, clock, segment_id, principal)
     session.commit()
     return service.to_out(segment)
 
 
 @router.post("/segments/{segment_id}/deactivate", response_model=SegmentOut)
-def deactivate(segment_id: str, session: SessionDep, clock: ClockDep, principal: PrincipalDep) -> SegmentOut:
-    segment = service.deactivate(session, clock, segment_id, principal.name)
+def deactivate(segment_id: str, session: SessionDep, clock: ClockDep, principal: EditorDep) -> SegmentOut:
+    segment = service.deactivate(session, clock, segment_id, principal)
     session.commit()
     return service.to_out(segment)
 
 
 @router.post("/segments/{segment_id}/archive", response_model=SegmentOut)
-def archive(segment_id: str, session: SessionDep, clock: ClockDep, principal: PrincipalDep) -> SegmentOut:
+def archive(segment_id: str, session: SessionDep, clock: ClockDep, principal: EditorDep) -> SegmentOut:
     """Irreversible: removes every member; the definition and history stay."""
-    segment = service.archive(session, clock, segment_id, principal.name)
+    segment = service.archive(session, clock, segment_id, principal)
     session.commit()
     return service.to_out(segment)
 
 
 @router.post("/segments/{segment_id}/refresh", response_model=SegmentOut, status_code=status.HTTP_202_ACCEPTED)
-def refresh(segment_id: str, session: SessionDep, clock: ClockDep) -> SegmentOut:
+def refresh(segment_id: str, session: SessionDep, clock: ClockDep, principal: EditorDep) -> SegmentOut:
     """Queue a full recompute; its state, counts and error show on the segment."""
-    segment = service.request_refresh(session, clock, segment_id)
+    segment = service.request_refresh(session, clock, segment_id, principal)
     session.commit()
     return service.to_out(segment)
 
@@ -139,10 +156,10 @@ def versions(segment_id: str, session: SessionDep) -> list[VersionOut]:
 
 @router.post("/segments/{segment_id}/versions/{version}/restore", response_model=SegmentOut)
 def restore(
-    segment_id: str, version: int, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: PrincipalDep
+    segment_id: str, version: int, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: EditorDep
 ) -> SegmentOut:
     """Make the given version's name and rule current again, as a new version."""
-    segment = service.restore_version(session, settings, clock, segment_id, version, principal.name)
+    segment = service.restore_version(session, settings, clock, segment_id, version, principal)
     session.commit()
     return service.to_out(segment)
 
@@ -151,6 +168,7 @@ def restore(
 def members(
     segment_id: str,
     session: SessionDep,
+    principal: ReaderDep,
     settings: SettingsDep,
     clock: ClockDep,
     limit: Limit = 50,
@@ -161,49 +179,73 @@ def members(
     filter_: Annotated[str | None, Query(alias="filter", max_length=20_000, description="A rule in text form")] = None,
 ) -> MemberPage:
     return service.members_page(
-        session, settings, clock, segment_id, limit=limit, offset=offset, sort=sort, filter_text=filter_
+        session, settings, clock, segment_id, limit=limit, offset=offset, sort=sort, filter_text=filter_,
+        principal=principal,
     )
 
 
 def _list_change(
-    session: SessionDep, settings: SettingsDep, clock: ClockDep, segment_id: str, body: ListChange, mode: str
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    segment_id: str,
+    body: ListChange,
+    mode: str,
+    principal: Principal,
 ) -> ListChangeOut:
-    result = service.change_list(session, settings, clock, segment_id, body.customers, mode)
+    result = service.change_list(session, settings, clock, segment_id, body.customers, mode, principal)
     session.commit()
     return result
 
 
 @router.post("/segments/{segment_id}/members/add", response_model=ListChangeOut)
 def add_members(
-    segment_id: str, body: ListChange, session: SessionDep, settings: SettingsDep, clock: ClockDep
+    segment_id: str,
+    body: ListChange,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    principal: EditorDep,
 ) -> ListChangeOut:
     """Static and external segments: add customers (unknown ids are listed, not added)."""
-    return _list_change(session, settings, clock, segment_id, body, "add")
+    return _list_change(session, settings, clock, segment_id, body, "add", principal)
 
 
 @router.post("/segments/{segment_id}/members/remove", response_model=ListChangeOut)
 def remove_members(
-    segment_id: str, body: ListChange, session: SessionDep, settings: SettingsDep, clock: ClockDep
+    segment_id: str,
+    body: ListChange,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    principal: EditorDep,
 ) -> ListChangeOut:
-    return _list_change(session, settings, clock, segment_id, body, "remove")
+    return _list_change(session, settings, clock, segment_id, body, "remove", principal)
 
 
 @router.put("/segments/{segment_id}/members", response_model=ListChangeOut)
 def replace_members(
-    segment_id: str, body: ListChange, session: SessionDep, settings: SettingsDep, clock: ClockDep
+    segment_id: str,
+    body: ListChange,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    principal: EditorDep,
 ) -> ListChangeOut:
     """External segments: replace the whole member list."""
-    return _list_change(session, settings, clock, segment_id, body, "replace")
+    return _list_change(session, settings, clock, segment_id, body, "replace", principal)
 
 
 @router.get("/segments/{segment_id}/history", response_model=list[MembershipChangeOut])
-def history(segment_id: str, session: SessionDep, limit: Limit = 100, offset: Offset = 0) -> list[MembershipChangeOut]:
-    return service.segment_history(session, segment_id, limit, offset)
+def history(
+    segment_id: str, session: SessionDep, principal: ReaderDep, limit: Limit = 100, offset: Offset = 0
+) -> list[MembershipChangeOut]:
+    return service.segment_history(session, segment_id, limit, offset, principal)
 
 
 @router.get("/segments/{segment_id}/size", response_model=list[SizePoint])
 def size(
-    segment_id: str, session: SessionDep, settings: SettingsDep, clock: ClockDep,
+    segment_id: str, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: ReaderDep,
     start: Annotated[date | None, Query(alias="from", description="First local day (default: 30 days ago)")] = None,
     end: Annotated[date | None, Query(alias="to", description="Last local day (default: today)")] = None,
 ) -> list[SizePoint]:  # fmt: skip
@@ -214,7 +256,7 @@ def size(
     first = start or last - timedelta(days=30)
     if first > last or (last - first).days > 3660:
         raise InvalidInput([FieldError(("from",), "must be on or before 'to', at most ten years apart")])
-    segment = service.get_segment(session, segment_id)
+    segment = service.get_segment(session, segment_id, principal)
     return [SizePoint(day=d.isoformat(), members=m, entered=e, exited=x)
             for d, m, e, x in size_over_time(session, segment, first, last, zone)]  # fmt: skip
 
@@ -226,10 +268,11 @@ def explain_saved(
     session: SessionDep,
     settings: SettingsDep,
     clock: ClockDep,
+    principal: ReaderDep,
     as_of: Annotated[str | None, Query(description="ISO 8601 instant; default now")] = None,
 ) -> ExplainOut:
     """Why a customer is in or out of a saved dynamic segment, node by node."""
-    segment = service.get_segment(session, segment_id)
+    segment = service.get_segment(session, segment_id, principal)
     if segment.type != SegmentType.dynamic.value or segment.rule is None:
         from cohorta.errors import Conflict
 
@@ -242,12 +285,12 @@ def explain_saved(
 
 
 @router.get("/customers/{source_id}/segments", response_model=list[CustomerSegmentOut], tags=["customers"])
-def customer_segments(source_id: str, session: SessionDep) -> list[CustomerSegmentOut]:
-    return service.customer_segments(session, source_id)
+def customer_segments(source_id: str, session: SessionDep, principal: ReaderDep) -> list[CustomerSegmentOut]:
+    return service.customer_segments(session, source_id, principal)
 
 
 @router.get("/customers/{source_id}/segment-history", response_model=list[MembershipChangeOut], tags=["customers"])
 def customer_history(
-    source_id: str, session: SessionDep, limit: Limit = 100, offset: Offset = 0
+    source_id: str, session: SessionDep, principal: ReaderDep, limit: Limit = 100, offset: Offset = 0
 ) -> list[MembershipChangeOut]:
-    return service.customer_history(session, source_id, limit, offset)
+    return service.customer_history(session, source_id, limit, offset, principal)

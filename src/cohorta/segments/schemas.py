@@ -260,3 +260,23 @@ class MembershipChangeOut(BaseModel):
     cause: str
     version: int
     at: datetime
+
+
+class UsedBy(BaseModel):
+    type: Literal["campaign", "segment", "webhook", "export", "source"]
+    id: str
+    name: str
+    status: str
+    detail: str = Field(description="How it uses the segment, e.g. 'promotion, include'")
+
+
+class UsageOut(BaseModel):
+    """Every consumer of a segment. Webhook subscriptions, scheduled exports and sources arrive with their features;
+    the lists are part of the contract already."""
+
+    campaigns: list[UsedBy]
+    segments: list[UsedBy]
+    webhooks: list[UsedBy]
+    exports: list[UsedBy]
+    sources: list[UsedBy]
+    hidden: int = Field(description="Consumers in teams the caller cannot see (they still block deletion)")

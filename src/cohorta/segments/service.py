@@ -15,6 +15,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from cohorta import rules
+from cohorta.access.service import Principal, team_exists, visible_to
+from cohorta.audit import service as audit
+from cohorta.campaigns.models import Campaign, CampaignSegment, CampaignStatus
 from cohorta.clock import Clock
 from cohorta.config import Settings
 from cohorta.customers.models import Customer
@@ -53,6 +56,8 @@ from cohorta.segments.schemas import (
     SegmentIn,
     SegmentOut,
     SegmentPatch,
+    UsageOut,
+    UsedBy,
     VersionOut,
 )
 
@@ -74,11 +79,18 @@ def new_segment_id() -> str:
     return "seg_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
 
 
-def get_segment(session: Session, segment_id: str) -> Segment:
+def get_segment(session: Session, segment_id: str, principal: Principal | None = None) -> Segment:
+    """The segment; NotFound also when ``principal`` may not see its team (a hidden segment does not exist)."""
     segment = session.get(Segment, segment_id)
-    if segment is None:
+    if segment is None or (principal is not None and not principal.sees(segment.team)):
         raise NotFound(f"no segment {segment_id!r}")
     return segment
+
+
+def _check_team(session: Session, principal: Principal, team: str | None) -> None:
+    """A segment or campaign may be put only in a team that exists and that the caller belongs to."""
+    if team is not None and (not principal.sees(team) or not team_exists(session, team)):
+        raise InvalidInput([FieldError(("team",), f"unknown team {team!r}", "unknown_team")])
 
 
 def reference_graph(session: Session) -> dict[str, set[str]]:
@@ -93,10 +105,16 @@ def reference_graph(session: Session) -> dict[str, set[str]]:
 
 
 def _checked_definition(
-    session: Session, settings: Settings, segment_id: str, rule_json: dict[str, Any] | None, text: str | None
+    session: Session,
+    settings: Settings,
+    principal: Principal,
+    segment_id: str,
+    rule_json: dict[str, Any] | None,
+    text: str | None,
 ) -> rules.Rule:
     draft = DraftRule(rule=rule_json, text=text)
-    rule = checked_rule(draft, settings, build_catalog(session), live_segment_ids(session) - {segment_id})
+    known = live_segment_ids(session, principal) | {segment_id}  # a reference to itself is a cycle, reported below
+    rule = checked_rule(draft, settings, build_catalog(session), known)
     graph = reference_graph(session)
     graph[segment_id] = rules.segment_references(rule)
     cycle = rules.find_cycle(graph)
@@ -131,8 +149,11 @@ def _check_name_free(session: Session, name: str, segment_id: str | None) -> Non
         raise Conflict(f"the name {name!r} is already used by segment {taken}")
 
 
-def create_segment(session: Session, settings: Settings, clock: Clock, body: SegmentIn, actor: str | None) -> Segment:
-    now = clock.now()
+def create_segment(
+    session: Session, settings: Settings, clock: Clock, body: SegmentIn, principal: Principal
+) -> Segment:
+    now, actor = clock.now(), principal.name
+    _check_team(session, principal, body.team)
     _check_name_free(session, body.name, None)
     _check_window(body.starts_at, body.expires_at)
     _check_timezone(body.timezone)
@@ -161,7 +182,7 @@ def create_segment(session: Session, settings: Settings, clock: Clock, body: Seg
     has_rule = body.rule is not None or body.text is not None
     if body.type == SegmentType.external.value and body.customers is not None:
         raise InvalidInput([FieldError(("customers",), "set an external segment's members with PUT .../members")])
-    rule = _checked_definition(session, settings, segment.id, body.rule, body.text) if has_rule else None
+    rule = _checked_definition(session, settings, principal, segment.id, body.rule, body.text) if has_rule else None
     if rule is not None and body.type == SegmentType.dynamic.value:
         segment.rule, segment.rule_text = rules.node_to_json(rule), rules.to_text(rule)
     session.add(segment)
@@ -194,7 +215,14 @@ def create_segment(session: Session, settings: Settings, clock: Clock, body: Seg
     elif body.type == SegmentType.dynamic.value and body.status == SegmentStatus.active.value:
         jobs.queue(segment, now)
     session.flush()
+    audit.record(session, now, actor, "segment.create", "segment", segment.id, after=audit_view(segment))
     return segment
+
+
+def audit_view(segment: Segment) -> dict[str, Any]:
+    """What the audit trail keeps of a segment: its definition, not its ever-changing refresh state."""
+    out = to_out(segment).model_dump(mode="json", exclude={"refresh", "drift", "members"})
+    return out
 
 
 def _resolve_all(session: Session, source_ids: Sequence[str], loc: tuple[str | int, ...]) -> set[int]:
@@ -253,12 +281,15 @@ def _replace_list(session: Session, segment: Segment, ids: set[int], now: dateti
 
 
 def update_segment(
-    session: Session, settings: Settings, clock: Clock, segment_id: str, body: SegmentPatch, actor: str | None
+    session: Session, settings: Settings, clock: Clock, segment_id: str, body: SegmentPatch, principal: Principal
 ) -> Segment:
-    segment = get_segment(session, segment_id)
+    segment = get_segment(session, segment_id, principal)
     if segment.status == SegmentStatus.archived.value:
         raise Conflict("an archived segment cannot be edited")
-    now = clock.now()
+    now, actor = clock.now(), principal.name
+    before = audit_view(segment)
+    if "team" in body.model_fields_set:
+        _check_team(session, principal, body.team)
     sent = body.model_fields_set
     new_version = False
     if "name" in sent and body.name is not None and body.name != segment.name:
@@ -268,7 +299,7 @@ def update_segment(
     if body.rule is not None or body.text is not None:
         if segment.type != SegmentType.dynamic.value:
             raise InvalidInput([FieldError(("rule",), f"a {segment.type} segment has no rule")])
-        rule = _checked_definition(session, settings, segment.id, body.rule, body.text)
+        rule = _checked_definition(session, settings, principal, segment.id, body.rule, body.text)
         rule_json = rules.node_to_json(rule)
         if rule_json != segment.rule:
             segment.rule, segment.rule_text = rule_json, rules.to_text(rule)
@@ -296,6 +327,7 @@ def update_segment(
     segment.updated_at, segment.updated_by = now, actor
     _after_definition_change(session, settings, segment, now)
     session.flush()
+    audit.record(session, now, actor, "segment.update", "segment", segment.id, before=before, after=audit_view(segment))
     return segment
 
 
@@ -310,14 +342,14 @@ def _after_definition_change(session: Session, settings: Settings, segment: Segm
 
 
 def restore_version(
-    session: Session, settings: Settings, clock: Clock, segment_id: str, version: int, actor: str | None
+    session: Session, settings: Settings, clock: Clock, segment_id: str, version: int, principal: Principal
 ) -> Segment:
-    segment = get_segment(session, segment_id)
+    segment = get_segment(session, segment_id, principal)
     old = session.get(SegmentVersion, (segment_id, version))
     if old is None:
         raise NotFound(f"segment {segment_id} has no version {version}")
     patch = SegmentPatch(name=old.name, rule=old.rule) if old.rule is not None else SegmentPatch(name=old.name)
-    updated = update_segment(session, settings, clock, segment_id, patch, actor)
+    updated = update_segment(session, settings, clock, segment_id, patch, principal)
     latest = session.get(SegmentVersion, (segment_id, updated.version))
     if latest is not None and updated.version != version:
         latest.restored_from = version
@@ -373,49 +405,122 @@ def conditions_count(rule_json: dict[str, Any] | None) -> int:
 # --- lifecycle -----------------------------------------------------------------------------------------------
 
 
-def _refuse_if_used(session: Session, segment: Segment, action: str) -> None:
+def _refuse_if_used(session: Session, segment: Segment, action: str, principal: Principal) -> None:
+    """Deactivating, archiving or deleting a segment that an active campaign or an active segment's rule uses would
+    silently change who those target: refused, naming them. Deleting is also refused while any campaign names it
+    (its targeting is kept for reporting): archive it instead."""
+    reasons: list[str] = []
+
+    def named(items: Sequence[Any], describe: Any) -> str:
+        """The consumers the caller may see, by name; the others only counted (a hidden object is never named)."""
+        seen = [describe(item) for item in items if principal.sees(item.team)]
+        hidden = len(items) - len(seen)
+        return ", ".join(seen + ([f"{hidden} in teams you cannot see"] if hidden else []))
+
     users = jobs.dependents(session, segment.id)
+    if action == "delete":  # any segment whose rule names it, active or not
+        users = _referencing(session, segment.id)
     if users:
-        names = ", ".join(f"{s.name} ({s.id})" for s in users)
-        raise Conflict(f"cannot {action} segment {segment.id}: the rules of active segments use it: {names}")
+        kind = "segments" if action == "delete" else "active segments"
+        reasons.append(f"the rules of {kind} use it: " + named(users, lambda s: f"{s.name} ({s.id})"))
+    campaigns = _campaigns_using(session, segment.id)
+    blocking = [c for c in campaigns if action == "delete" or c.status == CampaignStatus.active.value]
+    if blocking:
+        kind = "campaigns" if action == "delete" else "active campaigns"
+        reasons.append(f"{kind} target it: " + named(blocking, lambda c: f"{c.name} ({c.id}, {c.status})"))
+    if reasons:
+        raise Conflict(f"cannot {action} segment {segment.id}: " + "; ".join(reasons))
 
 
-def activate(session: Session, settings: Settings, clock: Clock, segment_id: str, actor: str | None) -> Segment:
-    segment = get_segment(session, segment_id)
+def _referencing(session: Session, segment_id: str) -> list[Segment]:
+    """Segments (not archived) whose rule names this one in ``in_segment``."""
+    ids = [sid for sid, refs in reference_graph(session).items() if segment_id in refs and sid != segment_id]
+    return list(session.scalars(sa.select(Segment).where(Segment.id.in_(ids)).order_by(Segment.name)))
+
+
+def _campaigns_using(session: Session, segment_id: str) -> list[Any]:
+    query = (
+        sa.select(Campaign.id, Campaign.name, Campaign.status, Campaign.kind, Campaign.team, CampaignSegment.role)
+        .join(CampaignSegment, CampaignSegment.campaign_id == Campaign.id)
+        .where(CampaignSegment.segment_id == segment_id)
+        .order_by(Campaign.name, Campaign.id)
+    )
+    return list(session.execute(query).all())
+
+
+def usage(session: Session, segment_id: str, principal: Principal) -> UsageOut:
+    """Every consumer of the segment that the caller may see, and how many they may not."""
+    segment = get_segment(session, segment_id, principal)
+    campaigns = _campaigns_using(session, segment.id)
+    segments = _referencing(session, segment.id)
+    hidden = sum(not principal.sees(c.team) for c in campaigns) + sum(not principal.sees(s.team) for s in segments)
+    return UsageOut(
+        campaigns=[
+            UsedBy(type="campaign", id=c.id, name=c.name, status=c.status, detail=f"{c.kind}, {c.role}")
+            for c in campaigns
+            if principal.sees(c.team)
+        ],
+        segments=[
+            UsedBy(type="segment", id=s.id, name=s.name, status=s.status, detail="in_segment in its rule")
+            for s in segments
+            if principal.sees(s.team)
+        ],
+        webhooks=[],
+        exports=[],
+        sources=[],
+        hidden=hidden,
+    )
+
+
+def _status_audit(session: Session, now: datetime, principal: Principal, segment: Segment, before: str) -> None:
+    audit.record(
+        session, now, principal.name, f"segment.{_STATUS_ACTIONS[segment.status]}", "segment", segment.id,
+        before={"status": before}, after={"status": segment.status},
+    )  # fmt: skip
+
+
+_STATUS_ACTIONS = {"active": "activate", "inactive": "deactivate", "archived": "archive"}
+
+
+def activate(session: Session, settings: Settings, clock: Clock, segment_id: str, principal: Principal) -> Segment:
+    segment = get_segment(session, segment_id, principal)
     if segment.status == SegmentStatus.archived.value:
         raise Conflict("an archived segment cannot be reactivated: archiving is irreversible")
     if segment.status == SegmentStatus.active.value:
         return segment
+    before = segment.status
     segment.status = SegmentStatus.active.value
-    segment.updated_at, segment.updated_by = clock.now(), actor
+    segment.updated_at, segment.updated_by = clock.now(), principal.name
     _after_definition_change(session, settings, segment, clock.now())
+    _status_audit(session, clock.now(), principal, segment, before)
     return segment
 
 
-def deactivate(session: Session, clock: Clock, segment_id: str, actor: str | None) -> Segment:
+def deactivate(session: Session, clock: Clock, segment_id: str, principal: Principal) -> Segment:
     """Inactive: not maintained and not selectable by loyalty mechanisms; members stay as they were."""
-    segment = get_segment(session, segment_id)
+    segment = get_segment(session, segment_id, principal)
     if segment.status == SegmentStatus.archived.value:
         raise Conflict("an archived segment cannot change status")
     if segment.status == SegmentStatus.inactive.value:
         return segment
-    _refuse_if_used(session, segment, "deactivate")
+    _refuse_if_used(session, segment, "deactivate", principal)
     session.execute(sa.delete(SegmentWakeup).where(SegmentWakeup.segment_id == segment.id))
     segment.status = SegmentStatus.inactive.value
     if segment.refresh_state == RefreshState.queued.value:
         segment.refresh_state = RefreshState.idle.value
-    segment.updated_at, segment.updated_by = clock.now(), actor
+    segment.updated_at, segment.updated_by = clock.now(), principal.name
+    _status_audit(session, clock.now(), principal, segment, SegmentStatus.active.value)
     return segment
 
 
-def archive(session: Session, clock: Clock, segment_id: str, actor: str | None) -> Segment:
+def archive(session: Session, clock: Clock, segment_id: str, principal: Principal) -> Segment:
     """Irreversible: every member is removed; definition and history stay for reporting."""
-    segment = get_segment(session, segment_id)
+    segment = get_segment(session, segment_id, principal)
     if segment.status == SegmentStatus.archived.value:
         return segment
     if segment.status != SegmentStatus.inactive.value:
         raise Conflict("only an inactive segment can be archived: deactivate it first")
-    _refuse_if_used(session, segment, "archive")
+    _refuse_if_used(session, segment, "archive", principal)
     now = clock.now()
     current = member_ids(session, segment.id)
     apply_diff(session, segment, (), current, cause=ChangeCause.archive, now=now)
@@ -423,40 +528,46 @@ def archive(session: Session, clock: Clock, segment_id: str, actor: str | None) 
     segment.status = SegmentStatus.archived.value
     segment.archived_at = now
     segment.refresh_state = RefreshState.idle.value
-    segment.updated_at, segment.updated_by = now, actor
+    segment.updated_at, segment.updated_by = now, principal.name
+    _status_audit(session, now, principal, segment, SegmentStatus.inactive.value)
     return segment
 
 
-def request_refresh(session: Session, clock: Clock, segment_id: str) -> Segment:
-    segment = get_segment(session, segment_id)
+def request_refresh(session: Session, clock: Clock, segment_id: str, principal: Principal) -> Segment:
+    segment = get_segment(session, segment_id, principal)
     if segment.status != SegmentStatus.active.value:
         raise Conflict(f"only an active segment can be refreshed; this one is {segment.status}")
     jobs.queue(segment, clock.now(), "refresh")
     return segment
 
 
-def delete_segment(session: Session, segment_id: str) -> None:
-    segment = get_segment(session, segment_id)
+def delete_segment(session: Session, clock: Clock, segment_id: str, principal: Principal) -> None:
+    segment = get_segment(session, segment_id, principal)
+    before = audit_view(segment)
     if segment.status == SegmentStatus.active.value:
         raise Conflict("an active segment cannot be deleted: deactivate it first")
-    _refuse_if_used(session, segment, "delete")
-    referencing = [sid for sid, refs in reference_graph(session).items() if segment_id in refs and sid != segment_id]
-    if referencing:
-        raise Conflict(f"cannot delete segment {segment_id}: the rules of segments {', '.join(referencing)} use it")
+    _refuse_if_used(session, segment, "delete", principal)
     for model in (MembershipChange, SegmentMember, SegmentListEntry, SegmentVersion, SegmentWakeup):
         session.execute(sa.delete(model).where(model.segment_id == segment_id))
     session.delete(segment)
     session.flush()
+    audit.record(session, clock.now(), principal.name, "segment.delete", "segment", segment_id, before=before)
 
 
 # --- explicit lists ------------------------------------------------------------------------------------------
 
 
 def change_list(
-    session: Session, settings: Settings, clock: Clock, segment_id: str, source_ids: Sequence[str], mode: str
+    session: Session,
+    settings: Settings,
+    clock: Clock,
+    segment_id: str,
+    source_ids: Sequence[str],
+    mode: str,
+    principal: Principal,
 ) -> ListChangeOut:
     """``add``, ``remove`` or ``replace`` the explicit members of a static or external segment."""
-    segment = get_segment(session, segment_id)
+    segment = get_segment(session, segment_id, principal)
     if segment.type == SegmentType.dynamic.value:
         raise Conflict("a dynamic segment's members follow its rule; they cannot be set by hand")
     if segment.status == SegmentStatus.archived.value:
@@ -474,9 +585,14 @@ def change_list(
     recompute(session, segment, now, settings, cause)
     segment.updated_at = now
     unchanged = len(ids) - added if mode != "remove" else len(ids) - removed
-    return ListChangeOut(
+    result = ListChangeOut(
         added=added, removed=removed, unchanged=max(unchanged, 0), unknown=unknown, members=segment.member_count
     )
+    audit.record(
+        session, now, principal.name, f"segment.members.{mode}", "segment", segment.id,
+        after={"added": added, "removed": removed, "unknown": len(unknown), "members": segment.member_count},
+    )  # fmt: skip
+    return result
 
 
 # --- reads ---------------------------------------------------------------------------------------------------
@@ -523,9 +639,16 @@ def to_out(segment: Segment) -> SegmentOut:
 
 
 def list_segments(
-    session: Session, *, status: str | None, type_: str | None, q: str | None, limit: int, offset: int
+    session: Session,
+    principal: Principal,
+    *,
+    status: str | None,
+    type_: str | None,
+    q: str | None,
+    limit: int,
+    offset: int,
 ) -> tuple[list[Segment], int]:
-    query = sa.select(Segment)
+    query = sa.select(Segment).where(visible_to(Segment.team, principal))
     if status:
         query = query.where(Segment.status == status)
     if type_:
@@ -547,8 +670,9 @@ def members_page(
     offset: int,
     sort: str,
     filter_text: str | None,
+    principal: Principal,
 ) -> MemberPage:
-    get_segment(session, segment_id)
+    get_segment(session, segment_id, principal)
     descending = sort.startswith("-")
     key = sort.lstrip("-")
     if key not in MEMBER_SORTS:
@@ -560,7 +684,7 @@ def members_page(
     )
     if filter_text:
         catalog = build_catalog(session)
-        rule = checked_rule(DraftRule(text=filter_text), settings, catalog, live_segment_ids(session))
+        rule = checked_rule(DraftRule(text=filter_text), settings, catalog, live_segment_ids(session, principal))
         ctx = rules.Context(
             as_of=clock.now(), timezone=settings.timezone, currency_exponent=settings.currency_exponent, catalog=catalog
         )
@@ -601,13 +725,19 @@ def _scalar(session: Session, expr: Any) -> Any:
     return store.run_sql(session, store.to_sql(session, expr)).scalar_one()
 
 
-def customer_segments(session: Session, source_id: str) -> list[CustomerSegmentOut]:
+def customer_segments(session: Session, source_id: str, principal: Principal) -> list[CustomerSegmentOut]:
     customer_id = customer_id_for(session, source_id)
-    return [CustomerSegmentOut(**row) for row in customer_segment_rows(session, customer_id)]
+    return [
+        CustomerSegmentOut(**{k: v for k, v in row.items() if k != "team"})
+        for row in customer_segment_rows(session, customer_id)
+        if principal.sees(row["team"])
+    ]
 
 
-def segment_history(session: Session, segment_id: str, limit: int, offset: int) -> list[MembershipChangeOut]:
-    get_segment(session, segment_id)
+def segment_history(
+    session: Session, segment_id: str, limit: int, offset: int, principal: Principal
+) -> list[MembershipChangeOut]:
+    get_segment(session, segment_id, principal)
     history, customers = table_of(MembershipChange), table_of(Customer)
     query = (
         sa.select(history, customers.c.source_id)
@@ -620,12 +750,15 @@ def segment_history(session: Session, segment_id: str, limit: int, offset: int) 
     return [_change_out(row._mapping) for row in session.execute(query)]
 
 
-def customer_history(session: Session, source_id: str, limit: int, offset: int) -> list[MembershipChangeOut]:
+def customer_history(
+    session: Session, source_id: str, limit: int, offset: int, principal: Principal
+) -> list[MembershipChangeOut]:
     customer_id = customer_id_for(session, source_id)
     history = table_of(MembershipChange)
+    seen = sa.select(Segment.id).where(visible_to(Segment.team, principal))
     query = (
         sa.select(history)
-        .where(history.c.customer_id == customer_id)
+        .where(history.c.customer_id == customer_id, history.c.segment_id.in_(seen))
         .order_by(history.c.occurred_at.desc(), history.c.id.desc())
         .limit(limit)
         .offset(offset)

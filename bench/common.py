@@ -1,7 +1,9 @@
-"""Helpers shared by the benchmarks: a real server on a loopback port, a throwaway database, result tables."""
+"""Helpers shared by the benchmarks: a real server on a loopback port, a throwaway database, an HTTP load generator,
+result tables."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -10,7 +12,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -50,8 +54,11 @@ def database(kind: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def server(database_url: str) -> Iterator[httpx.Client]:
-    """``cohorta serve`` in its own process on a free loopback port; yields an authenticated client."""
+def server(database_url: str, workers: int | None = None) -> Iterator[httpx.Client]:
+    """``cohorta serve`` in its own process on a free loopback port; yields an authenticated client.
+
+    ``workers``: passed on as ``cohorta serve --workers N`` when given (None: the option is left out).
+    """
     port = free_port()
     env = {
         **os.environ,
@@ -59,8 +66,11 @@ def server(database_url: str) -> Iterator[httpx.Client]:
         "COHORTA_ADMIN_TOKEN": TOKEN,
         "COHORTA_LOG_LEVEL": "warning",
     }
+    command = [sys.executable, "-m", "cohorta.cli", "serve", "--port", str(port)]
+    if workers is not None:
+        command += ["--workers", str(workers)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "cohorta.cli", "serve", "--port", str(port)],
+        command,
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -92,3 +102,161 @@ def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# HTTP load generator
+
+
+@dataclass
+class Hammered:
+    """What :func:`hammer` measured."""
+
+    requests: int  # answered requests (any status) plus failures (failed connection attempts included)
+    errors: int  # non-2xx answers plus failures
+    seconds: float  # wall time from the first request sent to the last answer read
+    latencies_ms: list[float]  # one per answered request, send to last body byte
+    statuses: Counter[int]  # answers by status code
+    failures: Counter[str] = field(default_factory=Counter)  # requests without a usable answer, by reason
+    client_cpu_s: float = 0.0  # this process's CPU time (time.process_time) over the run, connecting included
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def client_cpu_ms_per_request(self) -> float:
+        return 1000 * self.client_cpu_s / self.requests if self.requests else float("nan")
+
+
+class _BadResponse(Exception):
+    """An answer the generator cannot read on (no Content-Length, chunked, not HTTP/1.x): the connection is dropped."""
+
+
+def _request_bytes(path: str, host: str, port: int, headers: Mapping[str, str]) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """One response from ``reader``: its status and whether the server keeps the connection open."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1."):
+        raise _BadResponse("not HTTP/1.x")
+    status = int(head[9:12])
+    lower = head.lower()
+    if b"\r\ntransfer-encoding:" in lower:
+        raise _BadResponse("chunked")  # uvicorn sends Content-Length for these routes; anything else is a surprise
+    at = lower.find(b"\r\ncontent-length:")
+    if at >= 0:
+        length = int(lower[at + 17 : lower.index(b"\r\n", at + 2)])
+    elif status < 200 or status in (204, 304):
+        length = 0
+    else:
+        raise _BadResponse("no content-length")
+    if length:
+        await reader.readexactly(length)
+    return status, b"\r\nconnection: close\r\n" not in lower
+
+
+async def _hammer(
+    host: str, port: int, requests: list[bytes], concurrency: int, duration: float, timeout: float
+) -> Hammered:
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    statuses: Counter[int] = Counter()
+    failures: Counter[str] = Counter()
+    count = len(requests)
+    turn = 0  # the next request to send, over all connections (one thread: no lock needed)
+    in_flight = [False] * concurrency
+    stop_at = loop.time() + duration
+    clock = time.perf_counter
+
+    async def connection(k: int) -> None:
+        nonlocal turn
+        writer: asyncio.StreamWriter | None = None
+        try:
+            while loop.time() < stop_at:
+                if writer is None:
+                    try:
+                        reader, writer = await asyncio.open_connection(host, port)
+                    except OSError as exc:
+                        failures[f"connect: {type(exc).__name__}"] += 1
+                        await asyncio.sleep(0.05)
+                        continue
+                request = requests[turn % count]
+                turn += 1
+                in_flight[k] = True
+                started = clock()
+                try:
+                    writer.write(request)
+                    status, keep_alive = await _read_response(reader)
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+                    failures[type(exc).__name__] += 1
+                    keep_alive = False
+                except _BadResponse as exc:
+                    failures[str(exc)] += 1
+                    keep_alive = False
+                else:
+                    latencies.append((clock() - started) * 1000)
+                    statuses[status] += 1
+                in_flight[k] = False
+                if not keep_alive:
+                    writer.close()
+                    writer = None
+        finally:
+            if writer is not None:
+                writer.close()
+
+    started = clock()
+    tasks = [asyncio.create_task(connection(k)) for k in range(concurrency)]
+    _, pending = await asyncio.wait(tasks, timeout=duration + timeout)
+    for task in pending:  # stuck on an answer that did not come
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    elapsed = clock() - started
+    failures["timeout"] += sum(in_flight)
+    for task in tasks:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            raise exc  # a bug in the generator, not a failed request
+    errors = sum(n for status, n in statuses.items() if not 200 <= status < 300) + sum(failures.values())
+    return Hammered(len(latencies) + sum(failures.values()), errors, elapsed, latencies, statuses, +failures)
+
+
+def hammer(
+    port: int,
+    paths: Sequence[str],
+    headers: Mapping[str, str],
+    concurrency: int,
+    duration: float,
+    *,
+    host: str = "127.0.0.1",
+    timeout: float = 30.0,
+) -> Hammered:
+    """Closed-loop HTTP/1.1 GET load on ``host:port`` for ``duration`` seconds; returns what it measured.
+
+    A light load generator on plain asyncio streams (httpx's AsyncClient spends ~3 ms of client CPU per request,
+    which on a small machine caps the load below what the server can take). ``concurrency`` keep-alive connections
+    each send one request, read its answer and send the next until ``duration`` has passed (requests in flight then
+    are finished and counted); no pipelining. The requests are built once, before the clock starts: ``GET path``
+    with ``Host`` and ``headers`` (e.g. ``Authorization``), taking ``paths`` in turn over all connections.
+
+    An answer is read as its status line and headers, then exactly Content-Length bytes of body; one without
+    Content-Length (chunked, or close-delimited) cannot be read on and is counted as a failure and its connection is
+    reopened, as are connection errors, and answers the server marks ``Connection: close``. Non-2xx answers and
+    failures are errors; a request still unanswered ``timeout`` seconds after ``duration`` is a failure ("timeout").
+    Latency: from writing the request to reading the last byte of the body, for answered requests.
+
+    ``client_cpu_s`` is this process's CPU time (``time.process_time``, all its threads) over the run, so
+    ``client_cpu_ms_per_request`` is the generator's own cost only when nothing else in this process is busy.
+    Meant for loopback benchmarks: no TLS, no redirects, no proxies; the default event loop.
+    """
+    if not paths:
+        raise ValueError("no paths")
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    requests = [_request_bytes(path, host, port, headers) for path in paths]
+    cpu_before = time.process_time()
+    result = asyncio.run(_hammer(host, port, requests, concurrency, duration, timeout))
+    result.client_cpu_s = time.process_time() - cpu_before
+    return result

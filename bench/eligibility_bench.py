@@ -3,7 +3,7 @@
 Targets (the issue): median under 1 ms in process, and at least 1,000 requests per second over HTTP on loopback.
 
 Usage: python -m bench.eligibility_bench [--customers 100000] [--requests 2000] [--concurrency 16] [--duration 10]
-       [--rebuild] [--no-http]
+       [--workers-list 1,2] [--rebuild] [--no-http]
 
 Copies the cached demo database (``bench.rules_bench`` builds it into ``$COHORTA_BENCH_CACHE``, default
 /tmp/cohorta-bench), creates through the API (admin token) three active dynamic segments (by country, by total spent
@@ -14,9 +14,11 @@ viewer role. Then:
 a. In process, for ``--requests`` random (campaign, customer) pairs: ``campaigns.service.eligibility`` with a fresh
    Session per call (as a request has), and the same request through FastAPI's TestClient (auth, routing, response
    model; the TestClient's own transport is included too), with the admin token and with the viewer API token.
-b. Over HTTP: ``cohorta serve`` (one process, scheduler on, as deployed) on a loopback port, driven for
-   ``--duration`` seconds by ``--concurrency`` keep-alive connections from httpx's AsyncClient in this process,
-   once with the admin token (no DB lookup) and once with the viewer API token (looked up by its hash).
+b. Over HTTP: ``cohorta serve`` (scheduler on, as deployed; once per ``--workers-list`` entry, with
+   ``--workers N`` for N > 1, when ``cohorta serve`` has that option) on a loopback port, driven for ``--duration``
+   seconds by ``--concurrency`` keep-alive connections from ``bench.common.hammer`` (a light asyncio-streams load
+   generator) in this process, once with the admin token (no DB lookup) and once with the viewer API token (looked
+   up by its hash).
 
 The load generator runs on the same machine as the server and competes with it for the CPUs; the HTTP table shows
 the CPU time each side spent per request, so the server's own cost can be read apart from the generator's.
@@ -25,11 +27,12 @@ the CPU time each side spent per request, so the server's own cost can be read a
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import random
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -37,12 +40,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 from fastapi.testclient import TestClient
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import TOKEN, console, server
+from bench.common import ROOT, TOKEN, console, hammer, server
 from cohorta import db
 from cohorta.access.service import system_principal
 from cohorta.app import create_app
@@ -80,13 +82,15 @@ class Load:
     """One HTTP load run."""
 
     label: str
+    workers: int  # server worker processes
     requests: int
     errors: int
     seconds: float
     latencies_ms: list[float]
     statuses: Counter[int]
+    failures: Counter[str]  # requests without a usable answer, by reason (see bench.common.hammer)
     client_cpu_s: float
-    server_cpu_s: float | None
+    server_cpu_s: float | None  # the server's process tree (its workers included)
     machine_busy_s: float | None = None  # every CPU's non-idle time over the run (all processes)
 
     @property
@@ -214,15 +218,39 @@ def in_process(setup: Setup, requests: int) -> tuple[dict[str, list[float]], Cou
 # Over HTTP
 
 
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (Linux /proc), those that still exist."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                todo += [int(child) for child in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    return out
+
+
 def _process_cpu_s(pid: int | None) -> float | None:
-    """User + system CPU seconds a process has used so far (Linux /proc), None when unknown."""
+    """User + system CPU seconds a process and its descendants (the server's workers) have used so far (Linux
+    /proc), None when unknown."""
     if pid is None:
         return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for member in _process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            if member == pid:
+                return None
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _machine_busy_s() -> float | None:
@@ -245,47 +273,28 @@ def _server_pid() -> int | None:
     return children[0] if len(children) == 1 else None
 
 
-async def _drive(base: str, token: str, paths: list[str], concurrency: int, duration: float) -> Load:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    headers = {"Authorization": f"Bearer {token}"}
-    latencies: list[float] = []
-    statuses: Counter[int] = Counter()
-    errors = 0
-    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=30) as client:
-        stop_at = time.perf_counter() + duration
-
-        async def worker(k: int) -> None:
-            nonlocal errors
-            i = k
-            while time.perf_counter() < stop_at:
-                path = paths[i % len(paths)]
-                i += concurrency
-                started = time.perf_counter()
-                try:
-                    response = await client.get(path)
-                    statuses[response.status_code] += 1
-                    if response.status_code != 200:
-                        errors += 1
-                except httpx.HTTPError:
-                    errors += 1
-                    statuses[0] += 1
-                latencies.append((time.perf_counter() - started) * 1000)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(k) for k in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return Load("", len(latencies), errors, elapsed, latencies, statuses, 0.0, None)
+def serve_has_workers_option() -> bool:
+    """Whether ``cohorta serve`` takes ``--workers`` (asked through its ``--help``)."""
+    help_text = subprocess.run(
+        [sys.executable, "-m", "cohorta.cli", "serve", "--help"], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"},
+    ).stdout  # fmt: skip
+    return "--workers" in help_text
 
 
 def http_load(
-    base: str, label: str, token: str, paths: list[str], concurrency: int, duration: float, pid: int | None
-) -> Load:
-    asyncio.run(_drive(base, token, paths, concurrency, min(2.0, duration / 4)))  # warm-up, not counted
-    server_before, client_before, machine_before = _process_cpu_s(pid), time.process_time(), _machine_busy_s()
-    load = asyncio.run(_drive(base, token, paths, concurrency, duration))
+    port: int, label: str, token: str, paths: list[str], concurrency: int, duration: float, pid: int | None,
+    workers: int = 1,
+) -> Load:  # fmt: skip
+    headers = {"Authorization": f"Bearer {token}"}
+    hammer(port, paths, headers, concurrency, min(2.0, duration / 4))  # warm-up, not counted
+    server_before, machine_before = _process_cpu_s(pid), _machine_busy_s()
+    got = hammer(port, paths, headers, concurrency, duration)
     server_after, machine_after = _process_cpu_s(pid), _machine_busy_s()
-    load.label = label
-    load.client_cpu_s = time.process_time() - client_before
+    load = Load(
+        label, workers, got.requests, got.errors, got.seconds, got.latencies_ms, got.statuses, got.failures,
+        got.client_cpu_s, None,
+    )  # fmt: skip
     if server_before is not None and server_after is not None:
         load.server_cpu_s = server_after - server_before
     if machine_before is not None and machine_after is not None:
@@ -302,8 +311,14 @@ class Results:
     load_average: dict[str, tuple[float, float, float]]
 
 
-def run(demo_db: Path, *, requests: int, concurrency: int, duration: float, http: bool = True) -> Results:
-    """The whole benchmark on a copy of ``demo_db`` (a demo database; the copy is removed afterwards)."""
+def run(
+    demo_db: Path, *, requests: int, concurrency: int, duration: float, http: bool = True,
+    workers: tuple[int, ...] = (1,),
+) -> Results:  # fmt: skip
+    """The whole benchmark on a copy of ``demo_db`` (a demo database; the copy is removed afterwards).
+
+    ``workers``: the HTTP rows are measured once per entry, ``cohorta serve --workers N`` (N > 1 needs that option).
+    """
     load_average: dict[str, tuple[float, float, float]] = {"start": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="cohorta-eligibility-") as folder:
         url = f"sqlite:///{folder}/eligibility.db"
@@ -319,12 +334,15 @@ def run(demo_db: Path, *, requests: int, concurrency: int, duration: float, http
         loads: list[Load] = []
         if http:
             paths = [path_of(c, s) for c, s in pairs(setup, max(requests, 1000))]
-            with server(url) as client:
-                base = str(client.base_url).rstrip("/")
-                pid = _server_pid()
-                load_average["http"] = os.getloadavg()
-                for label, token in (("admin token", TOKEN), ("viewer API token", setup.viewer_token)):
-                    loads.append(http_load(base, label, token, paths, concurrency, duration, pid))
+            for count in workers:
+                with server(url, workers=None if count == 1 else count) as client:
+                    port = client.base_url.port
+                    if port is None:
+                        raise RuntimeError(f"no port in {client.base_url}")
+                    pid = _server_pid()
+                    load_average[f"http, {count} worker{'s' if count > 1 else ''}"] = os.getloadavg()
+                    for label, token in (("admin token", TOKEN), ("viewer API token", setup.viewer_token)):
+                        loads.append(http_load(port, label, token, paths, concurrency, duration, pid, count))
         load_average["end"] = os.getloadavg()
     return Results(setup, measured, answers, loads, load_average)
 
@@ -368,7 +386,8 @@ def http_rows(results: Results, concurrency: int) -> list[list[str]]:
         per_cpu = f"{load.requests / load.server_cpu_s:,.0f}" if load.server_cpu_s else "n/a"
         other = f"{load.other_cpu_s / load.seconds:.2f}" if load.other_cpu_s is not None else "n/a"
         rows.append([
-            load.label, str(concurrency), f"{load.seconds:.1f}", f"{load.requests:,}", f"{load.rps:,.0f}",
+            load.label, str(load.workers), str(concurrency), f"{load.seconds:.1f}", f"{load.requests:,}",
+            f"{load.rps:,.0f}",
             f"{statistics.median(load.latencies_ms):.2f}" if load.latencies_ms else "-",
             f"{percentile(load.latencies_ms, 99):.2f}" if load.latencies_ms else "-",
             f"{load.errors:,}", server_ms, per_cpu, f"{load.client_cpu_s * per_request:.2f}", other,
@@ -383,7 +402,9 @@ def iter_rows(results: Results, concurrency: int) -> Iterator[list[str]]:
     yield from http_rows(results, concurrency)
 
 
-def report(results: Results, customers: int, concurrency: int, build_s: float | None) -> None:
+def report(
+    results: Results, customers: int, concurrency: int, build_s: float | None, notes: list[str] | None = None
+) -> None:
     setup = results.setup
     cpus = os.cpu_count() or 0
     built = f"built in {build_s:.0f} s" if build_s is not None else "cached"
@@ -405,22 +426,30 @@ def report(results: Results, customers: int, concurrency: int, build_s: float | 
     )
     if results.http:
         print_table(
-            f"Eligibility over HTTP on loopback (cohorta serve, 1 process; httpx AsyncClient; "
+            f"Eligibility over HTTP on loopback (cohorta serve; load from bench.common.hammer, asyncio streams; "
             f"target >= {HTTP_TARGET_RPS:,.0f} req/s)",
-            ["token", "concurrency", "seconds", "requests", "req/s", "median ms", "p99 ms", "errors",
+            ["token", "workers", "concurrency", "seconds", "requests", "req/s", "median ms", "p99 ms", "errors",
              "server CPU ms/req", "req per server CPU-s", "client CPU ms/req",
              "other procs, CPUs", ">= 1,000 req/s"],
             http_rows(results, concurrency),
         )  # fmt: skip
-        odd = {load.label: dict(load.statuses) for load in results.http if set(load.statuses) - {200}}
+        odd = {
+            f"{load.label}, {load.workers} worker(s)": {**dict(load.statuses), **dict(load.failures)}
+            for load in results.http
+            if set(load.statuses) - {200} or load.failures
+        }
         if odd:
-            console.print(f"[red]Non-200 answers by status (0: transport error):[/] {odd}")
+            console.print(f"[red]Non-200 answers by status, and failures by reason:[/] {odd}")
         console.print(
-            f"Note: this machine has {cpus} CPUs and the load generator (this process, httpx) runs on it beside the "
-            "server, competing for them: req/s is a lower bound for the server alone. 'req per server CPU-s' "
-            "(1000 / server CPU ms per request) estimates what the one server process could answer with a CPU to "
-            "itself. 'other procs, CPUs': CPUs' worth of time that other processes on the machine took meanwhile."
+            f"Note: this machine has {cpus} CPUs and the load generator (this process, bench.common.hammer) runs on "
+            "it beside the server, competing for them: req/s is a lower bound for the server alone. 'server CPU' "
+            "sums the server's processes (its workers included); 'req per server CPU-s' (1000 / server CPU ms per "
+            "request) estimates what the server could answer with one CPU to itself. 'client CPU': the load "
+            "generator's own time. 'other procs, CPUs': CPUs' worth of time that other processes on the machine "
+            "took meanwhile."
         )
+    for note in notes or []:
+        console.print(f"Note: {note}")
 
 
 def main() -> None:
@@ -431,13 +460,27 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2_000, help="In-process calls per path")
     parser.add_argument("--concurrency", type=int, default=16, help="Concurrent HTTP connections")
     parser.add_argument("--duration", type=float, default=10.0, help="Seconds of HTTP load per token")
+    parser.add_argument(
+        "--workers-list", default="1,2", help="Server worker processes to measure the HTTP rows with (comma-separated)"
+    )
     parser.add_argument("--rebuild", action="store_true", help="Rebuild the cached demo database")
     parser.add_argument("--no-http", action="store_true", help="Only the in-process measurements")
     args = parser.parse_args()
+    try:
+        workers = tuple(dict.fromkeys(int(n) for n in args.workers_list.split(",") if n.strip()))
+    except ValueError:
+        workers = ()
+    if not workers or min(workers) < 1:
+        parser.error("--workers-list: positive integers, comma-separated")
+    notes = []
+    if not args.no_http and max(workers) > 1 and not serve_has_workers_option():
+        skipped = ", ".join(str(n) for n in workers if n > 1)
+        notes.append(f"cohorta serve has no --workers option: measured with 1 worker only (asked for {skipped} too)")
+        workers = (1,)
     path, build_s = demo_database(args.customers, rebuild=args.rebuild)
     results = run(path, requests=args.requests, concurrency=args.concurrency, duration=args.duration,
-                  http=not args.no_http)  # fmt: skip
-    report(results, args.customers, args.concurrency, build_s)
+                  http=not args.no_http, workers=workers)  # fmt: skip
+    report(results, args.customers, args.concurrency, build_s, notes)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 #   bash bench/run.sh                 # all, at the default sizes
 #   bash bench/run.sh ingest          # one of: ingest, demo, rules, eligibility
 #   CUSTOMERS=1000000 bash bench/run.sh demo
-#   CONCURRENCY=32 DURATION=20 bash bench/run.sh eligibility
+#   CONCURRENCY=32 DURATION=20 WORKERS_LIST=1,2,4 bash bench/run.sh eligibility
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -20,5 +20,5 @@ if [ "$what" = all ] || [ "$what" = rules ]; then
 fi
 if [ "$what" = all ] || [ "$what" = eligibility ]; then
   $PY -m bench.eligibility_bench --customers "${CUSTOMERS:-100000}" --requests "${REQUESTS:-2000}" \
-    --concurrency "${CONCURRENCY:-16}" --duration "${DURATION:-10}"
+    --concurrency "${CONCURRENCY:-16}" --duration "${DURATION:-10}" --workers-list "${WORKERS_LIST:-1,2}"
 fi

@@ -21,6 +21,7 @@ from cohorta import db
 from cohorta.app import create_app
 from cohorta.clock import FrozenClock
 from cohorta.config import Settings
+from tests.support import Receiver
 
 ADMIN_TOKEN = "test-admin-token"
 POSTGRES_URL = os.environ.get("COHORTA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -108,3 +109,13 @@ def client(store: sa.Engine, clock: FrozenClock, settings: Settings) -> Iterator
     app = create_app(settings, clock=clock, engine=store)
     with TestClient(app, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on a loopback port (tests/support.py)."""
+    server = Receiver()
+    yield server
+    server.server.shutdown()
+
+

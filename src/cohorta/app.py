@@ -16,6 +16,7 @@ from cohorta import __version__, problems
 from cohorta.access.router import public_router as login_router
 from cohorta.access.router import router as access_router
 from cohorta.audit.router import router as audit_router
+from cohorta.campaigns.router import eligibility_router
 from cohorta.campaigns.router import router as campaigns_router
 from cohorta.clock import Clock, SystemClock
 from cohorta.config import Settings, get_settings
@@ -27,6 +28,7 @@ from cohorta.evaluation.store import warm_up
 from cohorta.membership.live import SegmentIndex
 from cohorta.membership.scheduler import Scheduler
 from cohorta.segments.router import router as segments_router
+from cohorta.webhooks.router import router as webhooks_router
 
 API_PREFIX = "/api/v1"
 
@@ -86,7 +88,10 @@ def create_app(
     app.include_router(public)
     app.include_router(login_router, prefix=API_PREFIX)
     # Everything else needs a caller with at least the read permission; routes that write ask for more.
-    for router in (access_router, customers_router, rules_router, segments_router, campaigns_router, audit_router):
+    for router in (
+        access_router, customers_router, rules_router, segments_router, campaigns_router, eligibility_router,
+        webhooks_router, audit_router,
+    ):  # fmt: skip
         app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(reader)])
 
     @app.get("/", include_in_schema=False)

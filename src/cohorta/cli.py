@@ -92,6 +92,7 @@ def _is_empty(engine: sa.Engine) -> bool:
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes (each with its scheduler)")] = 1,
 ) -> None:
     """Migrate the database and serve the API, its docs and the web UI."""
     import uvicorn
@@ -101,12 +102,17 @@ def serve(
     settings = get_settings()
     engine = _engine(settings)
     db.upgrade(engine)
+    bind_host, bind_port = host or settings.host, port or settings.port
+    if workers == 1:
+        uvicorn.run(create_app(settings, engine=engine), host=bind_host, port=bind_port, log_level=settings.log_level)
+        return
+    engine.dispose()
+    # Several processes: each builds its app from the same environment. Their schedulers share the work safely
+    # (recomputes lock the segment they change; a scheduled delivery is claimed by exactly one).
     uvicorn.run(
-        create_app(settings, engine=engine),
-        host=host or settings.host,
-        port=port or settings.port,
+        "cohorta.app:create_app", factory=True, workers=workers, host=bind_host, port=bind_port,
         log_level=settings.log_level,
-    )
+    )  # fmt: skip
 
 
 @app.command()

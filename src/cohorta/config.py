@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     webhook_max_attempts: int = Field(default=3, ge=1, le=10)
     webhook_backoff_seconds: float = Field(default=1.0, ge=0, description="First retry delay; doubles each time")
+    # Webhook subscriptions (membership notifications): retried from the outbox, with backoff up to an hour.
+    webhook_retry_base_seconds: float = Field(default=10.0, ge=0, description="First outbox retry after this")
+    webhook_max_retries: int = Field(default=12, ge=1, le=50, description="Attempts before an event is given up")
 
     scheduler: bool = Field(default=True, description="Run recompute jobs in a thread of the server process")
     default_sync_period_seconds: int = Field(default=86_400, ge=60, description="Safety-net recompute period")

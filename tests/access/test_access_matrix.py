@@ -111,6 +111,12 @@ EXPECTED: dict[tuple[str, str], tuple[str, str | None]] = {
     ("POST", "/api/v1/campaigns/{campaign_id}/deliveries"): (WRITE, "campaign"),
     ("GET", "/api/v1/campaigns/{campaign_id}/deliveries"): (READ, "campaign"),
     ("GET", "/api/v1/audit"): (ADMIN, None),
+    ("GET", "/api/v1/webhooks"): (ADMIN, None),
+    ("POST", "/api/v1/webhooks"): (ADMIN, None),
+    ("GET", "/api/v1/webhooks/{subscription_id}"): (ADMIN, None),
+    ("PATCH", "/api/v1/webhooks/{subscription_id}"): (ADMIN, None),
+    ("DELETE", "/api/v1/webhooks/{subscription_id}"): (ADMIN, None),
+    ("GET", "/api/v1/webhooks/{subscription_id}/deliveries"): (ADMIN, None),
 }
 
 PASSWORD_HASH = hash_password("matrix-password")  # once: argon2 is slow on purpose
@@ -181,7 +187,7 @@ def build_world(store: sa.Engine, clock: FrozenClock) -> World:
         session.commit()
     params = {
         "segment_id": segment["id"], "campaign_id": campaign["id"], "source_id": "c1", "user_id": str(victim_id),
-        "team_id": "alpha", "token_id": token["id"], "version": "1", "name": "tier",
+        "team_id": "alpha", "token_id": token["id"], "version": "1", "name": "tier", "subscription_id": "whk_none",
     }  # fmt: skip
     return World(app=app, params=params, callers=callers)
 

@@ -37,8 +37,10 @@ def test_eligibility_bench_produces_rows(demo: Path) -> None:
     assert all(len(ms) == REQUESTS for ms in results.in_process.values())
     assert [load.label for load in results.http] == ["admin token", "viewer API token"]
     for load in results.http:
-        assert load.requests > 0
-        assert load.errors == 0, load.statuses
+        assert load.workers == 1
+        assert load.requests > 0 and len(load.latencies_ms) == load.requests
+        assert load.errors == 0, (load.statuses, load.failures)
+        assert load.client_cpu_s > 0 and load.server_cpu_s is not None and load.server_cpu_s > 0
     rows = list(eligibility_bench.iter_rows(results, CONCURRENCY))
     assert len(rows) == 5
-    assert all(len(row) == 7 for row in rows[:3]) and all(len(row) == 13 for row in rows[3:])
+    assert all(len(row) == 7 for row in rows[:3]) and all(len(row) == 14 for row in rows[3:])

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,47 +17,9 @@ from cohorta.campaigns.distribution import run_due_distributions
 from cohorta.clock import FrozenClock
 from cohorta.config import Settings
 from tests.conftest import ADMIN_TOKEN
-from tests.support import run_jobs
+from tests.support import Receiver, run_jobs
 
 SECRET = "a-long-shared-secret"
-
-
-class Receiver:
-    """A webhook receiver: records what it gets; can fail the first N requests, always refuse, or be slow."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.fail_first = 0
-        self.status = 200
-        self.delay = 0.0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                time.sleep(receiver.delay)
-                receiver.requests.append({"headers": dict(self.headers), "body": body})
-                failing = receiver.fail_first > 0
-                receiver.fail_first -= 1
-                self.send_response(503 if failing else receiver.status)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def payloads(self) -> list[dict[str, Any]]:
-        return [json.loads(r["body"]) for r in self.requests]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.server.shutdown()
 
 
 @pytest.fixture
@@ -116,11 +73,7 @@ def test_webhook_gets_signed_batches_of_the_audience(api: TestClient, receiver: 
     assert [p["batch"] for p in payloads] == list(range(1, batches + 1))
     assert {p["total"] for p in payloads} == {len(audience)} and {p["batches"] for p in payloads} == {batches}
     assert [c for p in payloads for c in p["customers"]] == audience
-    for request in receiver.requests:
-        stamp, _, digest = request["headers"]["X-Cohorta-Signature"].partition(",v1=")
-        timestamp = stamp.removeprefix("t=")
-        expected = hmac.new(SECRET.encode(), f"{timestamp}.".encode() + request["body"], hashlib.sha256).hexdigest()
-        assert hmac.compare_digest(digest, expected)
+    assert receiver.verify(SECRET) and not receiver.verify("another secret")
     listed = api.get(f"/api/v1/campaigns/{created['id']}/deliveries").json()
     assert [d["id"] for d in listed] == [report.json()["id"]]
 
@@ -191,10 +144,7 @@ def test_the_webhook_secret_is_write_only_and_kept(api: TestClient, receiver: Re
                       "url": receiver.url + "?v=2", "batch_size": 2}})  # fmt: skip
     assert moved.status_code == 200 and moved.json()["distribution"]["has_secret"] is True
     api.post(f"/api/v1/campaigns/{created['id']}/deliveries")
-    request = receiver.requests[0]
-    timestamp, _, digest = request["headers"]["X-Cohorta-Signature"].removeprefix("t=").partition(",v1=")
-    expected = hmac.new(SECRET.encode(), f"{timestamp}.".encode() + request["body"], hashlib.sha256).hexdigest()
-    assert digest == expected
+    assert receiver.requests and receiver.verify(SECRET)
     assert SECRET not in str(api.get(f"/api/v1/campaigns/{created['id']}").json())
     assert SECRET not in str(api.get("/api/v1/audit").json())
     lost = api.patch(f"/api/v1/campaigns/{created['id']}", json={"distribution": None})

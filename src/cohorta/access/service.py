@@ -114,8 +114,14 @@ def authenticate(
     *,
     authorization: str | None,
     session_cookie: str | None,
+    touches: list[sa.Update] | None = None,
 ) -> Principal:
-    """The caller from a bearer token (admin token or API token) or, failing that, a browser session cookie."""
+    """The caller from a bearer token (admin token or API token) or, failing that, a browser session cookie.
+
+    Bookkeeping writes (a token's last use, a session's sliding expiry) are appended to ``touches`` for the caller to
+    run apart, off the request's path; without it they run at once in a short transaction of their own.
+    """
+    pending: list[sa.Update] = [] if touches is None else touches
     if authorization:
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
@@ -123,23 +129,37 @@ def authenticate(
             raise Unauthorized("the Authorization header must be 'Bearer <token>'")
         if settings.admin_token and secrets.compare_digest(token.encode(), settings.admin_token.encode()):
             return system_principal("admin-token")
-        return _token_principal(session, now, token)
-    if session_cookie:
-        return _session_principal(session, now, settings, session_cookie)
-    raise Unauthorized("not authenticated: send 'Authorization: Bearer <token>' or log in at /api/v1/auth/login")
+        principal = _token_principal(session, now, token, pending)
+    elif session_cookie:
+        principal = _session_principal(session, now, settings, session_cookie, pending)
+    else:
+        raise Unauthorized("not authenticated: send 'Authorization: Bearer <token>' or log in at /api/v1/auth/login")
+    if touches is None:
+        for statement in pending:
+            write_apart(session.get_bind(), statement)
+    return principal
 
 
-def _token_principal(session: Session, now: datetime, token: str) -> Principal:
-    row = session.scalars(sa.select(ApiToken).where(ApiToken.token_hash == digest(token))).one_or_none()
+# Built once: every request with an API token runs it, and a prepared statement skips SQLAlchemy's per-call build.
+_TOKEN_BY_DIGEST = sa.select(
+    ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.team_id, ApiToken.expires_at, ApiToken.revoked_at,
+    ApiToken.last_used_at,
+).where(ApiToken.token_hash == sa.bindparam("digest"))  # fmt: skip
+
+
+def _token_principal(session: Session, now: datetime, token: str, touches: list[sa.Update]) -> Principal:
+    row = session.execute(_TOKEN_BY_DIGEST, {"digest": digest(token)}).one_or_none()
     if row is None or row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
         raise Unauthorized("invalid, revoked or expired token")
     if row.last_used_at is None or now - row.last_used_at >= TOUCH_INTERVAL:
-        _write_apart(session, sa.update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
+        touches.append(sa.update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
     teams = frozenset({row.team_id}) if row.team_id else None
     return Principal(name=f"token:{row.name}", role=Role(row.role), teams=teams, token_id=row.id)
 
 
-def _session_principal(session: Session, now: datetime, settings: Settings, cookie: str) -> Principal:
+def _session_principal(
+    session: Session, now: datetime, settings: Settings, cookie: str, touches: list[sa.Update]
+) -> Principal:
     row = session.get(WebSession, digest(cookie))
     if row is None or row.expires_at <= now:
         raise Unauthorized("the session has ended: log in again")
@@ -148,8 +168,7 @@ def _session_principal(session: Session, now: datetime, settings: Settings, cook
         raise Unauthorized("the account is disabled")
     if now - row.last_seen_at >= TOUCH_INTERVAL:
         ttl = timedelta(seconds=settings.session_ttl_seconds)
-        _write_apart(
-            session,
+        touches.append(
             sa.update(WebSession)
             .where(WebSession.id_hash == row.id_hash)
             .values(last_seen_at=now, expires_at=now + ttl),
@@ -163,9 +182,8 @@ def _session_principal(session: Session, now: datetime, settings: Settings, cook
     )
 
 
-def _write_apart(session: Session, statement: sa.Update) -> None:
+def write_apart(engine: Any, statement: sa.Update) -> None:
     """Bookkeeping (last used, session expiry) in its own short transaction, so a read request stays a read."""
-    engine = session.get_bind()
     assert isinstance(engine, sa.Engine)
     with engine.begin() as connection:
         connection.execute(statement)

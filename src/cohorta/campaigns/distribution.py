@@ -3,15 +3,12 @@
 A delivery reads the audience in a read-only session, sends it with no database transaction open for writing, then
 records its report in a short transaction of its own: a slow receiver never holds SQLite's write lock.
 
-Webhook requests are JSON batches signed like Stripe's: ``X-Cohorta-Signature: t=<unix time>,v1=<hex>`` where the
-hex is HMAC-SHA256(secret, "<unix time>." + body). Receivers recompute it and refuse stale timestamps.
+Webhook requests are JSON batches, signed as ``cohorta.outbound`` describes.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import hmac
 import io
 import json
 import logging
@@ -34,15 +31,9 @@ from cohorta.campaigns.service import audience_query, get_campaign
 from cohorta.clock import Clock
 from cohorta.config import Settings
 from cohorta.errors import Conflict
+from cohorta.outbound import Attempt, post_signed
 
 log = logging.getLogger("cohorta.distribution")
-RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
-SIGNATURE_HEADER = "X-Cohorta-Signature"
-
-
-def signature(secret: str, timestamp: int, body: bytes) -> str:
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
 
 
 class DeliveryFailed(Exception):
@@ -91,28 +82,19 @@ def _post_with_retries(
     config: dict[str, Any], settings: Settings, clock: Clock, delivery_key: str, body: bytes, report: _Report,
     client: httpx.Client,
 ) -> None:  # fmt: skip
-    last_error = ""
-    for attempt in range(settings.webhook_max_attempts):
-        if attempt:
-            time.sleep(settings.webhook_backoff_seconds * 2 ** (attempt - 1))
+    attempt: Attempt | None = None
+    for number in range(settings.webhook_max_attempts):
+        if number:
+            time.sleep(settings.webhook_backoff_seconds * 2 ** (number - 1))
         report.attempts += 1
-        timestamp = int(clock.now().timestamp())
-        headers = {
-            "Content-Type": "application/json",
-            "X-Cohorta-Delivery": delivery_key,
-            SIGNATURE_HEADER: signature(config["secret"], timestamp, body),
-        }
-        try:
-            response = client.post(config["url"], content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            last_error = f"{type(exc).__name__}: {exc}"
-            continue
-        if response.is_success:
+        attempt = post_signed(client, config["url"], config["secret"], body, delivery_key=delivery_key,
+                              timestamp=int(clock.now().timestamp()))  # fmt: skip
+        if attempt.ok:
             return
-        last_error = f"the receiver answered {response.status_code}"
-        if response.status_code not in RETRYABLE:
+        if not attempt.retryable:
             break
-    raise DeliveryFailed(f"{last_error} (after {report.attempts} attempts in all)")
+    error = attempt.error if attempt else "no attempt made"
+    raise DeliveryFailed(f"{error} (after {report.attempts} attempts in all)")
 
 
 def _write_file(session: Session, campaign: Campaign, config: dict[str, Any], settings: Settings, now: datetime,

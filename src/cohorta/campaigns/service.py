@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import string
 from collections.abc import Iterable, Sequence
@@ -389,14 +390,59 @@ def decide(target: Targeting, standing: Standing, names: dict[str, str]) -> Elig
     return answer(False, "not in any included segment or group", [])
 
 
-def eligibility(session: Session, principal: Principal, campaign_id: str, source_id: str) -> EligibilityOut:
-    target = load_targeting(session, principal, [campaign_id]).get(campaign_id)
-    if target is None:
+# Everything one eligibility answer needs, in one statement: the campaign, its segments (with names and teams), the
+# customer's memberships (with the groups those segments give) and hand-assigned groups. One round trip and one
+# cached text statement instead of six ORM queries: the answer must come in well under a millisecond.
+_ONE_PAIR = sa.text(
+    """
+    SELECT 'campaign' AS kind, c.id AS ref, c.status AS status, c.team AS team,
+           CAST(c.included_groups AS TEXT) AS info, CAST(c.excluded_groups AS TEXT) AS extra
+      FROM campaigns c WHERE c.id = :campaign
+    UNION ALL
+    SELECT 'target', cs.segment_id, cs.role, s.team, s.name, CAST(cs.position AS TEXT)
+      FROM campaign_segments cs JOIN segments s ON s.id = cs.segment_id WHERE cs.campaign_id = :campaign
+    UNION ALL
+    SELECT 'member', sm.segment_id, NULL, NULL, CAST(s.customer_groups AS TEXT), NULL
+      FROM customers cu JOIN segment_members sm ON sm.customer_id = cu.id JOIN segments s ON s.id = sm.segment_id
+     WHERE cu.source_id = :source
+    UNION ALL
+    SELECT 'group', g."group", NULL, NULL, NULL, NULL
+      FROM customers cu JOIN customer_group_assignments g ON g.customer_id = cu.id WHERE cu.source_id = :source
+    UNION ALL
+    SELECT 'customer', NULL, NULL, NULL, NULL, NULL FROM customers cu WHERE cu.source_id = :source
+    """
+)
+
+
+def eligibility(
+    session: Session | sa.Connection, principal: Principal, campaign_id: str, source_id: str
+) -> EligibilityOut:
+    """One customer x one campaign (the same decision as ``check_many``, loaded in one statement)."""
+    rows = session.execute(_ONE_PAIR, {"campaign": campaign_id, "source": source_id}).all()
+    campaign = next((r for r in rows if r.kind == "campaign"), None)
+    if campaign is None or not principal.sees(campaign.team):
         raise NotFound(f"no campaign {campaign_id!r}")
-    standing = load_standings(session, [source_id]).get(source_id)
-    if standing is None:
+    if not any(r.kind == "customer" for r in rows):
         raise NotFound(f"no customer with source_id {source_id!r}")
-    return decide(target, standing, segment_names(session, principal, [target]))
+    chosen = sorted((r for r in rows if r.kind == "target"), key=lambda r: int(r.extra))
+    target = Targeting(
+        id=campaign.ref,
+        status=campaign.status,
+        included=tuple(r.ref for r in chosen if r.status == TargetRole.include.value),
+        excluded=tuple(r.ref for r in chosen if r.status == TargetRole.exclude.value),
+        included_groups=frozenset(json.loads(campaign.info or "[]")),
+        excluded_groups=frozenset(json.loads(campaign.extra or "[]")),
+    )
+    standing = Standing(source_id=source_id)
+    for row in rows:
+        if row.kind == "member":
+            standing.segments.add(row.ref)
+            for group in json.loads(row.info or "[]"):
+                standing.groups.setdefault(group, row.ref)
+        elif row.kind == "group":
+            standing.groups[row.ref] = "manual"
+    names = {r.ref: r.info if principal.sees(r.team) else HIDDEN for r in chosen}
+    return decide(target, standing, names)
 
 
 def check_many(

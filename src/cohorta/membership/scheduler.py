@@ -13,13 +13,14 @@ from cohorta.clock import Clock
 from cohorta.config import Settings
 from cohorta.membership.jobs import queue_safety_net, queue_window_edges, run_due_wakeups, run_pending
 from cohorta.membership.live import SegmentIndex
+from cohorta.webhooks.service import dispatch
 
 log = logging.getLogger("cohorta.scheduler")
 
 
 class Scheduler:
-    """Two threads: membership upkeep (recomputes, wake-ups, window edges, safety nets) and deliveries of
-    distribution campaigns, so that a slow webhook receiver never delays a membership change."""
+    """Two threads: membership upkeep (recomputes, wake-ups, window edges, safety nets) and deliveries (webhook
+    outbox, distribution campaigns), so that a slow receiver never delays a membership change."""
 
     def __init__(self, factory: sessionmaker[Session], clock: Clock, settings: Settings, index: SegmentIndex,
                  interval: float = 1.0) -> None:  # fmt: skip
@@ -46,6 +47,7 @@ class Scheduler:
         run_due_wakeups(self.factory, self.clock, self.settings, self.index)
 
     def _deliveries(self) -> None:
+        dispatch(self.factory, self.clock, self.settings)
         run_due_distributions(self.factory, self.clock, self.settings)
 
     def _loop(self, work: Callable[[], None]) -> None:

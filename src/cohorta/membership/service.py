@@ -30,6 +30,7 @@ from cohorta.segments.models import (
     SegmentStatus,
     SegmentType,
 )
+from cohorta.webhooks.service import enqueue_membership
 
 
 def member_ids(session: Session, segment_id: str) -> set[int]:
@@ -108,6 +109,7 @@ def apply_diff(
         ],
     )
     segment.member_count = (segment.member_count or 0) + len(entering) - len(exiting)
+    enqueue_membership(session, segment, entering, exiting, cause.value, now)  # same transaction: the outbox
     return len(entering), len(exiting)
 
 

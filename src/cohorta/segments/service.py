@@ -60,6 +60,7 @@ from cohorta.segments.schemas import (
     UsedBy,
     VersionOut,
 )
+from cohorta.webhooks.service import enqueue_status, subscriptions_naming
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 LEAF_KINDS = (rules.Condition, rules.Activity, rules.InSegment, rules.Sample)
@@ -428,6 +429,8 @@ def _refuse_if_used(session: Session, segment: Segment, action: str, principal: 
     if blocking:
         kind = "campaigns" if action == "delete" else "active campaigns"
         reasons.append(f"{kind} target it: " + named(blocking, lambda c: f"{c.name} ({c.id}, {c.status})"))
+    if action == "delete" and (hooks := subscriptions_naming(session, segment.id)):
+        reasons.append("webhook subscriptions name it: " + ", ".join(h.id for h in hooks))
     if reasons:
         raise Conflict(f"cannot {action} segment {segment.id}: " + "; ".join(reasons))
 
@@ -465,7 +468,11 @@ def usage(session: Session, segment_id: str, principal: Principal) -> UsageOut:
             for s in segments
             if principal.sees(s.team)
         ],
-        webhooks=[],
+        webhooks=[
+            UsedBy(type="webhook", id=h.id, name=h.url, status="active" if h.active else "inactive",
+                   detail=", ".join(h.event_types))
+            for h in subscriptions_naming(session, segment.id)
+        ],
         exports=[],
         sources=[],
         hidden=hidden,
@@ -473,6 +480,8 @@ def usage(session: Session, segment_id: str, principal: Principal) -> UsageOut:
 
 
 def _status_audit(session: Session, now: datetime, principal: Principal, segment: Segment, before: str) -> None:
+    """Audit a status change and notify the webhook subscribers (both in the change's transaction)."""
+    enqueue_status(session, segment, before, principal.name, now)
     audit.record(
         session, now, principal.name, f"segment.{_STATUS_ACTIONS[segment.status]}", "segment", segment.id,
         before={"status": before}, after={"status": segment.status},

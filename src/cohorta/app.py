@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from cohorta import __version__, problems
 from cohorta.access.router import public_router as login_router
 from cohorta.access.router import router as access_router
+from cohorta.access.service import TokenCache
 from cohorta.audit.router import router as audit_router
 from cohorta.campaigns.router import eligibility_router
 from cohorta.campaigns.router import router as campaigns_router
@@ -72,6 +73,7 @@ def create_app(
     app.state.engine = engine
     app.state.session_factory = session_factory
     app.state.segment_index = segment_index
+    app.state.token_cache = TokenCache(settings.token_cache_seconds)
     problems.install(app)
     app.add_middleware(problems.BodySizeLimit, max_bytes=settings.max_request_bytes)
 

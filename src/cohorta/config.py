@@ -28,6 +28,9 @@ class Settings(BaseSettings):
 
     # Browser sessions and logins; see docs/access.md.
     session_ttl_seconds: int = Field(default=12 * 3600, ge=60, description="Idle time after which a session ends")
+    token_cache_seconds: float = Field(
+        default=5.0, ge=0, description="How long a process keeps an API token it looked up (0: look up every time)"
+    )
     secure_cookies: bool = Field(default=False, description="Mark the session cookie Secure (serve over HTTPS)")
     login_window_seconds: int = Field(default=900, ge=1, description="Window over which failed logins count")
     login_max_failures_per_account: int = Field(default=5, ge=1)

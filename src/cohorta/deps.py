@@ -90,6 +90,7 @@ async def get_principal(
             authorization=request.headers.get("authorization"),
             session_cookie=request.cookies.get(SESSION_COOKIE),
             touches=touches,
+            token_cache=request.app.state.token_cache,
         )
     engine = request.app.state.engine
     for statement in touches:

@@ -331,3 +331,18 @@ def test_changes_are_audited_with_who_when_before_and_after(app: FastAPI, root: 
     ]
     users = root.get("/api/v1/audit", params={"object_type": "user"}).json()["items"]
     assert users[0]["action"] == "user.create" and "password" not in str(users[0]["after"])
+
+
+def test_a_revoked_token_stops_in_other_processes_within_the_cache_period(
+    app: FastAPI, root: TestClient, store: sa.Engine, clock: FrozenClock
+) -> None:
+    secret = root.post("/api/v1/tokens", json={"name": "etl", "role": "viewer"}).json()["token"]
+    other_process = create_app(app.state.settings, clock=clock, engine=store)  # its own token cache
+    machine = TestClient(other_process, headers={"Authorization": f"Bearer {secret}"})
+    assert machine.get("/api/v1/segments").status_code == 200
+    token_id = root.get("/api/v1/tokens").json()[0]["id"]
+    root.delete(f"/api/v1/tokens/{token_id}")
+    assert TestClient(app, headers={"Authorization": f"Bearer {secret}"}).get("/api/v1/segments").status_code == 401
+    assert machine.get("/api/v1/segments").status_code == 200  # still cached over there (5 s by default)
+    clock.advance(timedelta(seconds=6))
+    assert machine.get("/api/v1/segments").status_code == 401

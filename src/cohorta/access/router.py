@@ -176,8 +176,12 @@ def create_token(body: TokenIn, session: SessionDep, clock: ClockDep, principal:
 
 
 @router.delete("/tokens/{token_id}", response_model=TokenOut)
-def revoke_token(token_id: str, session: SessionDep, clock: ClockDep, principal: AdminDep) -> TokenOut:
-    """Revoke: the token stops working at once; the record stays for the audit trail."""
+def revoke_token(
+    token_id: str, request: Request, session: SessionDep, clock: ClockDep, principal: AdminDep
+) -> TokenOut:
+    """Revoke: the token stops working at once in this process, and within COHORTA_TOKEN_CACHE_SECONDS in others;
+    the record stays for the audit trail."""
     out = service.revoke_token(session, clock.now(), principal, token_id)
     session.commit()
+    request.app.state.token_cache.clear()
     return out

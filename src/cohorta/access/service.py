@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -115,6 +116,7 @@ def authenticate(
     authorization: str | None,
     session_cookie: str | None,
     touches: list[sa.Update] | None = None,
+    token_cache: TokenCache | None = None,
 ) -> Principal:
     """The caller from a bearer token (admin token or API token) or, failing that, a browser session cookie.
 
@@ -129,7 +131,7 @@ def authenticate(
             raise Unauthorized("the Authorization header must be 'Bearer <token>'")
         if settings.admin_token and secrets.compare_digest(token.encode(), settings.admin_token.encode()):
             return system_principal("admin-token")
-        principal = _token_principal(session, now, token, pending)
+        principal = _token_principal(session, now, token, pending, token_cache)
     elif session_cookie:
         principal = _session_principal(session, now, settings, session_cookie, pending)
     else:
@@ -147,12 +149,63 @@ _TOKEN_BY_DIGEST = sa.select(
 ).where(ApiToken.token_hash == sa.bindparam("digest"))  # fmt: skip
 
 
-def _token_principal(session: Session, now: datetime, token: str, touches: list[sa.Update]) -> Principal:
-    row = session.execute(_TOKEN_BY_DIGEST, {"digest": digest(token)}).one_or_none()
+class TokenCache:
+    """API tokens found recently, by digest, kept ``ttl_seconds``: a machine calling many times a second pays the
+    lookup once per period. The price: a token revoked in another process keeps working there up to ``ttl_seconds``
+    (the process that revokes it forgets it at once). Expiry is checked on every request. Unknown tokens are never
+    kept."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl_seconds: float) -> None:
+        self.ttl = ttl_seconds
+        self._rows: dict[str, tuple[datetime, Any]] = {}
+        self._used: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, now: datetime) -> Any | None:
+        entry = self._rows.get(key)
+        if entry is None or (now - entry[0]).total_seconds() > self.ttl:
+            return None
+        return entry[1]
+
+    def put(self, key: str, row: Any, now: datetime) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if len(self._rows) >= self.MAX_ENTRIES:
+                self._rows.clear()
+                self._used.clear()
+            self._rows[key] = (now, row)
+
+    def last_used(self, key: str, stored: datetime | None) -> datetime | None:
+        return self._used.get(key, stored)
+
+    def used(self, key: str, at: datetime) -> None:
+        self._used[key] = at
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rows.clear()
+            self._used.clear()
+
+
+def _token_principal(
+    session: Session, now: datetime, token: str, touches: list[sa.Update], cache: TokenCache | None
+) -> Principal:
+    key = digest(token)
+    row = cache.get(key, now) if cache else None
+    if row is None:
+        row = session.execute(_TOKEN_BY_DIGEST, {"digest": key}).one_or_none()
+        if row is not None and cache is not None:
+            cache.put(key, row, now)
     if row is None or row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
         raise Unauthorized("invalid, revoked or expired token")
-    if row.last_used_at is None or now - row.last_used_at >= TOUCH_INTERVAL:
+    last_used = cache.last_used(key, row.last_used_at) if cache else row.last_used_at
+    if last_used is None or now - last_used >= TOUCH_INTERVAL:
         touches.append(sa.update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
+        if cache is not None:
+            cache.used(key, now)
     teams = frozenset({row.team_id}) if row.team_id else None
     return Principal(name=f"token:{row.name}", role=Role(row.role), teams=teams, token_id=row.id)
 

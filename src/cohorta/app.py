@@ -26,6 +26,7 @@ from cohorta.db import create_db_engine, make_session_factory
 from cohorta.deps import reader
 from cohorta.evaluation.router import router as rules_router
 from cohorta.evaluation.store import warm_up
+from cohorta.exports.router import router as exports_router
 from cohorta.membership.live import SegmentIndex
 from cohorta.membership.scheduler import Scheduler
 from cohorta.segments.router import router as segments_router
@@ -91,7 +92,8 @@ def create_app(
     app.include_router(login_router, prefix=API_PREFIX)
     # Everything else needs a caller with at least the read permission; routes that write ask for more.
     for router in (
-        access_router, customers_router, rules_router, segments_router, campaigns_router, eligibility_router,
+        access_router, customers_router, rules_router, segments_router, exports_router, campaigns_router,
+        eligibility_router,
         webhooks_router, audit_router,
     ):  # fmt: skip
         app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(reader)])

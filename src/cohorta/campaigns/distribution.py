@@ -31,6 +31,7 @@ from cohorta.campaigns.service import audience_query, get_campaign
 from cohorta.clock import Clock
 from cohorta.config import Settings
 from cohorta.errors import Conflict
+from cohorta.exports.service import csv_safe
 from cohorta.outbound import Attempt, post_signed
 
 log = logging.getLogger("cohorta.distribution")
@@ -111,7 +112,7 @@ def _write_file(session: Session, campaign: Campaign, config: dict[str, Any], se
             if extension == "csv":
                 buffer = io.StringIO()
                 writer = csv.writer(buffer)
-                writer.writerows([_csv_safe(source_id)] for source_id in chunk)
+                writer.writerows([csv_safe(source_id)] for source_id in chunk)
                 handle.write(buffer.getvalue())
             else:
                 handle.writelines(json.dumps({"source_id": source_id}) + "\n" for source_id in chunk)
@@ -121,11 +122,6 @@ def _write_file(session: Session, campaign: Campaign, config: dict[str, Any], se
     report.attempts = 1
     report.bytes = path.stat().st_size
     report.destination = str(path)
-
-
-def _csv_safe(value: str) -> str:
-    """A spreadsheet would execute a cell starting with = + - @ tab or CR: prefix it with a quote."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 def deliver(

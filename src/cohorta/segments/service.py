@@ -20,9 +20,10 @@ from cohorta.audit import service as audit
 from cohorta.campaigns.models import Campaign, CampaignSegment, CampaignStatus
 from cohorta.clock import Clock
 from cohorta.config import Settings
-from cohorta.customers.models import Customer
-from cohorta.customers.service import customer_id_for
+from cohorta.customers.models import Customer, ValueType
+from cohorta.customers.service import attribute_definitions, customer_id_for
 from cohorta.customers.summary import chunked
+from cohorta.customers.values import column_for
 from cohorta.db import InValues, as_instant, insert_rows, table_of
 from cohorta.errors import Conflict, FieldError, InvalidInput, NotFound
 from cohorta.evaluation import store
@@ -669,23 +670,32 @@ def list_segments(
     return list(items), total
 
 
-def members_page(
+MEMBER_COLUMNS = (
+    "source_id", "first_name", "last_name", "email", "phone", "city", "country", "loyalty_member", "created_at",
+    "order_count", "total_spent_minor", "average_order_value_minor", "last_order_at", "points_balance",
+)  # fmt: skip
+MAX_EXPORT_ATTRIBUTES = 50
+
+
+def member_table(
     session: Session,
     settings: Settings,
     clock: Clock,
     segment_id: str,
-    *,
-    limit: int,
-    offset: int,
-    sort: str,
-    filter_text: str | None,
     principal: Principal,
-) -> MemberPage:
+    *,
+    filter_text: str | None = None,
+    attributes: Sequence[str] = (),
+) -> Any:
+    """The members of a segment as an Ibis table: profile, summary, ``since``, and the chosen custom attributes (a
+    list attribute joined with ``|``); filtered by a rule in text form over member fields. Pages and exports share it.
+    """
     get_segment(session, segment_id, principal)
-    descending = sort.startswith("-")
-    key = sort.lstrip("-")
-    if key not in MEMBER_SORTS:
-        raise InvalidInput([FieldError(("sort",), f"unknown sort {key!r}; one of {', '.join(MEMBER_SORTS)}")])
+    definitions = attribute_definitions(session)
+    unknown = [FieldError(("attributes", i), f"unknown attribute {a!r}") for i, a in enumerate(attributes)
+               if a not in definitions]  # fmt: skip
+    if unknown:
+        raise InvalidInput(unknown)
     t = rules.TABLES
     members = t.segment_members.filter(t.segment_members.segment_id == segment_id)
     joined = members.join(t.customers, members.customer_id == t.customers.id).join(
@@ -698,20 +708,37 @@ def members_page(
             as_of=clock.now(), timezone=settings.timezone, currency_exponent=settings.currency_exponent, catalog=catalog
         )
         joined = joined.filter(t.customers.id.isin(rules.compile_batch(rule, ctx).customer_id))
-    expr = joined.select(
-        "source_id",
-        "first_name",
-        "last_name",
-        "email",
-        "city",
-        "country",
-        "created_at",
-        "order_count",
-        "total_spent_minor",
-        "last_order_at",
-        "points_balance",
-        since=members.since,
-    )
+    expr = joined.select(*MEMBER_COLUMNS, customer_id=t.customers.id, since=members.since)
+    values = t.customer_attribute_values
+    for name in dict.fromkeys(attributes):
+        kind = ValueType(definitions[name].type)
+        own = values.filter(values.name == name)
+        if kind == ValueType.string_list:
+            column = own.group_by("customer_id").aggregate(value=own.value_string.group_concat("|"))
+        else:
+            column = own.filter(own.position == 0).select("customer_id", value=own[column_for(kind)])
+        column = column.rename(**{f"attr_{name}": "value", f"attr_{name}_of": "customer_id"})
+        expr = expr.left_join(column, expr.customer_id == column[f"attr_{name}_of"]).drop(f"attr_{name}_of")
+    return expr
+
+
+def members_page(
+    session: Session,
+    settings: Settings,
+    clock: Clock,
+    segment_id: str,
+    *,
+    limit: int,
+    offset: int,
+    sort: str,
+    filter_text: str | None,
+    principal: Principal,
+) -> MemberPage:
+    descending = sort.startswith("-")
+    key = sort.lstrip("-")
+    if key not in MEMBER_SORTS:
+        raise InvalidInput([FieldError(("sort",), f"unknown sort {key!r}; one of {', '.join(MEMBER_SORTS)}")])
+    expr = member_table(session, settings, clock, segment_id, principal, filter_text=filter_text)
     total = int(_scalar(session, expr.count()))
     column = ibis._[MEMBER_SORTS[key]]
     keys_order = [column.desc() if descending else column.asc()]
@@ -721,12 +748,12 @@ def members_page(
     result = store.run_sql(session, store.to_sql(session, ordered.limit(limit, offset=offset)))
     keys = list(result.keys())
     items = []
+    fields = set(MemberOut.model_fields)
     for row in result:
         record = dict(zip(keys, row, strict=True))
         record["total_spent"] = str(from_minor(record.pop("total_spent_minor"), settings.currency_exponent))
         record["last_order_at"], record["since"] = as_instant(record["last_order_at"]), as_instant(record["since"])
-        record.pop("created_at", None)
-        items.append(MemberOut(**record))
+        items.append(MemberOut(**{k: v for k, v in record.items() if k in fields}))
     return MemberPage(items=items, total=total, limit=limit, offset=offset)
 
 

@@ -1,0 +1,151 @@
+"""Exports: a segment's members and their activity as CSV, JSON Lines and Parquet, streamed; and `cohorta export`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from cohorta.app import create_app
+from cohorta.cli import app as cli
+from cohorta.clock import FrozenClock
+from cohorta.config import Settings, get_settings
+from tests.conftest import ADMIN_TOKEN
+from tests.support import run_jobs
+
+
+@pytest.fixture
+def api(store: sa.Engine, clock: FrozenClock) -> Iterator[TestClient]:
+    """Poles p1 (formula-looking name, tags, a score), p2 and p3; a German d1. Orders, events, points for p1."""
+    settings = Settings(
+        database_url=store.url.render_as_string(hide_password=False), admin_token=ADMIN_TOKEN, scheduler=False
+    )
+    app = create_app(settings, clock=clock, engine=store)
+    with TestClient(app, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+        client.put("/api/v1/attributes/score", json={"type": "number"})
+        client.put("/api/v1/attributes/tags", json={"type": "list"})
+        client.put("/api/v1/event-definitions/viewed", json={"properties": {"sku": "string"}})
+        client.put(
+            "/api/v1/customers/p1",
+            json={"first_name": "=HYPERLINK(1)", "last_name": "@SUM", "country": "PL",
+                  "attributes": {"score": 7.5, "tags": ["a", "b"]}},
+        )  # fmt: skip
+        client.put("/api/v1/customers/p2", json={"first_name": "Ola", "country": "PL"})
+        client.put("/api/v1/customers/p3", json={"first_name": "-5", "country": "PL"})
+        client.put("/api/v1/customers/d1", json={"country": "DE"})
+        client.post("/api/v1/orders", json={
+            "id": "o1", "customer": "p1", "total": "120.50", "created_at": "2026-03-01T10:00:00Z",
+            "items": [{"sku": "A", "brand": "Acme", "quantity": 2, "unit_price": "50.25"},
+                      {"sku": "B", "unit_price": "20"}],
+        })  # fmt: skip
+        client.post(
+            "/api/v1/orders", json={"id": "o0", "customer": "p2", "total": "10", "created_at": "2025-01-01T00:00:00Z"}
+        )
+        client.post("/api/v1/events", json={"id": "e1", "customer": "p1", "name": "viewed", "properties": {"sku": "A"},
+                                            "timestamp": "2026-03-02T10:00:00Z"})  # fmt: skip
+        client.post("/api/v1/customers/p1/points", json={"program": "club", "points": 40, "reason": "welcome"})
+        segment = client.post("/api/v1/segments", json={"name": "Poles", "text": 'profile.country in ("PL")'}).json()
+        run_jobs(client)
+        client.headers["X-Segment"] = segment["id"]
+        yield client
+
+
+def url(api: TestClient, tail: str = "") -> str:
+    return f"/api/v1/segments/{api.headers['X-Segment']}/export{tail}"
+
+
+def test_csv_has_every_member_with_attributes_and_no_live_formulas(api: TestClient) -> None:
+    response = api.get(url(api), params={"attributes": ["score", "tags"]})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/csv") and response.headers["x-total-rows"] == "3"
+    assert "attachment" in response.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [r["source_id"] for r in rows] == ["p1", "p2", "p3"]
+    p1 = rows[0]
+    assert (p1["first_name"], p1["last_name"]) == ("'=HYPERLINK(1)", "'@SUM")
+    assert rows[2]["first_name"] == "'-5"  # text that a spreadsheet would read as a formula
+    assert (p1["total_spent"], p1["order_count"], p1["points_balance"]) == ("120.50", "1", "40")
+    assert (p1["attributes.score"], p1["attributes.tags"]) == ("7.5", "a|b")
+    assert rows[1]["attributes.score"] == "" and p1["member_since"].startswith("2026-03-14 12:00:00")
+
+
+def test_json_lines_and_parquet_carry_types(api: TestClient) -> None:
+    lines = [json.loads(line) for line in api.get(url(api), params={"format": "jsonl"}).text.splitlines()]
+    assert [line["source_id"] for line in lines] == ["p1", "p2", "p3"]
+    assert lines[0]["total_spent"] == "120.50" and lines[0]["first_name"] == "=HYPERLINK(1)"  # not a spreadsheet
+    assert lines[0]["last_order_at"] == "2026-03-01T10:00:00Z" and lines[2]["last_order_at"] is None
+    response = api.get(url(api), params={"format": "parquet", "attributes": ["score"]})
+    table = pq.read_table(io.BytesIO(response.content))
+    assert table.num_rows == 3 and table.column("source_id").to_pylist() == ["p1", "p2", "p3"]
+    assert table.schema.field("total_spent").type == pa.decimal128(18, 2)
+    assert table.column("total_spent").to_pylist()[0] == Decimal("120.50")
+    assert table.schema.field("last_order_at").type == pa.timestamp("us", tz="UTC")
+    assert table.column("attributes.score").to_pylist() == [7.5, None, None]
+
+
+def test_filtered_exports_and_bad_requests(api: TestClient) -> None:
+    spenders = api.get(url(api), params={"filter": "summary.total_spent > 100"})
+    assert [r["source_id"] for r in csv.DictReader(io.StringIO(spenders.text))] == ["p1"]
+    bad_filter = api.get(url(api), params={"filter": "summary.total_spent >"})
+    assert bad_filter.status_code == 422 and bad_filter.json()["errors"][0]["pointer"] == "/text"
+    unknown = api.get(url(api), params={"attributes": ["nope"]})
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["pointer"] == "/attributes/0"
+    assert api.get(url(api), params={"format": "xlsx"}).status_code == 422
+    assert api.get("/api/v1/segments/seg_none/export").status_code == 404
+
+
+def test_member_activity_in_a_date_range(api: TestClient) -> None:
+    window = {"from": "2026-01-01T00:00:00Z", "to": "2026-04-01T00:00:00Z"}
+    orders = list(csv.DictReader(io.StringIO(api.get(url(api, "/orders"), params=window).text)))
+    assert [(o["order_id"], o["sku"], o["quantity"], o["amount"]) for o in orders] == [
+        ("o1", "A", "2", "100.50"),
+        ("o1", "B", "1", "20.00"),
+    ]  # fmt: skip  (o0 of p2 is before the range)
+    jsonl = api.get(url(api, "/events"), params={**window, "format": "jsonl"}).text
+    events = [json.loads(line) for line in jsonl.splitlines()]
+    assert [(e["name"], json.loads(e["properties"])) for e in events] == [("viewed", {"sku": "A"})]
+    points = list(csv.DictReader(io.StringIO(api.get(url(api, "/points"), params=window).text)))
+    assert [(p["source_id"], p["points"], p["reason"]) for p in points] == [("p1", "40", "welcome")]
+    backwards = api.get(url(api, "/orders"), params={"from": window["to"], "to": window["from"]})
+    assert backwards.status_code == 422
+    assert api.get(url(api, "/returns"), params=window).status_code == 422
+
+
+def test_cohorta_export_writes_the_file_with_a_progress_bar(
+    api: TestClient, store: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COHORTA_DATABASE_URL", store.url.render_as_string(hide_password=False))
+    get_settings.cache_clear()
+    try:
+        out = tmp_path / "poles.parquet"
+        result = CliRunner().invoke(cli, ["export", api.headers["X-Segment"], "--out", str(out), "--attribute", "tags"])
+        assert result.exit_code == 0, result.output
+        assert "3 rows" in result.output
+        assert pq.read_table(out).column("attributes.tags").to_pylist() == ["a|b", None, None]
+        orders = tmp_path / "orders.csv"
+        args = [
+            "export",
+            api.headers["X-Segment"],
+            "--out",
+            str(orders),
+            "--activity",
+            "orders",
+            "--from",
+            "2020-01-01",
+        ]
+        assert CliRunner().invoke(cli, args).exit_code == 0
+        assert len(orders.read_text().splitlines()) == 1 + 3  # header, two items of o1, o0
+        missing = CliRunner().invoke(cli, ["export", "seg_none", "--out", str(tmp_path / "x.csv")])
+        assert missing.exit_code == 1 and "no segment" in missing.output
+    finally:
+        get_settings.cache_clear()

@@ -98,6 +98,10 @@ EXPECTED: dict[tuple[str, str], tuple[str, str | None]] = {
     ("GET", "/api/v1/segments/{segment_id}/explain/{source_id}"): (READ, "segment"),
     ("GET", "/api/v1/segments/{segment_id}/export"): (READ, "segment"),
     ("GET", "/api/v1/segments/{segment_id}/export/{activity}"): (READ, "segment"),
+    ("POST", "/api/v1/segments/{segment_id}/exports"): (READ, "segment"),
+    ("GET", "/api/v1/exports"): (READ, None),
+    ("GET", "/api/v1/exports/{export_id}"): (READ, None),
+    ("GET", "/api/v1/exports/{export_id}/download"): (READ, None),
     ("GET", "/api/v1/customers/{source_id}/segments"): (READ, None),
     ("GET", "/api/v1/customers/{source_id}/segment-history"): (READ, None),
     ("GET", "/api/v1/campaigns"): (READ, None),
@@ -190,7 +194,7 @@ def build_world(store: sa.Engine, clock: FrozenClock) -> World:
     params = {
         "segment_id": segment["id"], "campaign_id": campaign["id"], "source_id": "c1", "user_id": str(victim_id),
         "team_id": "alpha", "token_id": token["id"], "version": "1", "name": "tier", "subscription_id": "whk_none",
-        "activity": "orders",
+        "activity": "orders", "export_id": "exp_none",
     }  # fmt: skip
     return World(app=app, params=params, callers=callers)
 

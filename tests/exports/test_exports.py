@@ -20,6 +20,7 @@ from cohorta.app import create_app
 from cohorta.cli import app as cli
 from cohorta.clock import FrozenClock
 from cohorta.config import Settings, get_settings
+from cohorta.exports.jobs import run_pending_exports
 from tests.conftest import ADMIN_TOKEN
 from tests.support import run_jobs
 
@@ -149,3 +150,37 @@ def test_cohorta_export_writes_the_file_with_a_progress_bar(
         assert missing.exit_code == 1 and "no segment" in missing.output
     finally:
         get_settings.cache_clear()
+
+
+def test_background_exports_report_progress_and_are_downloaded(api: TestClient, tmp_path: Path) -> None:
+    state = api.app.state  # type: ignore[attr-defined]
+    state.settings = state.settings.model_copy(update={"export_dir": str(tmp_path / "out")})
+    queued = api.post(url(api, "s"), json={"format": "csv", "attributes": ["tags"]})
+    assert queued.status_code == 202, queued.text
+    job = queued.json()
+    assert (job["state"], job["rows_total"], job["progress"], job["download"]) == ("queued", 3, 0.0, None)
+    assert api.get(f"/api/v1/exports/{job['id']}/download").status_code == 409
+    assert run_pending_exports(state.session_factory, state.clock, state.settings) == 1
+    done = api.get(f"/api/v1/exports/{job['id']}").json()
+    assert (done["state"], done["rows_written"], done["progress"]) == ("done", 3, 1.0)
+    downloaded = api.get(done["download"])
+    assert downloaded.status_code == 200
+    assert downloaded.content == api.get(url(api), params={"attributes": ["tags"]}).content  # same as streamed
+    assert [j["id"] for j in api.get("/api/v1/exports").json()] == [job["id"]]
+    window = {"from": "2026-01-01T00:00:00Z", "to": "2026-04-01T00:00:00Z"}
+    activity = api.post(url(api, "s"), json={"activity": "points", "format": "jsonl", **window})
+    assert activity.json()["rows_total"] == 1
+    assert api.post(url(api, "s"), json={"attributes": ["nope"]}).status_code == 422  # refused up front
+    audit = api.get("/api/v1/audit", params={"action": "export.create"}).json()["items"]
+    assert len(audit) == 2
+
+
+def test_a_failing_background_export_says_why(api: TestClient, tmp_path: Path) -> None:
+    state = api.app.state  # type: ignore[attr-defined]
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    state.settings = state.settings.model_copy(update={"export_dir": str(blocker)})
+    job = api.post(url(api, "s"), json={"format": "parquet"}).json()
+    run_pending_exports(state.session_factory, state.clock, state.settings)
+    failed = api.get(f"/api/v1/exports/{job['id']}").json()
+    assert failed["state"] == "failed" and "Error" in failed["error"] and failed["download"] is None

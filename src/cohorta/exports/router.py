@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Query, status
+from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import AwareDatetime
 
-from cohorta.deps import ClockDep, ReaderDep, ReadSessionDep, SettingsDep, in_sight
-from cohorta.exports import service
+from cohorta.deps import ClockDep, ReaderDep, ReadSessionDep, SessionDep, SettingsDep, in_sight
+from cohorta.errors import Conflict
+from cohorta.exports import jobs, service
 from cohorta.segments import service as segments
 
 router = APIRouter(tags=["exports"], dependencies=[Depends(in_sight("segment_id", segments.get_segment))])
+Limit = Annotated[int, Query(ge=1, le=1000)]
 FormatQuery = Annotated[service.Format, Query(alias="format", description="csv, jsonl or parquet")]
 
 
@@ -61,3 +64,42 @@ def export_activity(
         session, settings, principal, segment_id, activity, start.astimezone(dt.UTC), end.astimezone(dt.UTC)
     )
     return _streamed(export, fmt, f"{segment_id}-{activity}")
+
+
+@router.post("/segments/{segment_id}/exports", response_model=jobs.ExportJobOut, status_code=status.HTTP_202_ACCEPTED)
+def queue_export(
+    segment_id: str,
+    body: jobs.ExportJobIn,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    principal: ReaderDep,
+) -> jobs.ExportJobOut:
+    """Export in the background (for large segments): the answer has the job; follow ``GET /exports/{id}`` for its
+    progress and fetch ``download`` when it is done. Checked now: a bad request is refused here."""
+    job = jobs.queue(session, settings, clock, principal, segment_id, body)
+    session.commit()
+    return jobs.to_out(job)
+
+
+@router.get("/exports", response_model=list[jobs.ExportJobOut])
+def list_exports(
+    session: SessionDep, principal: ReaderDep, limit: Limit = 50, offset: Annotated[int, Query(ge=0)] = 0
+) -> list[jobs.ExportJobOut]:
+    """Background exports of the segments the caller sees, newest first."""
+    return [jobs.to_out(job) for job in jobs.list_jobs(session, principal, limit, offset)]
+
+
+@router.get("/exports/{export_id}", response_model=jobs.ExportJobOut)
+def get_export(export_id: str, session: SessionDep, principal: ReaderDep) -> jobs.ExportJobOut:
+    return jobs.to_out(jobs.get_job(session, export_id, principal))
+
+
+@router.get("/exports/{export_id}/download", response_class=FileResponse)
+def download_export(export_id: str, session: SessionDep, principal: ReaderDep) -> FileResponse:
+    job = jobs.get_job(session, export_id, principal)
+    if job.state != "done" or job.path is None or not Path(job.path).exists():
+        raise Conflict(f"export {export_id} is {job.state}: nothing to download yet")
+    return FileResponse(
+        job.path, media_type=service.MEDIA_TYPES[job.format], filename=f"{job.segment_id}-{job.what}.{job.format}"
+    )

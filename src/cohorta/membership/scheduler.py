@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cohorta.campaigns.distribution import run_due_distributions
 from cohorta.clock import Clock
 from cohorta.config import Settings
+from cohorta.exports.jobs import run_pending_exports
 from cohorta.membership.jobs import queue_safety_net, queue_window_edges, run_due_wakeups, run_pending
 from cohorta.membership.live import SegmentIndex
 from cohorta.webhooks.service import dispatch
@@ -20,7 +21,7 @@ log = logging.getLogger("cohorta.scheduler")
 
 class Scheduler:
     """Two threads: membership upkeep (recomputes, wake-ups, window edges, safety nets) and deliveries (webhook
-    outbox, distribution campaigns), so that a slow receiver never delays a membership change."""
+    outbox, distribution campaigns, background exports), so that slow outside work never delays a membership change."""
 
     def __init__(self, factory: sessionmaker[Session], clock: Clock, settings: Settings, index: SegmentIndex,
                  interval: float = 1.0) -> None:  # fmt: skip
@@ -49,6 +50,7 @@ class Scheduler:
     def _deliveries(self) -> None:
         dispatch(self.factory, self.clock, self.settings)
         run_due_distributions(self.factory, self.clock, self.settings)
+        run_pending_exports(self.factory, self.clock, self.settings)
 
     def _loop(self, work: Callable[[], None]) -> None:
         while not self._stop.is_set():

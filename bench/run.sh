@@ -2,9 +2,10 @@
 # Runs the benchmarks and prints their tables. Needs the project installed in ./.venv (bash scripts/test.sh does it)
 # and, for the PostgreSQL rows, the server named by COHORTA_BENCH_POSTGRES_URL (default: local, database test).
 #   bash bench/run.sh                 # all, at the default sizes
-#   bash bench/run.sh ingest          # one of: ingest, demo, rules, eligibility
+#   bash bench/run.sh ingest          # one of: ingest, demo, rules, eligibility, export
 #   CUSTOMERS=1000000 bash bench/run.sh demo
 #   CONCURRENCY=32 DURATION=20 WORKERS_LIST=1,2,4 bash bench/run.sh eligibility
+#   CUSTOMERS=1000000 bash bench/run.sh export   # the issue's size (builds a ~15 GB demo DB once, ~12 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -21,4 +22,8 @@ fi
 if [ "$what" = all ] || [ "$what" = eligibility ]; then
   $PY -m bench.eligibility_bench --customers "${CUSTOMERS:-100000}" --requests "${REQUESTS:-2000}" \
     --concurrency "${CONCURRENCY:-16}" --duration "${DURATION:-10}" --workers-list "${WORKERS_LIST:-1,2}"
+fi
+if [ "$what" = all ] || [ "$what" = export ]; then
+  $PY -m bench.export_bench --customers "${CUSTOMERS:-100000}" --formats "${FORMATS:-csv,jsonl,parquet}" \
+    --attributes "${ATTRIBUTES:-occupation,children,interests}"
 fi

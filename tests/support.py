@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from cohorta.app import create_app
+from cohorta.clock import Clock
+from cohorta.config import Settings
 from cohorta.membership.jobs import run_pending
+
+
+@contextlib.contextmanager
+def admin_api(store: sa.Engine, clock: Clock, **settings: Any) -> Iterator[TestClient]:
+    """An app on this store and clock, without the background scheduler (tests run jobs themselves), and a client
+    holding the admin token. ``settings`` override the defaults."""
+    from tests.conftest import ADMIN_TOKEN
+
+    configured = Settings(
+        database_url=store.url.render_as_string(hide_password=False),
+        admin_token=ADMIN_TOKEN,
+        scheduler=False,
+        **settings,
+    )
+    app = create_app(configured, clock=clock, engine=store)
+    with TestClient(app, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+        yield client
 
 
 def run_jobs(client: TestClient) -> list[str]:

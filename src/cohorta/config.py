@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     webhook_max_retries: int = Field(default=12, ge=1, le=50, description="Attempts before an event is given up")
 
     scheduler: bool = Field(default=True, description="Run recompute jobs in a thread of the server process")
+    stats_period_seconds: int = Field(
+        default=600, ge=10, description="How often the segment list's figures are recounted from the members"
+    )
     default_sync_period_seconds: int = Field(default=86_400, ge=60, description="Safety-net recompute period")
 
     # Limits on input; documented in docs/api.md.

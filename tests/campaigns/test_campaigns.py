@@ -9,21 +9,14 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from cohorta.app import create_app
 from cohorta.clock import FrozenClock
-from cohorta.config import Settings
-from tests.conftest import ADMIN_TOKEN
-from tests.support import run_jobs
+from tests.support import admin_api, run_jobs
 
 
 @pytest.fixture
 def api(store: sa.Engine, clock: FrozenClock) -> Iterator[TestClient]:
     """Customers: c1 Polish big spender, c2 Polish, c3 German with group 'staff', c4 German with group 'vip'."""
-    settings = Settings(
-        database_url=store.url.render_as_string(hide_password=False), admin_token=ADMIN_TOKEN, scheduler=False
-    )
-    app = create_app(settings, clock=clock, engine=store)
-    with TestClient(app, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+    with admin_api(store, clock) as client:
         for source_id, country in (("c1", "PL"), ("c2", "PL"), ("c3", "DE"), ("c4", "DE")):
             assert client.put(f"/api/v1/customers/{source_id}", json={"country": country}).status_code == 201
         order = {"id": "o1", "customer": "c1", "total": "900", "created_at": "2026-03-01T10:00:00Z"}

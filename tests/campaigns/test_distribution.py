@@ -12,12 +12,9 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from cohorta.app import create_app
 from cohorta.campaigns.distribution import run_due_distributions
 from cohorta.clock import FrozenClock
-from cohorta.config import Settings
-from tests.conftest import ADMIN_TOKEN
-from tests.support import Receiver, run_jobs
+from tests.support import Receiver, admin_api, run_jobs
 
 SECRET = "a-long-shared-secret"
 
@@ -25,12 +22,8 @@ SECRET = "a-long-shared-secret"
 @pytest.fixture
 def api(store: sa.Engine, clock: FrozenClock, tmp_path: Path) -> Iterator[TestClient]:
     """25 customers c00..c24: even ones Polish; c03 and c05 in group 'vip'; c02 in group 'staff'."""
-    settings = Settings(
-        database_url=store.url.render_as_string(hide_password=False), admin_token=ADMIN_TOKEN, scheduler=False,
-        export_dir=str(tmp_path / "exports"), webhook_backoff_seconds=0.01, webhook_timeout_seconds=0.5,
-    )  # fmt: skip
-    app = create_app(settings, clock=clock, engine=store)
-    with TestClient(app, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+    options = dict(export_dir=str(tmp_path / "exports"), webhook_backoff_seconds=0.01, webhook_timeout_seconds=0.5)
+    with admin_api(store, clock, **options) as client:
         items = [{"source_id": f"c{n:02d}", "country": "PL" if n % 2 == 0 else "DE"} for n in range(25)]
         assert client.post("/api/v1/customers/bulk", json={"items": items}).status_code == 200
         for source_id, group in (("c03", "vip"), ("c05", "vip"), ("c02", "staff")):

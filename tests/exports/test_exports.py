@@ -16,23 +16,17 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from cohorta.app import create_app
 from cohorta.cli import app as cli
 from cohorta.clock import FrozenClock
-from cohorta.config import Settings, get_settings
+from cohorta.config import get_settings
 from cohorta.exports.jobs import run_pending_exports
-from tests.conftest import ADMIN_TOKEN
-from tests.support import run_jobs
+from tests.support import admin_api, run_jobs
 
 
 @pytest.fixture
 def api(store: sa.Engine, clock: FrozenClock) -> Iterator[TestClient]:
     """Poles p1 (formula-looking name, tags, a score), p2 and p3; a German d1. Orders, events, points for p1."""
-    settings = Settings(
-        database_url=store.url.render_as_string(hide_password=False), admin_token=ADMIN_TOKEN, scheduler=False
-    )
-    app = create_app(settings, clock=clock, engine=store)
-    with TestClient(app, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+    with admin_api(store, clock) as client:
         client.put("/api/v1/attributes/score", json={"type": "number"})
         client.put("/api/v1/attributes/tags", json={"type": "list"})
         client.put("/api/v1/event-definitions/viewed", json={"properties": {"sku": "string"}})

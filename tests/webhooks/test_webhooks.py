@@ -11,24 +11,17 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from cohorta.app import create_app
 from cohorta.clock import FrozenClock
-from cohorta.config import Settings
 from cohorta.webhooks.service import dispatch
-from tests.conftest import ADMIN_TOKEN
-from tests.support import Receiver, run_jobs
+from tests.support import Receiver, admin_api, run_jobs
 
 SECRET = "subscriber-shared-secret"
 
 
 @pytest.fixture
 def api(store: sa.Engine, clock: FrozenClock) -> Iterator[TestClient]:
-    settings = Settings(
-        database_url=store.url.render_as_string(hide_password=False), admin_token=ADMIN_TOKEN, scheduler=False,
-        webhook_timeout_seconds=0.5, webhook_retry_base_seconds=10, webhook_max_retries=4,
-    )  # fmt: skip
-    app = create_app(settings, clock=clock, engine=store)
-    with TestClient(app, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+    retries = {"webhook_timeout_seconds": 0.5, "webhook_retry_base_seconds": 10, "webhook_max_retries": 4}
+    with admin_api(store, clock, **retries) as client:
         client.put("/api/v1/customers/c1", json={"country": "DE"})
         yield client
 

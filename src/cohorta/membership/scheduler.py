@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -14,6 +15,7 @@ from cohorta.config import Settings
 from cohorta.exports.jobs import run_pending_exports
 from cohorta.membership.jobs import queue_safety_net, queue_window_edges, run_due_wakeups, run_pending
 from cohorta.membership.live import SegmentIndex
+from cohorta.membership.service import recount_all_statistics
 from cohorta.webhooks.service import dispatch
 
 log = logging.getLogger("cohorta.scheduler")
@@ -29,6 +31,7 @@ class Scheduler:
         self.index = index
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._stats_at: datetime | None = None
 
     def start(self) -> None:
         for name, work in (("cohorta-scheduler", self._membership), ("cohorta-deliveries", self._deliveries)):
@@ -46,6 +49,10 @@ class Scheduler:
         queue_safety_net(self.factory, self.clock, self.settings)
         run_pending(self.factory, self.clock, self.settings, self.index)
         run_due_wakeups(self.factory, self.clock, self.settings, self.index)
+        now = self.clock.now()
+        if self._stats_at is None or (now - self._stats_at).total_seconds() >= self.settings.stats_period_seconds:
+            recount_all_statistics(self.factory, now)
+            self._stats_at = now
 
     def _deliveries(self) -> None:
         dispatch(self.factory, self.clock, self.settings)

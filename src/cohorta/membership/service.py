@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 from cohorta import rules
 from cohorta.access.service import Principal
 from cohorta.config import Settings
-from cohorta.customers.models import CustomerGroupAssignment
+from cohorta.customers.models import CustomerGroupAssignment, CustomerSummary
 from cohorta.customers.summary import chunked
 from cohorta.db import InValues, as_instant, insert_rows, table_of
 from cohorta.evaluation import store
@@ -109,8 +110,103 @@ def apply_diff(
         ],
     )
     segment.member_count = (segment.member_count or 0) + len(entering) - len(exiting)
+    for ids, sign in ((entering, 1), (exiting, -1)):
+        if ids:
+            orders, spent = _summary_sums(session, ids)
+            segment.stats_orders = (segment.stats_orders or 0) + sign * orders
+            segment.stats_spent_minor = (segment.stats_spent_minor or 0) + sign * spent
+    derive_averages(segment)
     enqueue_membership(session, segment, entering, exiting, cause.value, now)  # same transaction: the outbox
     return len(entering), len(exiting)
+
+
+def _summary_sums(session: Session, customer_ids: Sequence[int]) -> tuple[int, int]:
+    """Orders and spending (minor units) of these customers together."""
+    summaries = table_of(CustomerSummary)
+    orders = spent = 0
+    for chunk in chunked(list(customer_ids)):
+        row = session.execute(
+            sa.select(
+                sa.func.coalesce(sa.func.sum(summaries.c.order_count), 0),
+                sa.func.coalesce(sa.func.sum(summaries.c.total_spent_minor), 0),
+            ).where(InValues(summaries.c.customer_id, chunk))
+        ).one()
+        orders, spent = orders + int(row[0]), spent + int(row[1])
+    return orders, spent
+
+
+def _per(total: int, count: int) -> int:
+    """total / count in whole minor units, rounded half away from zero (money is never a float)."""
+    return int((Decimal(total) / Decimal(count)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def derive_averages(segment: Segment) -> None:
+    """The list's figures from the kept sums: average transaction value (spent / orders), average number of
+    transactions and average spending per member."""
+    members, orders, spent = segment.member_count or 0, segment.stats_orders or 0, segment.stats_spent_minor or 0
+    if members <= 0:
+        segment.avg_transactions = segment.avg_spending_minor = segment.avg_transaction_value_minor = None
+        return
+    segment.avg_transactions = orders / members
+    segment.avg_spending_minor = _per(spent, members)
+    segment.avg_transaction_value_minor = _per(spent, orders) if orders else None
+
+
+def recount_all_statistics(factory: Any, now: datetime) -> int:
+    """The periodic recount, off the request path: the grouped query runs in a read transaction, then each segment
+    is updated in a short write only if its member count has not moved meanwhile (a live entry or exit adjusted it
+    already; the next recount catches up). Returns how many segments were updated."""
+    with factory() as session:
+        counted = _counts(session)
+        current = dict(session.execute(
+            sa.select(Segment.id, Segment.member_count).where(Segment.status != SegmentStatus.archived.value)
+        ).all())  # fmt: skip
+    updated = 0
+    for segment_id, member_count in current.items():
+        n, orders, spent = counted.get(segment_id, (0, 0, 0))
+        with factory.begin() as session:
+            segment = session.get(Segment, segment_id)
+            if segment is None or segment.member_count != member_count:
+                continue
+            segment.member_count, segment.stats_orders, segment.stats_spent_minor = n, orders, spent
+            segment.stats_at = now
+            derive_averages(segment)
+            updated += 1
+    return updated
+
+
+def _counts(session: Session, segment_ids: Sequence[str] | None = None) -> dict[str, tuple[int, int, int]]:
+    """(members, their orders, their spending) per segment, from stored membership and summaries."""
+    members, summaries = table_of(SegmentMember), table_of(CustomerSummary)
+    query = (
+        sa.select(
+            members.c.segment_id,
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(summaries.c.order_count), 0),
+            sa.func.coalesce(sa.func.sum(summaries.c.total_spent_minor), 0),
+        )
+        .outerjoin(summaries, summaries.c.customer_id == members.c.customer_id)
+        .group_by(members.c.segment_id)
+    )
+    if segment_ids is not None:
+        query = query.where(members.c.segment_id.in_(list(segment_ids)))
+    return {sid: (int(n), int(o), int(s)) for sid, n, o, s in session.execute(query)}
+
+
+def recount_statistics(session: Session, now: datetime, segment_ids: Sequence[str] | None = None) -> int:
+    """Make the kept sums exact again from the members' current summaries (these segments, or all that are not
+    archived), in the caller's transaction; returns how many segments were recounted."""
+    targets = sa.select(Segment).where(Segment.status != SegmentStatus.archived.value)
+    if segment_ids is not None:
+        targets = targets.where(Segment.id.in_(list(segment_ids)))
+    counted = _counts(session, segment_ids)
+    segments = list(session.scalars(targets))
+    for segment in segments:
+        n, orders, spent = counted.get(segment.id, (0, 0, 0))
+        segment.member_count, segment.stats_orders, segment.stats_spent_minor = n, orders, spent
+        segment.stats_at = now
+        derive_averages(segment)
+    return len(segments)
 
 
 def recompute(
@@ -121,7 +217,7 @@ def recompute(
     target = target_ids(session, segment, now, settings)
     current = member_ids(session, segment.id)
     counts = apply_diff(session, segment, target - current, current - target, cause=cause, now=now)
-    segment.member_count = len(target)
+    recount_statistics(session, now, [segment.id])
     segment.refresh_duration_ms = int((time.perf_counter() - started) * 1000)
     return counts
 

@@ -92,6 +92,16 @@ class Segment(Base):
     drift_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     drift_entered: Mapped[int | None] = mapped_column(sa.BigInteger)
     drift_exited: Mapped[int | None] = mapped_column(sa.BigInteger)
+    # Statistics of the members, kept with membership: entries and exits adjust the sums at once; a periodic recount
+    # (and every recompute) makes them exact again as the members' own figures change. Averages are derived from
+    # the sums so that the segment list can filter and sort on them.
+    stats_orders: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, default=0, server_default="0")
+    stats_spent_minor: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, default=0, server_default="0")
+    stats_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    avg_transaction_value_minor: Mapped[int | None] = mapped_column(sa.BigInteger)
+    avg_transactions: Mapped[float | None] = mapped_column(sa.Float(precision=53))
+    avg_spending_minor: Mapped[int | None] = mapped_column(sa.BigInteger)
+    avg_clv_minor: Mapped[int | None] = mapped_column(sa.BigInteger)  # predicted 12-month CLV; null until modelled
     # Static segments: SHA-256 of the sorted member ids, to refuse a second static segment with the same members.
     list_digest: Mapped[str | None] = mapped_column(sa.String(64), index=True)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import Annotated, Literal
+from typing import Annotated
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Query, Response, status
@@ -26,6 +26,7 @@ from cohorta.segments.schemas import (
     MembershipChangeOut,
     PreviewIn,
     PreviewOut,
+    SegmentFilters,
     SegmentIn,
     SegmentOut,
     SegmentPage,
@@ -60,17 +61,15 @@ def explain_draft(
 @router.get("/segments", response_model=SegmentPage)
 def list_segments(
     session: SessionDep,
+    settings: SettingsDep,
     principal: ReaderDep,
+    filters: Annotated[SegmentFilters, Query()],
     limit: Limit = 50,
     offset: Offset = 0,
-    q: Annotated[str | None, Query(max_length=255, description="Name contains (case-insensitive)")] = None,
-    status_: Annotated[Literal["active", "inactive", "archived"] | None, Query(alias="status")] = None,
-    type_: Annotated[Literal["dynamic", "static", "external"] | None, Query(alias="type")] = None,
 ) -> SegmentPage:
-    items, total = service.list_segments(
-        session, principal, status=status_, type_=type_, q=q, limit=limit, offset=offset
-    )
-    return SegmentPage(items=[service.to_out(s) for s in items], total=total)
+    """Search as you type (``q``), several filters at once, sorted; each row carries the members' figures."""
+    items, total = service.list_segments(session, settings, principal, filters, limit=limit, offset=offset)
+    return SegmentPage(items=[service.to_out(s, settings.currency_exponent) for s in items], total=total)
 
 
 @router.post("/segments", response_model=SegmentOut, status_code=status.HTTP_201_CREATED)
@@ -79,12 +78,12 @@ def create_segment(
 ) -> SegmentOut:
     segment = service.create_segment(session, settings, clock, body, principal)
     session.commit()
-    return service.to_out(segment)
+    return service.to_out(segment, settings.currency_exponent)
 
 
 @router.get("/segments/{segment_id}", response_model=SegmentOut)
-def get_segment(segment_id: str, session: SessionDep, principal: ReaderDep) -> SegmentOut:
-    return service.to_out(service.get_segment(session, segment_id, principal))
+def get_segment(segment_id: str, session: SessionDep, settings: SettingsDep, principal: ReaderDep) -> SegmentOut:
+    return service.to_out(service.get_segment(session, segment_id, principal), settings.currency_exponent)
 
 
 @router.get("/segments/{segment_id}/usage", response_model=UsageOut)
@@ -104,7 +103,7 @@ def update_segment(
 ) -> SegmentOut:
     segment = service.update_segment(session, settings, clock, segment_id, body, principal)
     session.commit()
-    return service.to_out(segment)
+    return service.to_out(segment, settings.currency_exponent)
 
 
 @router.delete("/segments/{segment_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -122,30 +121,36 @@ def activate(
 ) -> SegmentOut:
     segment = service.activate(session, settings, clock, segment_id, principal)
     session.commit()
-    return service.to_out(segment)
+    return service.to_out(segment, settings.currency_exponent)
 
 
 @router.post("/segments/{segment_id}/deactivate", response_model=SegmentOut)
-def deactivate(segment_id: str, session: SessionDep, clock: ClockDep, principal: EditorDep) -> SegmentOut:
+def deactivate(
+    segment_id: str, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: EditorDep
+) -> SegmentOut:
     segment = service.deactivate(session, clock, segment_id, principal)
     session.commit()
-    return service.to_out(segment)
+    return service.to_out(segment, settings.currency_exponent)
 
 
 @router.post("/segments/{segment_id}/archive", response_model=SegmentOut)
-def archive(segment_id: str, session: SessionDep, clock: ClockDep, principal: EditorDep) -> SegmentOut:
+def archive(
+    segment_id: str, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: EditorDep
+) -> SegmentOut:
     """Irreversible: removes every member; the definition and history stay."""
     segment = service.archive(session, clock, segment_id, principal)
     session.commit()
-    return service.to_out(segment)
+    return service.to_out(segment, settings.currency_exponent)
 
 
 @router.post("/segments/{segment_id}/refresh", response_model=SegmentOut, status_code=status.HTTP_202_ACCEPTED)
-def refresh(segment_id: str, session: SessionDep, clock: ClockDep, principal: EditorDep) -> SegmentOut:
+def refresh(
+    segment_id: str, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: EditorDep
+) -> SegmentOut:
     """Queue a full recompute; its state, counts and error show on the segment."""
     segment = service.request_refresh(session, clock, segment_id, principal)
     session.commit()
-    return service.to_out(segment)
+    return service.to_out(segment, settings.currency_exponent)
 
 
 @router.get("/segments/{segment_id}/versions", response_model=list[VersionOut])
@@ -161,7 +166,7 @@ def restore(
     """Make the given version's name and rule current again, as a new version."""
     segment = service.restore_version(session, settings, clock, segment_id, version, principal)
     session.commit()
-    return service.to_out(segment)
+    return service.to_out(segment, settings.currency_exponent)
 
 
 @router.get("/segments/{segment_id}/members", response_model=MemberPage)

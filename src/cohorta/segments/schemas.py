@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -169,6 +170,18 @@ class SegmentOut(BaseModel):
     archived_at: datetime | None
     refresh: RefreshOut
     drift: DriftOut
+    statistics: StatisticsOut | None = Field(default=None, description="The members' figures (in lists and reads)")
+
+
+class StatisticsOut(BaseModel):
+    """Figures of the members, kept with membership: entries and exits count at once, changes of the members' own
+    spending with the next recount (``as_of``; every COHORTA_STATS_PERIOD_SECONDS and after every recompute)."""
+
+    avg_transaction_value: Decimal | None = Field(description="Members' spending / their transactions")
+    avg_transactions: float | None = Field(description="Transactions per member")
+    avg_spending: Decimal | None = Field(description="Spending per member (historical CLV)")
+    avg_clv: Decimal | None = Field(description="Predicted 12-month CLV per member; null until CLV is modelled")
+    as_of: datetime | None = Field(description="The last exact recount")
 
 
 class DriftOut(BaseModel):
@@ -280,3 +293,33 @@ class UsageOut(BaseModel):
     exports: list[UsedBy]
     sources: list[UsedBy]
     hidden: int = Field(description="Consumers in teams the caller cannot see (they still block deletion)")
+
+
+SEGMENT_SORTS = (
+    "name", "members", "avg_transaction_value", "avg_transactions", "avg_spending", "avg_clv", "created_at",
+)  # fmt: skip
+
+
+class SegmentFilters(BaseModel):
+    """The segment list's search, filters (all optional, combined with AND) and sort. Amounts are decimals in the
+    project's currency; ranges are inclusive."""
+
+    q: str | None = Field(default=None, max_length=255, description="Name contains (case-insensitive)")
+    status: Literal["active", "inactive", "archived"] | None = None
+    type: Literal["dynamic", "static", "external"] | None = None
+    team: str | None = Field(default=None, max_length=64)
+    store: str | None = Field(default=None, max_length=255)
+    description: str | None = Field(default=None, max_length=255, description="Description contains")
+    created_from: date | None = Field(default=None, description="Created on or after this day (project time zone)")
+    created_to: date | None = Field(default=None, description="Created on or before this day")
+    members_min: int | None = Field(default=None, ge=0)
+    members_max: int | None = Field(default=None, ge=0)
+    avg_transaction_value_min: Decimal | None = None
+    avg_transaction_value_max: Decimal | None = None
+    avg_transactions_min: float | None = None
+    avg_transactions_max: float | None = None
+    avg_spending_min: Decimal | None = None
+    avg_spending_max: Decimal | None = None
+    avg_clv_min: Decimal | None = None
+    avg_clv_max: Decimal | None = None
+    sort: str = Field(default="name", description="One of " + ", ".join(SEGMENT_SORTS) + "; '-' prefix: descending")

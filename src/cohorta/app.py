@@ -16,6 +16,7 @@ from cohorta import __version__, problems
 from cohorta.access.router import public_router as login_router
 from cohorta.access.router import router as access_router
 from cohorta.access.service import TokenCache
+from cohorta.analytics.router import router as analytics_router
 from cohorta.audit.router import router as audit_router
 from cohorta.campaigns.router import eligibility_router
 from cohorta.campaigns.router import router as campaigns_router
@@ -92,7 +93,8 @@ def create_app(
     app.include_router(login_router, prefix=API_PREFIX)
     # Everything else needs a caller with at least the read permission; routes that write ask for more.
     for router in (
-        access_router, customers_router, rules_router, segments_router, exports_router, campaigns_router,
+        access_router, customers_router, rules_router, analytics_router, segments_router, exports_router,
+        campaigns_router,
         eligibility_router,
         webhooks_router, audit_router,
     ):  # fmt: skip

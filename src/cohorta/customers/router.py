@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Response, status
 from sqlalchemy.orm import Session
 
 from cohorta.access.service import Principal
 from cohorta.audit import service as audit
 from cohorta.customers import service
 from cohorta.customers.schemas import (
+    ActivityPage,
     AttributeDefinitionIn,
     AttributeDefinitionOut,
     AttributeSchemaOut,
@@ -40,6 +43,8 @@ from cohorta.segments.schemas import CustomerGroupsIn
 # routes that write ask for more. Sending data is an editor's right; changing the schema is an admin's.
 router = APIRouter()
 EDITOR = [Depends(editor)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Offset = Annotated[int, Query(ge=0)]
 SourceId = Path(min_length=1, max_length=255, description="The customer's id in the client's own systems")
 
 
@@ -142,6 +147,42 @@ def adjust_points(
     changes = live.reevaluate(session, settings, clock.now(), [adjusted.customer_id], "loyalty", index=index)
     session.commit()
     return adjusted.out(visible_changes(session, principal, changes))
+
+
+@router.get("/customers/{source_id}/orders", response_model=ActivityPage, tags=["customers"])
+def customer_orders(
+    session: SessionDep, settings: SettingsDep, limit: Limit = 50, offset: Offset = 0, source_id: str = SourceId
+) -> ActivityPage:
+    """The member's orders with their items, newest first."""
+    items, total = service.customer_orders(session, source_id, settings.currency_exponent, limit, offset)
+    return ActivityPage(items=items, total=total)
+
+
+@router.get("/customers/{source_id}/events", response_model=ActivityPage, tags=["customers"])
+def customer_events(
+    session: SessionDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    name: Annotated[str | None, Query(max_length=128)] = None,
+    source_id: str = SourceId,
+) -> ActivityPage:
+    """The member's events (of one name, optionally), newest first."""
+    items, total = service.customer_events(session, source_id, name, limit, offset)
+    return ActivityPage(items=items, total=total)
+
+
+@router.get("/customers/{source_id}/ledger", response_model=ActivityPage, tags=["customers"])
+def customer_ledger(
+    session: SessionDep,
+    settings: SettingsDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    program: Annotated[str | None, Query(max_length=64)] = None,
+    source_id: str = SourceId,
+) -> ActivityPage:
+    """The member's loyalty journal (points, tiers, redemptions, referrals, gift cards), newest first."""
+    items, total = service.customer_ledger(session, source_id, settings.currency_exponent, program, limit, offset)
+    return ActivityPage(items=items, total=total)
 
 
 @router.delete("/customers/{source_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["customers"])

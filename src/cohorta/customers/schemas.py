@@ -321,3 +321,51 @@ class PointsAdjusted(BaseModel):
     reason: str
     entered: list[str] = Field(description="Segments the customer entered because of it")
     exited: list[str] = Field(description="Segments the customer left because of it")
+
+
+class OrderItemOut(BaseModel):
+    sku: str
+    name: str | None
+    category: str | None
+    brand: str | None
+    quantity: int
+    unit_price: Decimal
+    amount: Decimal
+
+
+class OrderOut(BaseModel):
+    id: str
+    status: str
+    created_at: datetime
+    total: Decimal
+    items: list[OrderItemOut]
+
+
+class EventOut(BaseModel):
+    id: str
+    name: str
+    occurred_at: datetime
+    properties: dict[str, Any]
+
+
+class LedgerEntryOut(BaseModel):
+    id: str
+    type: str
+    occurred_at: datetime
+    program: str | None
+    entry: str | None
+    points: int | None
+    tier: str | None
+    reward: str | None
+    referred: str | None
+    gift_card: str | None
+    operation: str | None
+    amount: Decimal | None
+    reason: str | None
+
+
+class ActivityPage(BaseModel):
+    """One page of a customer's activity, newest first."""
+
+    items: list[OrderOut] | list[EventOut] | list[LedgerEntryOut]
+    total: int

@@ -48,10 +48,14 @@ from cohorta.customers.schemas import (
     CustomerOut,
     EventDefinitionIn,
     EventIn,
+    EventOut,
     GiftCardOut,
     GiftCardTransactionIn,
+    LedgerEntryOut,
     LoyaltyTransactionIn,
     OrderIn,
+    OrderItemOut,
+    OrderOut,
     PointsAdjusted,
     PointsAdjustmentIn,
     PointsTransactionIn,
@@ -848,3 +852,74 @@ def _minor(amount: Decimal, exponent: int, loc: Loc, errors: list[FieldError]) -
     except ValueError as exc:
         errors.append(FieldError(loc, f"{exc} (amounts are in the project's currency)"))
         return 0
+
+
+# --- a member's activity (the member view) --------------------------------------------------------------------------
+
+
+def _page(session: Session, query: sa.Select[Any], limit: int, offset: int) -> tuple[list[Any], int]:
+    total = int(session.scalar(sa.select(sa.func.count()).select_from(query.order_by(None).subquery())) or 0)
+    return list(session.scalars(query.limit(limit).offset(offset))), total
+
+
+def customer_orders(
+    session: Session, source_id: str, exponent: int, limit: int, offset: int
+) -> tuple[list[OrderOut], int]:
+    customer_id = customer_id_for(session, source_id)
+    orders, total = _page(
+        session,
+        sa.select(Order).where(Order.customer_id == customer_id).order_by(Order.created_at.desc(), Order.id.desc()),
+        limit,
+        offset,
+    )
+    items: dict[int, list[OrderItemOut]] = defaultdict(list)
+    if orders:
+        rows = session.scalars(
+            sa.select(OrderItem).where(OrderItem.order_pk.in_([o.id for o in orders])).order_by(OrderItem.id)
+        )
+        for item in rows:
+            items[item.order_pk].append(
+                OrderItemOut(
+                    sku=item.sku, name=item.name, category=item.category, brand=item.brand, quantity=item.quantity,
+                    unit_price=from_minor(item.unit_price_minor, exponent),
+                    amount=from_minor(item.amount_minor, exponent),
+                )
+            )
+    return [
+        OrderOut(id=o.order_id, status=o.status, created_at=o.created_at, total=from_minor(o.total_minor, exponent),
+                 items=items[o.id])
+        for o in orders
+    ], total
+
+
+def customer_events(
+    session: Session, source_id: str, name: str | None, limit: int, offset: int
+) -> tuple[list[EventOut], int]:
+    customer_id = customer_id_for(session, source_id)
+    query = sa.select(Event).where(Event.customer_id == customer_id)
+    if name:
+        query = query.where(Event.name == name)
+    events, total = _page(session, query.order_by(Event.occurred_at.desc(), Event.id.desc()), limit, offset)
+    return [EventOut(id=e.event_id, name=e.name, occurred_at=e.occurred_at, properties=e.properties or {})
+            for e in events], total  # fmt: skip
+
+
+def customer_ledger(
+    session: Session, source_id: str, exponent: int, program: str | None, limit: int, offset: int
+) -> tuple[list[LedgerEntryOut], int]:
+    """The loyalty journal: points, tiers, redemptions, referrals, gift cards."""
+    customer_id = customer_id_for(session, source_id)
+    query = sa.select(LoyaltyTransaction).where(LoyaltyTransaction.customer_id == customer_id)
+    if program:
+        query = query.where(LoyaltyTransaction.program == program)
+    order = (LoyaltyTransaction.occurred_at.desc(), LoyaltyTransaction.id.desc())
+    entries, total = _page(session, query.order_by(*order), limit, offset)
+    return [
+        LedgerEntryOut(
+            id=t.transaction_id, type=t.type, occurred_at=t.occurred_at, program=t.program, entry=t.entry,
+            points=t.points, tier=t.tier, reward=t.reward, referred=t.referred, gift_card=t.gift_card,
+            operation=t.operation, amount=None if t.amount_minor is None else from_minor(t.amount_minor, exponent),
+            reason=t.reason,
+        )
+        for t in entries
+    ], total

@@ -135,7 +135,7 @@ def _summary_sums(session: Session, customer_ids: Sequence[int]) -> tuple[int, i
     return orders, spent
 
 
-def _per(total: int, count: int) -> int:
+def divide_minor(total: int, count: int) -> int:
     """total / count in whole minor units, rounded half away from zero (money is never a float)."""
     return int((Decimal(total) / Decimal(count)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
@@ -148,8 +148,8 @@ def derive_averages(segment: Segment) -> None:
         segment.avg_transactions = segment.avg_spending_minor = segment.avg_transaction_value_minor = None
         return
     segment.avg_transactions = orders / members
-    segment.avg_spending_minor = _per(spent, members)
-    segment.avg_transaction_value_minor = _per(spent, orders) if orders else None
+    segment.avg_spending_minor = divide_minor(spent, members)
+    segment.avg_transaction_value_minor = divide_minor(spent, orders) if orders else None
 
 
 def recount_all_statistics(factory: Any, now: datetime) -> int:

@@ -157,8 +157,15 @@ def _check_name_free(session: Session, name: str, segment_id: str | None) -> Non
 
 
 def create_segment(
-    session: Session, settings: Settings, clock: Clock, body: SegmentIn, principal: Principal
+    session: Session,
+    settings: Settings,
+    clock: Clock,
+    body: SegmentIn,
+    principal: Principal,
+    member_ids: set[int] | None = None,
 ) -> Segment:
+    """Create a segment. A static one takes its members from its rule (a snapshot), ``customers`` or, from other
+    services (overlaps), ``member_ids``."""
     now, actor = clock.now(), principal.name
     _check_team(session, principal, body.team)
     _check_name_free(session, body.name, None)
@@ -215,6 +222,8 @@ def create_segment(
             )
             ids = store.matching_ids(session, rule, ctx)
             segment.rule_text = rules.to_text(rule)  # kept to say where the snapshot came from
+        elif member_ids is not None:
+            ids = member_ids
         else:
             ids = _resolve_all(session, body.customers or [], ("customers",))
         _set_static_list(session, segment, ids, now)

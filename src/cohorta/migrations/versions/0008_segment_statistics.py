@@ -12,7 +12,6 @@ from alembic import op
 
 import cohorta.db
 
-
 revision = '0008'
 down_revision = '0007'
 branch_labels = None

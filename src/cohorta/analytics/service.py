@@ -1,0 +1,204 @@
+"""Segment analytics, computed by the database engine: size over time, order value and purchase frequency month by
+month, the members' averages beside all customers', and overlaps of segments. No HTTP.
+
+Orders count when their status is a purchase (``COUNTED_ORDER_STATUSES``, as in the customer summary). Month by month
+figures are for the segment's current members; months are calendar months in the project's time zone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from cohorta.access.service import Principal
+from cohorta.config import Settings
+from cohorta.customers.models import COUNTED_ORDER_STATUSES, CustomerSummary, Order
+from cohorta.errors import FieldError, InvalidInput
+from cohorta.membership.service import divide_minor, size_over_time
+from cohorta.money import from_minor
+from cohorta.segments.models import SegmentMember
+from cohorta.segments.schemas import SizePoint
+from cohorta.segments.service import get_segment
+
+MAX_MONTHS = 60
+MAX_OVERLAP_SEGMENTS = 5
+
+
+class Averages(BaseModel):
+    customers: int
+    avg_transaction_value: Decimal | None = Field(description="Spending / transactions")
+    avg_transactions: float | None = Field(description="Transactions per customer")
+    avg_spending: Decimal | None = Field(description="Spending per customer (historical CLV)")
+
+
+class MonthPoint(BaseModel):
+    month: str = Field(description="YYYY-MM, project time zone")
+    orders: int
+    revenue: Decimal
+    average_order_value: Decimal | None
+    purchase_frequency: float = Field(description="Orders per member in the month")
+    buyers: int = Field(description="Members with at least one order in the month")
+
+
+class Analytics(BaseModel):
+    segment_id: str
+    members: int
+    start: dt.date
+    end: dt.date
+    size: list[SizePoint]
+    months: list[MonthPoint]
+    segment: Averages
+    all_customers: Averages
+    clv: dict[str, Any] = Field(description="historical: average spending per member; predicted: not yet modelled")
+
+
+def _averages(customers: int, orders: int, spent: int, exponent: int) -> Averages:
+    return Averages(
+        customers=customers,
+        avg_transaction_value=from_minor(divide_minor(spent, orders), exponent) if orders else None,
+        avg_transactions=orders / customers if customers else None,
+        avg_spending=from_minor(divide_minor(spent, customers), exponent) if customers else None,
+    )
+
+
+def _month_starts(first: dt.date, last: dt.date) -> list[dt.date]:
+    months, day = [], first.replace(day=1)
+    while day <= last:
+        months.append(day)
+        day = (day + dt.timedelta(days=32)).replace(day=1)
+    return months
+
+
+def analytics(
+    session: Session, settings: Settings, principal: Principal, segment_id: str, first: dt.date, last: dt.date
+) -> Analytics:
+    segment = get_segment(session, segment_id, principal)
+    zone = ZoneInfo(settings.timezone)
+    months = _month_starts(first, last)
+    if first > last or len(months) > MAX_MONTHS:
+        raise InvalidInput([FieldError(("from",), f"must be on or before 'to', at most {MAX_MONTHS} months apart")])
+    exponent = settings.currency_exponent
+    edges = [dt.datetime.combine(m, dt.time(0), tzinfo=zone) for m in months]
+    edges.append(dt.datetime.combine((months[-1] + dt.timedelta(days=32)).replace(day=1), dt.time(0), tzinfo=zone))
+    bucket = sa.case(
+        *[((Order.created_at >= edges[i]) & (Order.created_at < edges[i + 1]), i) for i in range(len(months))],
+        else_=None,
+    ).label("bucket")
+    members = sa.select(SegmentMember.customer_id).where(SegmentMember.segment_id == segment.id)
+    per_month = sa.select(
+        bucket,
+        sa.func.count(),
+        sa.func.coalesce(sa.func.sum(Order.total_minor), 0),
+        sa.func.count(sa.distinct(Order.customer_id)),
+    ).where(
+        Order.customer_id.in_(members),
+        Order.status.in_(COUNTED_ORDER_STATUSES),
+        Order.created_at >= edges[0],
+        Order.created_at < edges[-1],
+    )
+    rows = {int(b): (int(n), int(r), int(u)) for b, n, r, u in session.execute(per_month.group_by(bucket))}
+    member_count = segment.member_count or 0
+    points = []
+    for i, month in enumerate(months):
+        n, revenue, buyers = rows.get(i, (0, 0, 0))
+        points.append(
+            MonthPoint(
+                month=month.strftime("%Y-%m"),
+                orders=n,
+                revenue=from_minor(revenue, exponent),
+                average_order_value=from_minor(divide_minor(revenue, n), exponent) if n else None,
+                purchase_frequency=n / member_count if member_count else 0.0,
+                buyers=buyers,
+            )
+        )
+    everyone = session.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(CustomerSummary.order_count), 0),
+            sa.func.coalesce(sa.func.sum(CustomerSummary.total_spent_minor), 0),
+        )
+    ).one()
+    own = _averages(member_count, segment.stats_orders or 0, segment.stats_spent_minor or 0, exponent)
+    size = [SizePoint(day=d.isoformat(), members=m, entered=e, exited=x)
+            for d, m, e, x in size_over_time(session, segment, first, last, zone)]  # fmt: skip
+    return Analytics(
+        segment_id=segment.id, members=member_count, start=first, end=last, size=size, months=points, segment=own,
+        all_customers=_averages(int(everyone[0]), int(everyone[1]), int(everyone[2]), exponent),
+        clv={"historical": own.avg_spending, "predicted": None, "method": "historical: average spending per member"},
+    )  # fmt: skip
+
+
+# --- overlap ------------------------------------------------------------------------------------------------------
+
+
+class Intersection(BaseModel):
+    segments: list[str]
+    size: int = Field(description="Customers in every one of these segments")
+
+
+class PairOverlap(BaseModel):
+    a: str
+    b: str
+    both: int
+    jaccard: float | None = Field(description="|A and B| / |A or B|")
+
+
+class Overlap(BaseModel):
+    sizes: dict[str, int]
+    intersections: list[Intersection]
+    pairs: list[PairOverlap]
+
+
+def _members(segment_id: str) -> sa.Select[Any]:
+    return sa.select(SegmentMember.customer_id).where(SegmentMember.segment_id == segment_id)
+
+
+def _count(session: Session, query: sa.Select[Any]) -> int:
+    return int(session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0)
+
+
+def overlap(session: Session, principal: Principal, segment_ids: Sequence[str]) -> Overlap:
+    """The size of every intersection of 2 to 5 segments (each counted by the database), and Jaccard per pair."""
+    ids = list(dict.fromkeys(segment_ids))
+    if not 2 <= len(ids) <= MAX_OVERLAP_SEGMENTS:
+        raise InvalidInput([FieldError(("segments",), f"give 2 to {MAX_OVERLAP_SEGMENTS} different segments")])
+    for segment_id in ids:
+        get_segment(session, segment_id, principal)
+    sizes = {sid: _count(session, _members(sid)) for sid in ids}
+    intersections = []
+    for size in range(2, len(ids) + 1):
+        for combo in itertools.combinations(ids, size):
+            query = sa.intersect(*[_members(sid) for sid in combo])
+            intersections.append(Intersection(segments=list(combo), size=_count(session, sa.select(query.subquery()))))
+    both = {tuple(i.segments): i.size for i in intersections if len(i.segments) == 2}
+    pairs = []
+    for a, b in itertools.combinations(ids, 2):
+        union = sizes[a] + sizes[b] - both[(a, b)]
+        pairs.append(PairOverlap(a=a, b=b, both=both[(a, b)], jaccard=both[(a, b)] / union if union else None))
+    return Overlap(sizes=sizes, intersections=intersections, pairs=pairs)
+
+
+def combined_ids(session: Session, principal: Principal, operation: str, segment_ids: Sequence[str]) -> set[int]:
+    """Members of the intersection (in all), union (in any) or difference (in the first, in none of the others)."""
+    ids = list(dict.fromkeys(segment_ids))
+    if len(ids) < 2:
+        raise InvalidInput([FieldError(("segments",), "give at least 2 different segments")])
+    for segment_id in ids:
+        get_segment(session, segment_id, principal)
+    selects = [_members(sid) for sid in ids]
+    if operation == "intersection":
+        combined = sa.intersect(*selects)
+    elif operation == "union":
+        combined = sa.union(*selects)
+    else:
+        # A EXCEPT B EXCEPT C, flat: evaluated left to right, and SQLite refuses a parenthesised compound operand.
+        combined = sa.except_(*selects)
+    return {int(customer_id) for customer_id in session.scalars(sa.select(combined.subquery().c.customer_id))}

@@ -1,0 +1,97 @@
+"""Segment analytics: size over time, order value and frequency by month, averages beside all customers, overlaps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from cohorta.clock import FrozenClock
+from tests.support import admin_api, run_jobs
+
+
+@pytest.fixture
+def api(store: sa.Engine, clock: FrozenClock) -> Iterator[TestClient]:
+    """Poles a, b, c and German d. Orders: a 100 (Jan) + 50 (Feb), b 30 (Feb), d 400 (Feb); a cancelled one."""
+    with admin_api(store, clock, timezone="Europe/Warsaw") as client:
+        for source_id, country in (("a", "PL"), ("b", "PL"), ("c", "PL"), ("d", "DE")):
+            client.put(f"/api/v1/customers/{source_id}", json={"country": country})
+        orders = [
+            ("a", "100", "2026-01-15T10:00:00Z", "paid"),
+            ("a", "50", "2026-01-31T23:30:00Z", "paid"),  # 00:30 on 1 February in Warsaw
+            ("b", "30", "2026-02-10T10:00:00Z", "fulfilled"),
+            ("d", "400", "2026-02-10T10:00:00Z", "paid"),
+            ("c", "999", "2026-02-11T10:00:00Z", "cancelled"),
+        ]
+        for n, (customer, total, at, state) in enumerate(orders):
+            body = {"id": f"o{n}", "customer": customer, "total": total, "created_at": at, "status": state}
+            assert client.post("/api/v1/orders", json=body).status_code == 201
+        yield client
+
+
+def segment(api: TestClient, name: str, text: str) -> str:
+    created = api.post("/api/v1/segments", json={"name": name, "text": text})
+    run_jobs(api)
+    return str(created.json()["id"])
+
+
+def test_months_averages_and_size(api: TestClient) -> None:
+    poles = segment(api, "Poles", 'profile.country in ("PL")')
+    report = api.get(f"/api/v1/segments/{poles}/analytics", params={"from": "2026-01-01", "to": "2026-03-14"})
+    assert report.status_code == 200, report.text
+    body = report.json()
+    assert body["members"] == 3
+    months = {m["month"]: m for m in body["months"]}
+    assert list(months) == ["2026-01", "2026-02", "2026-03"]
+    assert (months["2026-01"]["orders"], months["2026-01"]["revenue"]) == (1, "100.00")
+    feb = months["2026-02"]  # a's 50 (local time), b's 30; c's cancelled order does not count
+    assert (feb["orders"], feb["revenue"], feb["average_order_value"], feb["buyers"]) == (2, "80.00", "40.00", 2)
+    assert feb["purchase_frequency"] == pytest.approx(2 / 3)
+    assert months["2026-03"]["average_order_value"] is None
+    assert body["segment"] == {"customers": 3, "avg_transaction_value": "60.00", "avg_transactions": 1.0,
+                               "avg_spending": "60.00"}  # fmt: skip
+    assert body["all_customers"] == {"customers": 4, "avg_transaction_value": "145.00", "avg_transactions": 1.0,
+                                     "avg_spending": "145.00"}  # fmt: skip
+    assert body["clv"]["historical"] == "60.00" and body["clv"]["predicted"] is None
+    assert body["size"][-1] == {"day": "2026-03-14", "members": 3, "entered": 3, "exited": 0}
+    too_long = api.get(f"/api/v1/segments/{poles}/analytics", params={"from": "2010-01-01", "to": "2026-01-01"})
+    assert too_long.status_code == 422
+
+
+def overlap(api: TestClient, *ids: str) -> dict[str, Any]:
+    response = api.post("/api/v1/segments/overlap", json={"segments": list(ids)})
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_overlaps_and_saved_combinations(api: TestClient) -> None:
+    poles = segment(api, "Poles", 'profile.country in ("PL")')  # a b c
+    buyers = segment(api, "Buyers", "summary.order_count >= 1")  # a b d
+    big = segment(api, "Big", "summary.total_spent >= 150")  # a d
+    result = overlap(api, poles, buyers, big)
+    assert result["sizes"] == {poles: 3, buyers: 3, big: 2}
+    sizes = {tuple(i["segments"]): i["size"] for i in result["intersections"]}
+    assert sizes == {(poles, buyers): 2, (poles, big): 1, (buyers, big): 2, (poles, buyers, big): 1}
+    pair = next(p for p in result["pairs"] if (p["a"], p["b"]) == (poles, buyers))
+    assert pair["both"] == 2 and pair["jaccard"] == pytest.approx(2 / 4)
+    assert api.post("/api/v1/segments/overlap", json={"segments": [poles]}).status_code == 422
+    assert api.post("/api/v1/segments/overlap", json={"segments": [poles, "seg_none"]}).status_code == 404
+    saved = api.post(
+        "/api/v1/segments/combine",
+        json={"operation": "difference", "segments": [buyers, poles], "name": "Foreign buyers"},
+    )
+    assert saved.status_code == 201, saved.text
+    assert (saved.json()["type"], saved.json()["members"]) == ("static", 1)
+    members = api.get(f"/api/v1/segments/{saved.json()['id']}/members").json()["items"]
+    assert [m["source_id"] for m in members] == ["d"]
+    both = api.post(
+        "/api/v1/segments/combine", json={"operation": "intersection", "segments": [poles, buyers], "name": "PB"}
+    )
+    assert both.json()["members"] == 2
+    again = api.post(
+        "/api/v1/segments/combine", json={"operation": "intersection", "segments": [buyers, poles], "name": "BP"}
+    )
+    assert again.status_code == 409  # the same members as the static segment PB

@@ -16,8 +16,8 @@ measures:
 * seconds: wall time of the child, from start to exit (interpreter start-up and imports included; the start-up alone
   is measured once, as ``python -c "import cohorta.cli, cohorta.exports.service"``, and printed);
 * peak RSS: the child's own high-water mark, ``ru_maxrss`` of the resource usage ``os.wait4`` returns for that one
-  child (Linux: KiB; shown in MiB). Unlike ``getrusage(RUSAGE_CHILDREN)`` it is per run, not the maximum over every
-  child so far;
+  child (Linux: KiB; shown in MiB), taken by a small launcher process that starts the child (see ``measured``).
+  Unlike ``getrusage(RUSAGE_CHILDREN)`` it is per run, not the maximum over every child so far;
 * rows: counted in the file written (CSV parsed, JSON lines counted, Parquet metadata) and checked against the count
   the command prints and the segment's member count.
 
@@ -102,21 +102,35 @@ class Results:
 # Measuring a child process
 
 
+#: Run with ``python -S -c`` (about 8 MB): starts argv[2:], waits, writes "peak-KiB exit-code seconds" to argv[1].
+_LAUNCHER = """
+import os, sys, time
+started = time.perf_counter()
+pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - started
+with open(sys.argv[1], "w") as out:
+    out.write(f"{usage.ru_maxrss} {os.waitstatus_to_exitcode(status)} {seconds}")
+"""
+
+
 def measured(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int, int, str, str]:
     """Runs ``command`` in ``cwd``; (wall seconds, its peak RSS in KiB, exit code, stdout, stderr).
 
-    The peak comes from ``os.wait4`` on that child alone (``ru_maxrss``, KiB on Linux): the kernel's high-water mark of
-    its resident set over its whole life, which polling /proc could miss. Output goes to files, not pipes, so a chatty
-    child cannot block on a full pipe while we wait."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
+    The peak is ``ru_maxrss`` from ``os.wait4`` on that one child (KiB on Linux): the kernel's high-water mark of its
+    resident set over its whole life, which polling /proc could miss. The child is started by a small launcher
+    process (``python -S``, about 8 MB), not by this one: Linux counts in a child's ``ru_maxrss`` the memory of the
+    process image it replaced at exec - a copy of its parent's - so a child started directly from this benchmark
+    (hundreds of MB once the segment is computed) would report at least that much. Timing is taken in the launcher,
+    from spawn to exit. Output goes to files, not pipes, so a chatty child cannot block on a full pipe."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "usage"
+        subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, str(report), *command], env=env, cwd=cwd,
+                       stdin=subprocess.DEVNULL, stdout=out, stderr=err, check=True)  # fmt: skip
+        peak, code, seconds = report.read_text().split()
         out.seek(0)
         err.seek(0)
-        return (seconds, usage.ru_maxrss, process.returncode, out.read().decode(errors="replace"),
+        return (float(seconds), int(peak), int(code), out.read().decode(errors="replace"),
                 err.read().decode(errors="replace"))  # fmt: skip
 
 
@@ -292,9 +306,9 @@ def report(results: Results, build_s: float | None) -> None:
         f"Note: 'seconds' is the child's wall time, start to exit, and 'rows/s' is rows / seconds (the targets apply "
         f"to it). Of that time, starting Python and importing the CLI and export modules alone takes "
         f"{results.startup.seconds:.2f} s and {results.startup.peak_rss_mb:.0f} MB RSS; 'rows/s after start-up' "
-        "takes those seconds off. Peak RSS: ru_maxrss of that one child from os.wait4 (MB = MiB). 'orders': "
-        f"--activity orders from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC, one row per order item (the "
-        "targets are the issue's, for the members export)."
+        "takes those seconds off. Peak RSS: ru_maxrss of that one child from os.wait4, in a small launcher process "
+        f"(MB = MiB). 'orders': --activity orders from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC, one row "
+        "per order item (the targets are the issue's, for the members export)."
     )
 
 

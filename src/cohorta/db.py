@@ -71,6 +71,9 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+# SQLite page cache per connection: 64 MiB (negative: KiB).
+SQLITE_CACHE_SIZE = -65536
+
 def as_instant(value: Any) -> datetime | None:
     """A stored instant read through raw SQL (SQLite text, or PostgreSQL timestamptz) as an aware UTC datetime."""
     if value is None:
@@ -219,7 +222,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA cache_size=-65536")
+    cursor.execute(f"PRAGMA cache_size={SQLITE_CACHE_SIZE}")
     cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
 

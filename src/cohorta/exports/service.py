@@ -17,6 +17,8 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -26,16 +28,16 @@ from cohorta.clock import Clock
 from cohorta.config import Settings
 from cohorta.customers.models import Event, LoyaltyTransaction, Order, OrderItem, ValueType
 from cohorta.customers.service import attribute_definitions
-from cohorta.db import as_instant
+from cohorta.db import SQLITE_CACHE_SIZE
 from cohorta.errors import FieldError, InvalidInput
 from cohorta.evaluation import store
-from cohorta.money import from_minor
 from cohorta.segments.models import SegmentMember
 from cohorta.segments.service import get_segment, member_table
 
 Format = Literal["csv", "jsonl", "parquet"]
 Activity = Literal["orders", "events", "points"]
 BATCH_ROWS = 10_000
+EXPORT_CACHE_KIB = 8192
 MEDIA_TYPES = {
     "csv": "text/csv; charset=utf-8",
     "jsonl": "application/x-ndjson",
@@ -49,64 +51,76 @@ def csv_safe(value: Any) -> Any:
     return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
 
 
+Kind = Literal["text", "int", "float", "bool", "instant", "date", "money", "json"]
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
-    arrow: pa.DataType
-    convert: Callable[[Any], Any] = lambda value: value
+    kind: Kind
 
 
 @dataclass
 class Export:
-    """An export ready to stream: its columns, its row count, and a function giving batches of converted rows."""
+    """An export ready to stream: its columns, its row count, and a function giving Arrow record batches."""
 
     columns: list[Column]
     total: int
-    batches: Callable[[], Iterator[list[tuple[Any, ...]]]]
+    batches: Callable[[], Iterator[pa.RecordBatch]]
+    exponent: int
 
-
-def _instant(value: Any) -> dt.datetime | None:
-    return as_instant(value) if value is not None else None
-
-
-def _money(exponent: int) -> Callable[[Any], Decimal | None]:
-    return lambda minor: None if minor is None else from_minor(int(minor), exponent)
-
-
-def _date(value: Any) -> dt.date | None:
-    if value is None or isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value)[:10])
-
-
-def _bool(value: Any) -> bool | None:
-    return None if value is None else bool(value)
+    def schema(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, _arrow_type(c.kind, self.exponent)) for c in self.columns])
 
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 
-def _member_columns(settings: Settings, attribute_types: dict[str, ValueType]) -> list[Column]:
-    money = pa.decimal128(18, settings.currency_exponent)
+def _arrow_type(kind: Kind, exponent: int) -> pa.DataType:
+    return {
+        "text": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "instant": TIMESTAMP,
+        "date": pa.date32(), "money": pa.decimal128(18, exponent), "json": pa.string(),
+    }[kind]  # fmt: skip
+
+
+def _column_array(kind: Kind, values: Sequence[Any], exponent: int) -> pa.Array:
+    """One column of a batch, from the driver's raw values, converted in bulk by Arrow where it can be: SQLite gives
+    instants as UTC text and booleans as 0/1, PostgreSQL gives datetimes and booleans."""
+    sample = next((v for v in values if v is not None), None)
+    if kind == "instant":
+        if isinstance(sample, str):
+            return pc.assume_timezone(pa.array(values, pa.string()).cast(pa.timestamp("us")), "UTC")
+        return pa.array(values, TIMESTAMP)
+    if kind == "date":
+        if isinstance(sample, str):
+            return pa.array(values, pa.string()).cast(pa.date32())
+        return pa.array(values, pa.date32())
+    if kind == "bool":
+        return pa.array(values).cast(pa.bool_()) if sample is not None else pa.nulls(len(values), pa.bool_())
+    if kind == "money":  # integer minor units, exactly: Decimal, never float
+        return pa.array([None if v is None else Decimal(int(v)).scaleb(-exponent) for v in values],
+                        pa.decimal128(18, exponent))  # fmt: skip
+    if kind == "json":
+        return pa.array([None if v is None else v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+                         for v in values], pa.string())  # fmt: skip
+    if kind == "float":
+        return pa.array([None if v is None else float(v) for v in values], pa.float64())
+    return pa.array(values, _arrow_type(kind, exponent))
+
+
+def _member_columns(attribute_types: dict[str, ValueType]) -> list[Column]:
     columns = [
-        Column("source_id", pa.string()), Column("first_name", pa.string()), Column("last_name", pa.string()),
-        Column("email", pa.string()), Column("phone", pa.string()), Column("city", pa.string()),
-        Column("country", pa.string()), Column("loyalty_member", pa.bool_(), _bool),
-        Column("created_at", TIMESTAMP, _instant), Column("order_count", pa.int64()),
-        Column("total_spent", money, _money(settings.currency_exponent)),
-        Column("average_order_value", money, _money(settings.currency_exponent)),
-        Column("last_order_at", TIMESTAMP, _instant), Column("points_balance", pa.int64()),
-        Column("member_since", TIMESTAMP, _instant),
+        Column("source_id", "text"), Column("first_name", "text"), Column("last_name", "text"),
+        Column("email", "text"), Column("phone", "text"), Column("city", "text"), Column("country", "text"),
+        Column("loyalty_member", "bool"), Column("created_at", "instant"), Column("order_count", "int"),
+        Column("total_spent", "money"), Column("average_order_value", "money"), Column("last_order_at", "instant"),
+        Column("points_balance", "int"), Column("member_since", "instant"),
     ]  # fmt: skip
-    arrow_of = {
-        ValueType.string: (pa.string(), lambda v: v), ValueType.string_list: (pa.string(), lambda v: v),
-        ValueType.number: (pa.float64(), lambda v: None if v is None else float(v)),
-        ValueType.boolean: (pa.bool_(), _bool), ValueType.date: (pa.date32(), _date),
-        ValueType.datetime: (TIMESTAMP, _instant),
+    kind_of: dict[ValueType, Kind] = {
+        ValueType.string: "text", ValueType.string_list: "text", ValueType.number: "float",
+        ValueType.boolean: "bool", ValueType.date: "date", ValueType.datetime: "instant",
     }  # fmt: skip
-    for name, kind in attribute_types.items():
-        arrow, convert = arrow_of[kind]
-        columns.append(Column(f"attributes.{name}", arrow, convert))
+    columns += [Column(f"attributes.{name}", kind_of[kind]) for name, kind in attribute_types.items()]
     return columns
 
 
@@ -120,7 +134,7 @@ def members_export(
     attributes: Sequence[str] = (),
     filter_text: str | None = None,
 ) -> Export:
-    """The segment's members (or those matching ``filter_text``), ordered by source id, with the chosen attributes.
+    """The segment's members (or those matching ``filter_text``), in customer order, with the chosen attributes.
 
     Validates everything (segment in sight, attributes, filter) before any row is produced, so a streamed answer
     never fails half-way for a bad request."""
@@ -134,23 +148,43 @@ def members_export(
         "order_count", "total_spent_minor", "average_order_value_minor", "last_order_at", "points_balance", "since",
         *(f"attr_{name}" for name in chosen),
     ]  # fmt: skip
-    ordered = expr.select(*selected).order_by("source_id")
+    # In the membership index's order (segment, customer): no sort of the whole result before the first row.
+    ordered = expr.order_by("customer_id").select(*selected)
     sql = store.to_sql(session, ordered)
-    total = int(store.run_sql(session, f"SELECT COUNT(*) FROM ({sql}) AS export_rows").scalar_one())
-    columns = _member_columns(settings, chosen)
-    bind = session.get_bind()
-    return Export(columns=columns, total=total, batches=lambda: _stream_sql(bind, sql, columns))
+    if filter_text is None:  # every member: the stored count is exact, no second pass over the join
+        total = get_segment(session, segment_id, principal).member_count
+    else:
+        total = int(store.run_sql(session, f"SELECT COUNT(*) FROM ({sql}) AS export_rows").scalar_one())
+    columns = _member_columns(chosen)
+    bind, exponent = session.get_bind(), settings.currency_exponent
+    return Export(columns, total, lambda: _stream_sql(bind, sql, columns, exponent), exponent)
 
 
-def _stream_sql(bind: Any, sql: str, columns: list[Column]) -> Iterator[list[tuple[Any, ...]]]:
-    """Rows of ``sql`` in batches, through a server-side cursor on PostgreSQL, on a connection of its own."""
-    if bind.dialect.name == "postgresql":
-        sql = sql.replace("%", "%%")
-    converters = [c.convert for c in columns]
+def _stream_sql(bind: Any, sql: str, columns: list[Column], exponent: int) -> Iterator[pa.RecordBatch]:
+    """Rows of ``sql`` as Arrow record batches, through a server-side cursor on PostgreSQL, on a connection of its
+    own. Values are converted column by column, not cell by cell."""
+    schema = pa.schema([pa.field(c.name, _arrow_type(c.kind, exponent)) for c in columns])
     with bind.connect() as connection:
-        result = connection.execution_options(stream_results=True, yield_per=BATCH_ROWS).exec_driver_sql(sql)
-        for rows in result.partitions(BATCH_ROWS):
-            yield [tuple(convert(v) for convert, v in zip(converters, row, strict=True)) for row in rows]
+        sqlite = bind.dialect.name == "sqlite"
+        driver = connection.connection.driver_connection
+        if sqlite:  # a long scan read once: a small page cache, and sorts spilled to disk, keep memory bounded
+            connection.exec_driver_sql(f"PRAGMA cache_size=-{EXPORT_CACHE_KIB}")
+            connection.exec_driver_sql("PRAGMA temp_store=FILE")
+            cursor = driver.cursor()
+        else:  # a named (server-side) cursor: PostgreSQL sends the rows as they are fetched
+            cursor = driver.cursor(name="cohorta_export")
+        try:
+            # The driver's own cursor: plain tuples, no per-row result objects, for millions of rows.
+            cursor.execute(sql.replace("%%", "%") if not sqlite else sql)
+            while rows := cursor.fetchmany(BATCH_ROWS):
+                values = list(zip(*rows, strict=True))
+                arrays = [_column_array(c.kind, values[i], exponent) for i, c in enumerate(columns)]
+                yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+        finally:
+            cursor.close()
+            if sqlite:
+                connection.exec_driver_sql(f"PRAGMA cache_size={SQLITE_CACHE_SIZE}")
+                connection.exec_driver_sql("PRAGMA temp_store=MEMORY")
 
 
 def activity_export(
@@ -168,8 +202,6 @@ def activity_export(
         raise InvalidInput([FieldError(("to",), "must be after 'from'")])
     members = sa.select(SegmentMember.customer_id).where(SegmentMember.segment_id == segment_id)
     customers = sa.table("customers", sa.column("id"), sa.column("source_id"))
-    money = pa.decimal128(18, settings.currency_exponent)
-    as_money = _money(settings.currency_exponent)
     query: sa.Select[Any]
     if activity == "orders":
         query = (
@@ -184,11 +216,10 @@ def activity_export(
             .order_by(Order.created_at, Order.id, OrderItem.id)
         )  # fmt: skip
         columns = [
-            Column("source_id", pa.string()), Column("order_id", pa.string()),
-            Column("created_at", TIMESTAMP, _instant), Column("status", pa.string()),
-            Column("order_total", money, as_money), Column("sku", pa.string()), Column("item_name", pa.string()),
-            Column("category", pa.string()), Column("brand", pa.string()), Column("quantity", pa.int64()),
-            Column("unit_price", money, as_money), Column("amount", money, as_money),
+            Column("source_id", "text"), Column("order_id", "text"), Column("created_at", "instant"),
+            Column("status", "text"), Column("order_total", "money"), Column("sku", "text"),
+            Column("item_name", "text"), Column("category", "text"), Column("brand", "text"),
+            Column("quantity", "int"), Column("unit_price", "money"), Column("amount", "money"),
         ]  # fmt: skip
     elif activity == "events":
         query = (
@@ -198,10 +229,8 @@ def activity_export(
             .order_by(Event.occurred_at, Event.id)
         )
         columns = [
-            Column("source_id", pa.string()), Column("event_id", pa.string()), Column("name", pa.string()),
-            Column("occurred_at", TIMESTAMP, _instant),
-            Column("properties", pa.string(), lambda v: json.dumps(v if isinstance(v, dict) else json.loads(v or "{}"),
-                                                                   sort_keys=True)),
+            Column("source_id", "text"), Column("event_id", "text"), Column("name", "text"),
+            Column("occurred_at", "instant"), Column("properties", "json"),
         ]  # fmt: skip
     else:
         ledger = LoyaltyTransaction
@@ -216,29 +245,21 @@ def activity_export(
             .order_by(ledger.occurred_at, ledger.id)
         )  # fmt: skip
         columns = [
-            Column("source_id", pa.string()), Column("transaction_id", pa.string()),
-            Column("occurred_at", TIMESTAMP, _instant), Column("program", pa.string()), Column("entry", pa.string()),
-            Column("points", pa.int64()), Column("reason", pa.string()),
+            Column("source_id", "text"), Column("transaction_id", "text"), Column("occurred_at", "instant"),
+            Column("program", "text"), Column("entry", "text"), Column("points", "int"), Column("reason", "text"),
         ]  # fmt: skip
     bind = session.get_bind()
     total = int(session.scalar(sa.select(sa.func.count()).select_from(query.order_by(None).subquery())) or 0)
     compiled = str(query.compile(dialect=bind.dialect, compile_kwargs={"literal_binds": True}))
-    return Export(columns=columns, total=total, batches=lambda: _stream_sql(bind, compiled, columns))
+    exponent = settings.currency_exponent
+    return Export(columns, total, lambda: _stream_sql(bind, compiled, columns, exponent), exponent)
 
 
 # --- writers ---------------------------------------------------------------------------------------------------
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    if isinstance(value, dt.date | Decimal):
-        return str(value)
-    return value
-
-
 class _Sink(io.RawIOBase):
-    """A write-only file that hands over what was written since the last ``take`` (Parquet streams through it)."""
+    """A write-only file that hands over what was written since the last ``take`` (writers stream through it)."""
 
     def __init__(self) -> None:
         self._parts: list[bytes] = []
@@ -261,43 +282,54 @@ class _Sink(io.RawIOBase):
         return data
 
 
+_FORMULA = r"^[=+\-@\t\r]"
+
+
+def _for_text(batch: pa.RecordBatch, *, neutralise: bool) -> pa.RecordBatch:
+    """Text formats: instants as ISO 8601 strings in UTC (``...Z``), amounts as decimal strings, and (CSV) text
+    cells a spreadsheet would run as formulas prefixed with an apostrophe. All in Arrow compute, column at once."""
+    arrays = []
+    for column, field in zip(batch.columns, batch.schema, strict=True):
+        if pa.types.is_timestamp(field.type):  # Arrow writes "2026-03-01 10:00:00.000000Z": make it ISO 8601
+            column = pc.replace_substring(column.cast(pa.string()), " ", "T", max_replacements=1)
+        elif pa.types.is_decimal(field.type) or pa.types.is_date(field.type):
+            column = column.cast(pa.string())
+        elif neutralise and pa.types.is_string(field.type):
+            risky = pc.match_substring_regex(column, _FORMULA)
+            column = pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column)
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
 def encode(export: Export, fmt: Format, progress: Callable[[int], None] | None = None) -> Iterator[bytes]:
     """The export as chunks of bytes in the format, one chunk per batch; ``progress`` gets the rows written so far."""
-    names = [c.name for c in export.columns]
+    sink = _Sink()
     written = 0
+    writer: Any
     if fmt == "parquet":
-        schema = pa.schema([pa.field(c.name, c.arrow) for c in export.columns])
-        sink = _Sink()
-        writer = pq.ParquetWriter(sink, schema, compression="zstd")
-        for batch in export.batches():
-            columns = list(zip(*batch, strict=True)) if batch else [() for _ in names]
-            writer.write_table(pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(columns, schema,
-                                                                                                    strict=True)],
-                                                    schema=schema))  # fmt: skip
-            written += len(batch)
-            if progress:
-                progress(written)
-            yield sink.take()
-        writer.close()
-        yield sink.take()
-        return
-    if fmt == "csv":
-        buffer = io.StringIO()
-        writer_csv = csv.writer(buffer)
-        writer_csv.writerow(names)
-        yield buffer.getvalue().encode()
+        writer = pq.ParquetWriter(sink, export.schema(), compression="zstd")
+    elif fmt == "csv":
+        writer = None
+        header = io.StringIO()
+        csv.writer(header).writerow([c.name for c in export.columns])
+        sink.write(header.getvalue().encode())
     for batch in export.batches():
-        if fmt == "csv":
-            buffer = io.StringIO()
-            writer_csv = csv.writer(buffer)
-            writer_csv.writerows([csv_safe(v) for v in row] for row in batch)
-            chunk = buffer.getvalue()
+        if fmt == "parquet":
+            writer.write_batch(batch)
+        elif fmt == "csv":
+            text = _for_text(batch, neutralise=True)
+            options = pcsv.WriteOptions(include_header=False, quoting_style="needed")
+            pcsv.write_csv(text, sink, options)
         else:
-            chunk = "".join(
-                json.dumps(dict(zip(names, (_json_value(v) for v in row), strict=True)), ensure_ascii=False) + "\n"
-                for row in batch
-            )
-        written += len(batch)
+            names = batch.schema.names
+            text = _for_text(batch, neutralise=False)
+            lines = (json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False)
+                     for row in zip(*(column.to_pylist() for column in text.columns), strict=True))  # fmt: skip
+            sink.write(("\n".join(lines) + "\n").encode() if batch.num_rows else b"")
+        written += batch.num_rows
         if progress:
             progress(written)
-        yield chunk.encode()
+        yield sink.take()
+    if fmt == "parquet":
+        writer.close()
+    yield sink.take()

@@ -777,7 +777,7 @@ def member_table(
     values = t.customer_attribute_values
     for name in dict.fromkeys(attributes):
         kind = ValueType(definitions[name].type)
-        own = values.filter(values.name == name)
+        own = values.filter((values.name == name) & values.customer_id.isin(members.customer_id))
         if kind == ValueType.string_list:
             column = own.group_by("customer_id").aggregate(value=own.value_string.group_concat("|"))
         else:

@@ -178,3 +178,13 @@ def test_a_failing_background_export_says_why(api: TestClient, tmp_path: Path) -
     run_pending_exports(state.session_factory, state.clock, state.settings)
     failed = api.get(f"/api/v1/exports/{job['id']}").json()
     assert failed["state"] == "failed" and "Error" in failed["error"] and failed["download"] is None
+
+
+def test_the_member_table_shows_chosen_attributes(api: TestClient) -> None:
+    page = api.get(f"/api/v1/segments/{api.headers['X-Segment']}/members", params={"attributes": ["score", "tags"]})
+    assert page.status_code == 200, page.text
+    rows = {m["source_id"]: m["attributes"] for m in page.json()["items"]}
+    assert rows == {"p1": {"score": 7.5, "tags": ["a", "b"]}, "p2": {"score": None, "tags": []},
+                    "p3": {"score": None, "tags": []}}  # fmt: skip
+    unknown = api.get(f"/api/v1/segments/{api.headers['X-Segment']}/members", params={"attributes": ["nope"]})
+    assert unknown.status_code == 422

@@ -182,10 +182,12 @@ def members(
         str, Query(description="Field, '-' prefix for descending: " + ", ".join(service.MEMBER_SORTS))
     ] = "source_id",
     filter_: Annotated[str | None, Query(alias="filter", max_length=20_000, description="A rule in text form")] = None,
+    attributes: Annotated[list[str], Query(max_length=50, description="Custom attributes to show")] = [],  # noqa: B006
 ) -> MemberPage:
+    """Members with profile and summary fields, and the chosen custom attributes; filtered by a rule, sorted."""
     return service.members_page(
         session, settings, clock, segment_id, limit=limit, offset=offset, sort=sort, filter_text=filter_,
-        principal=principal,
+        principal=principal, attributes=attributes,
     )
 
 

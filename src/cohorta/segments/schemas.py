@@ -236,6 +236,7 @@ class MemberOut(BaseModel):
     last_order_at: datetime | None
     points_balance: int
     since: datetime
+    attributes: dict[str, Any] = Field(default_factory=dict, description="The custom attributes asked for")
 
 
 class MemberPage(BaseModel):

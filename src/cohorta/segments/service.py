@@ -798,12 +798,15 @@ def members_page(
     sort: str,
     filter_text: str | None,
     principal: Principal,
+    attributes: Sequence[str] = (),
 ) -> MemberPage:
     descending = sort.startswith("-")
     key = sort.lstrip("-")
     if key not in MEMBER_SORTS:
         raise InvalidInput([FieldError(("sort",), f"unknown sort {key!r}; one of {', '.join(MEMBER_SORTS)}")])
-    expr = member_table(session, settings, clock, segment_id, principal, filter_text=filter_text)
+    expr = member_table(session, settings, clock, segment_id, principal, filter_text=filter_text, attributes=attributes)
+    definitions = attribute_definitions(session)
+    kinds = {name: ValueType(definitions[name].type) for name in dict.fromkeys(attributes)}
     total = int(_scalar(session, expr.count()))
     column = ibis._[MEMBER_SORTS[key]]
     keys_order = [column.desc() if descending else column.asc()]
@@ -818,8 +821,25 @@ def members_page(
         record = dict(zip(keys, row, strict=True))
         record["total_spent"] = str(from_minor(record.pop("total_spent_minor"), settings.currency_exponent))
         record["last_order_at"], record["since"] = as_instant(record["last_order_at"]), as_instant(record["since"])
+        record["attributes"] = {name: _attribute_value(record[f"attr_{name}"], kind) for name, kind in kinds.items()}
         items.append(MemberOut(**{k: v for k, v in record.items() if k in fields}))
     return MemberPage(items=items, total=total, limit=limit, offset=offset)
+
+
+def _attribute_value(raw: Any, kind: ValueType) -> Any:
+    """An attribute as the member table shows it, from what the query gives (a list joined with |, SQLite's text
+    instants and 0/1 booleans)."""
+    if kind == ValueType.string_list:
+        return [] if raw is None else raw.split("|")
+    if raw is None:
+        return None
+    if kind == ValueType.datetime:
+        return as_instant(raw)
+    if kind == ValueType.boolean:
+        return bool(raw)
+    if kind == ValueType.date:
+        return str(raw)[:10]
+    return raw
 
 
 def _scalar(session: Session, expr: Any) -> Any:

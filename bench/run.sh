@@ -2,10 +2,11 @@
 # Runs the benchmarks and prints their tables. Needs the project installed in ./.venv (bash scripts/test.sh does it)
 # and, for the PostgreSQL rows, the server named by COHORTA_BENCH_POSTGRES_URL (default: local, database test).
 #   bash bench/run.sh                 # all, at the default sizes
-#   bash bench/run.sh ingest          # one of: ingest, demo, rules, eligibility, export
+#   bash bench/run.sh ingest          # one of: ingest, demo, rules, eligibility, export, analytics
 #   CUSTOMERS=1000000 bash bench/run.sh demo
 #   CONCURRENCY=32 DURATION=20 WORKERS_LIST=1,2,4 bash bench/run.sh eligibility
 #   CUSTOMERS=1000000 bash bench/run.sh export   # the issue's size (builds a ~15 GB demo DB once, ~12 min)
+#   CUSTOMERS=1000000 bash bench/run.sh analytics   # segment list (SEGMENTS=1000) and analytics at the issue's size
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -26,4 +27,8 @@ fi
 if [ "$what" = all ] || [ "$what" = export ]; then
   $PY -m bench.export_bench --customers "${CUSTOMERS:-100000}" --formats "${FORMATS:-csv,jsonl,parquet}" \
     --attributes "${ATTRIBUTES:-occupation,children,interests}"
+fi
+if [ "$what" = all ] || [ "$what" = analytics ]; then
+  $PY -m bench.analytics_bench --customers "${CUSTOMERS:-100000}" --segments "${SEGMENTS:-1000}" \
+    --list-runs "${LIST_RUNS:-50}" --analytics-runs "${ANALYTICS_RUNS:-10}"
 fi

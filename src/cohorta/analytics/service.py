@@ -161,23 +161,34 @@ def _members(segment_id: str) -> sa.Select[Any]:
     return sa.select(SegmentMember.customer_id).where(SegmentMember.segment_id == segment_id)
 
 
-def _count(session: Session, query: sa.Select[Any]) -> int:
-    return int(session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0)
-
-
 def overlap(session: Session, principal: Principal, segment_ids: Sequence[str]) -> Overlap:
-    """The size of every intersection of 2 to 5 segments (each counted by the database), and Jaccard per pair."""
+    """The size of every intersection of 2 to 5 segments, and Jaccard per pair, from one pass over their members:
+    each customer's memberships become a bit mask, the database counts customers per mask, and every intersection is
+    the sum over the masks that hold all its bits (one query instead of one INTERSECT per combination)."""
     ids = list(dict.fromkeys(segment_ids))
     if not 2 <= len(ids) <= MAX_OVERLAP_SEGMENTS:
         raise InvalidInput([FieldError(("segments",), f"give 2 to {MAX_OVERLAP_SEGMENTS} different segments")])
     for segment_id in ids:
         get_segment(session, segment_id, principal)
-    sizes = {sid: _count(session, _members(sid)) for sid in ids}
-    intersections = []
-    for size in range(2, len(ids) + 1):
-        for combo in itertools.combinations(ids, size):
-            query = sa.intersect(*[_members(sid) for sid in combo])
-            intersections.append(Intersection(segments=list(combo), size=_count(session, sa.select(query.subquery()))))
+    bit = sa.case(*[(SegmentMember.segment_id == sid, 1 << i) for i, sid in enumerate(ids)], else_=0)
+    masks = (
+        sa.select(SegmentMember.customer_id, sa.func.sum(bit).label("mask"))
+        .where(SegmentMember.segment_id.in_(ids))
+        .group_by(SegmentMember.customer_id)
+        .subquery()
+    )
+    counted = {int(mask): int(n) for mask, n in session.execute(
+        sa.select(masks.c.mask, sa.func.count()).group_by(masks.c.mask))}  # fmt: skip
+
+    def holding(wanted: int) -> int:
+        return sum(n for mask, n in counted.items() if mask & wanted == wanted)
+
+    sizes = {sid: holding(1 << i) for i, sid in enumerate(ids)}
+    intersections = [
+        Intersection(segments=list(combo), size=holding(sum(1 << ids.index(sid) for sid in combo)))
+        for size in range(2, len(ids) + 1)
+        for combo in itertools.combinations(ids, size)
+    ]
     both = {tuple(i.segments): i.size for i in intersections if len(i.segments) == 2}
     pairs = []
     for a, b in itertools.combinations(ids, 2):

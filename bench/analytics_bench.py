@@ -39,7 +39,6 @@ import contextlib
 import math
 import os
 import random
-import shutil
 import statistics
 import tempfile
 import time
@@ -54,7 +53,7 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import console, server
+from bench.common import console, copy_database, server
 from cohorta import db
 from cohorta.access.service import system_principal
 from cohorta.clock import SystemClock
@@ -368,16 +367,8 @@ def run(demo_db: Path, *, segments: int = 1000, list_runs: int = 50, analytics_r
     with tempfile.TemporaryDirectory(prefix="cohorta-analytics-") as name:
         folder = Path(name)
         started = time.perf_counter()
-        for suffix in ("", "-wal", "-shm"):
-            if Path(f"{demo_db}{suffix}").exists():
-                shutil.copy(f"{demo_db}{suffix}", folder / f"analytics.db{suffix}")
+        url, customers = copy_database(demo_db, folder, "analytics.db")
         seconds["copy"] = time.perf_counter() - started
-        url = f"sqlite:///{folder}/analytics.db"
-        engine = db.create_db_engine(url)
-        db.upgrade(engine)  # a cached database built before a newer migration
-        with engine.connect() as connection:
-            customers = int(connection.execute(sa.text("SELECT COUNT(*) FROM customers")).scalar_one())
-        engine.dispose()
         real, real_seconds = real_segments(url)
         seconds |= real_seconds
         load_average["real segments computed"] = os.getloadavg()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -93,6 +94,23 @@ def server(database_url: str, workers: int | None = None) -> Iterator[httpx.Clie
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def copy_database(source: Path, folder: Path, name: str) -> tuple[str, int]:
+    """A working copy of a (cached) SQLite database in ``folder``, migrated to the current schema (a cached one may
+    predate a migration): its URL and how many customers it holds."""
+    from cohorta import db
+
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{source}{suffix}").exists():
+            shutil.copy(f"{source}{suffix}", folder / f"{name}{suffix}")
+    url = f"sqlite:///{folder}/{name}"
+    engine = db.create_db_engine(url)
+    db.upgrade(engine)
+    with engine.connect() as connection:
+        customers = int(connection.execute(sa.text("SELECT COUNT(*) FROM customers")).scalar_one())
+    engine.dispose()
+    return url, customers
 
 
 def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:

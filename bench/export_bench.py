@@ -31,7 +31,6 @@ import argparse
 import csv
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,7 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import console
+from bench.common import console, copy_database
 from cohorta import db
 from cohorta.access.service import system_principal
 from cohorta.clock import SystemClock
@@ -213,16 +212,8 @@ def run(
     with tempfile.TemporaryDirectory(prefix="cohorta-export-") as name:
         folder = Path(name)
         started = time.perf_counter()
-        for suffix in ("", "-wal", "-shm"):
-            if Path(f"{demo_db}{suffix}").exists():
-                shutil.copy(f"{demo_db}{suffix}", folder / f"export.db{suffix}")
+        url, customers = copy_database(demo_db, folder, "export.db")
         seconds["copy"] = time.perf_counter() - started
-        url = f"sqlite:///{folder}/export.db"
-        engine = db.create_db_engine(url)
-        db.upgrade(engine)  # a cached database built before a newer migration
-        with engine.connect() as connection:
-            customers = int(connection.execute(sa.text("SELECT COUNT(*) FROM customers")).scalar_one())
-        engine.dispose()
         segment_id, members, segment_seconds = everyone_segment(url)
         seconds |= segment_seconds
         env = {**os.environ, "COHORTA_DATABASE_URL": url, "COHORTA_LOG_LEVEL": "warning", "COHORTA_SCHEDULER": "false",

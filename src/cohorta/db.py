@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.sql.visitors import InternalTraversal
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -192,27 +193,37 @@ def update_rows(connection: sa.Connection, table: sa.Table, key: str, rows: list
 
 class InValues(sa.sql.expression.ColumnElement[bool]):
     """``column IN (values)`` for long lists. PostgreSQL gets ``column = ANY(:array)``: one parameter, cheap to plan,
-    where thousands of IN parameters cost more than the query itself. Other databases get a plain IN."""
+    where thousands of IN parameters cost more than the query itself. Other databases get an expanding IN.
 
-    inherit_cache = False
+    The values travel as bound parameters that are part of the element's traversal, so a statement using it is
+    compiled once and then served from SQLAlchemy's statement cache whatever the values (compiling the statements of
+    one live write used to cost more than running them)."""
+
+    inherit_cache = True
     type = sa.Boolean()
     # A comparison in its own right: without this SQLite renders "x IN (...) = 1", which no index can serve.
     _is_implicitly_boolean = True
+    _traverse_internals = [
+        ("column", InternalTraversal.dp_clauseelement),
+        ("listed", InternalTraversal.dp_clauseelement),
+        ("array", InternalTraversal.dp_clauseelement),
+    ]
 
     def __init__(self, column: sa.ColumnElement[Any], values: Sequence[Any]) -> None:
         self.column = column
-        self.values = list(values)
+        values = list(values)
+        self.listed = sa.bindparam(None, values, expanding=True, type_=column.type)
+        self.array = sa.bindparam(None, values, type_=postgresql.ARRAY(column.type))
 
 
 @compiles(InValues)
 def _compile_in_values(element: InValues, compiler: Any, **kw: Any) -> str:
-    return str(compiler.process(element.column.in_(element.values), **kw))
+    return str(compiler.process(element.column.in_(element.listed), **kw))
 
 
 @compiles(InValues, "postgresql")
 def _compile_in_values_postgresql(element: InValues, compiler: Any, **kw: Any) -> str:
-    array = sa.bindparam(None, element.values, type_=postgresql.ARRAY(element.column.type))
-    return str(compiler.process(element.column == sa.any_(array), **kw))
+    return str(compiler.process(element.column == sa.any_(element.array), **kw))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

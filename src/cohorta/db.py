@@ -6,6 +6,8 @@ One code path serves SQLite (the embedded default, in WAL mode) and PostgreSQL (
 from __future__ import annotations
 
 import json
+import secrets
+import string
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -70,6 +72,14 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_id(prefix: str) -> str:
+    """A random public id like ``seg_k2x9...``: the prefix says what it is, 12 characters make it unguessable."""
+    return prefix + "_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
 
 
 # SQLite page cache per connection: 64 MiB (negative: KiB).

@@ -523,8 +523,10 @@ def delete_team(session: Session, now: datetime, actor: Principal, team_id: str,
     audit.record(session, now, actor.name, "team.delete", "team", team_id, before=before)
 
 
-def team_exists(session: Session, team_id: str) -> bool:
-    return session.get(Team, team_id) is not None
+def check_team(session: Session, principal: Principal, team: str | None) -> None:
+    """A segment or campaign may be put only in a team that exists and that the caller belongs to."""
+    if team is not None and (not principal.sees(team) or session.get(Team, team) is None):
+        raise InvalidInput([FieldError(("team",), f"unknown team {team!r}", "unknown_team")])
 
 
 # --- API tokens -------------------------------------------------------------------------------------------------

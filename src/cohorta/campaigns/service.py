@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
-import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -13,7 +11,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from cohorta.access.service import Principal, team_exists, visible_to
+from cohorta.access.service import Principal, check_team, visible_to
 from cohorta.audit import service as audit
 from cohorta.campaigns.models import Campaign, CampaignKind, CampaignSegment, CampaignStatus, TargetRole
 from cohorta.campaigns.schemas import (
@@ -27,10 +25,10 @@ from cohorta.campaigns.schemas import (
     TargetSegment,
 )
 from cohorta.customers.models import Customer, CustomerGroupAssignment
+from cohorta.db import new_id
 from cohorta.errors import Conflict, FieldError, InvalidInput, NotFound, UnknownReference
 from cohorta.segments.models import Segment, SegmentMember, SegmentStatus
 
-_ID_ALPHABET = string.ascii_lowercase + string.digits
 # Allowed status changes: (from, to). "ended" is final.
 TRANSITIONS = {
     ("draft", "active"),
@@ -44,7 +42,7 @@ HIDDEN = "another team's segment"
 
 
 def new_campaign_id() -> str:
-    return "cmp_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+    return new_id("cmp")
 
 
 def get_campaign(session: Session, campaign_id: str, principal: Principal | None) -> Campaign:
@@ -147,11 +145,6 @@ def _check_selection(session: Session, principal: Principal, included: Sequence[
             raise Conflict(f"segment {segment.name} ({sid}) is {segment.status}: only active segments can be selected")
 
 
-def _check_team(session: Session, principal: Principal, team: str | None) -> None:
-    if team is not None and (not principal.sees(team) or not team_exists(session, team)):
-        raise InvalidInput([FieldError(("team",), f"unknown team {team!r}", "unknown_team")])
-
-
 def _set_targets(session: Session, campaign: Campaign, included: Sequence[str], excluded: Sequence[str]) -> None:
     session.execute(sa.delete(CampaignSegment).where(CampaignSegment.campaign_id == campaign.id))
     rows = [(TargetRole.include, s) for s in dict.fromkeys(included)]
@@ -182,7 +175,7 @@ def _set_distribution(campaign: Campaign, body: CampaignFields, now: datetime) -
 
 
 def create_campaign(session: Session, now: datetime, principal: Principal, body: CampaignIn) -> Campaign:
-    _check_team(session, principal, body.team)
+    check_team(session, principal, body.team)
     included, excluded = body.included_segments or [], body.excluded_segments or []
     _check_selection(session, principal, included, excluded)
     campaign = Campaign(
@@ -210,7 +203,7 @@ def update_campaign(
     before = to_out(session, campaign)
     sent = body.model_fields_set
     if "team" in sent:
-        _check_team(session, principal, body.team)
+        check_team(session, principal, body.team)
         campaign.team = body.team
     if body.name is not None:
         campaign.name = body.name

@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import secrets
-import string
 import time
 from pathlib import Path
 from typing import Any
@@ -19,13 +17,13 @@ from cohorta.access.service import Principal, system_principal, visible_to
 from cohorta.audit import service as audit
 from cohorta.clock import Clock
 from cohorta.config import Settings
+from cohorta.db import new_id
 from cohorta.errors import FieldError, InvalidInput, NotFound
 from cohorta.exports import service
 from cohorta.exports.models import ExportJob
 from cohorta.segments.models import Segment
 
 log = logging.getLogger("cohorta.exports")
-_ID_ALPHABET = string.ascii_lowercase + string.digits
 PROGRESS_EVERY_SECONDS = 1.0
 
 
@@ -99,7 +97,7 @@ def queue(
                    "to": end.isoformat()}  # fmt: skip
     export = _build(session, settings, clock, principal, segment_id, what, options)
     job = ExportJob(
-        id="exp_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(12)), segment_id=segment_id, what=what,
+        id=new_id("exp"), segment_id=segment_id, what=what,
         format=body.format, options=options, state="queued", rows_total=export.total, rows_written=0, bytes=0,
         created_at=now, created_by=principal.name,
     )  # fmt: skip

@@ -13,7 +13,6 @@ import io
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -31,6 +30,7 @@ from cohorta.customers.service import attribute_definitions
 from cohorta.db import SQLITE_CACHE_SIZE
 from cohorta.errors import FieldError, InvalidInput
 from cohorta.evaluation import store
+from cohorta.money import from_minor
 from cohorta.segments.models import SegmentMember
 from cohorta.segments.service import get_segment, member_table
 
@@ -98,8 +98,7 @@ def _column_array(kind: Kind, values: Sequence[Any], exponent: int) -> pa.Array:
     if kind == "bool":
         return pa.array(values).cast(pa.bool_()) if sample is not None else pa.nulls(len(values), pa.bool_())
     if kind == "money":  # integer minor units, exactly: Decimal, never float
-        return pa.array([None if v is None else Decimal(int(v)).scaleb(-exponent) for v in values],
-                        pa.decimal128(18, exponent))  # fmt: skip
+        return pa.array([from_minor(v, exponent) for v in values], pa.decimal128(18, exponent))
     if kind == "json":
         return pa.array([None if v is None else v if isinstance(v, str) else json.dumps(v, sort_keys=True)
                          for v in values], pa.string())  # fmt: skip

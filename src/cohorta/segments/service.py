@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import secrets
-import string
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from datetime import time as dt_time
@@ -17,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from cohorta import rules
-from cohorta.access.service import Principal, team_exists, visible_to
+from cohorta.access.service import Principal, check_team, visible_to
 from cohorta.audit import service as audit
 from cohorta.campaigns.models import Campaign, CampaignSegment, CampaignStatus
 from cohorta.clock import Clock
@@ -26,7 +24,7 @@ from cohorta.customers.models import Customer, ValueType
 from cohorta.customers.service import attribute_definitions, customer_id_for
 from cohorta.customers.summary import chunked
 from cohorta.customers.values import column_for
-from cohorta.db import InValues, as_instant, insert_rows, table_of
+from cohorta.db import InValues, as_instant, insert_rows, new_id, table_of
 from cohorta.errors import Conflict, FieldError, InvalidInput, NotFound
 from cohorta.evaluation import store
 from cohorta.evaluation.catalog import build_catalog
@@ -68,7 +66,6 @@ from cohorta.segments.schemas import (
 )
 from cohorta.webhooks.service import enqueue_status, subscriptions_naming
 
-_ID_ALPHABET = string.ascii_lowercase + string.digits
 LEAF_KINDS = (rules.Condition, rules.Activity, rules.InSegment, rules.Sample)
 MEMBER_SORTS = {
     "source_id": "source_id",
@@ -83,7 +80,7 @@ MEMBER_SORTS = {
 
 
 def new_segment_id() -> str:
-    return "seg_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+    return new_id("seg")
 
 
 def get_segment(session: Session, segment_id: str, principal: Principal | None = None) -> Segment:
@@ -92,12 +89,6 @@ def get_segment(session: Session, segment_id: str, principal: Principal | None =
     if segment is None or (principal is not None and not principal.sees(segment.team)):
         raise NotFound(f"no segment {segment_id!r}")
     return segment
-
-
-def _check_team(session: Session, principal: Principal, team: str | None) -> None:
-    """A segment or campaign may be put only in a team that exists and that the caller belongs to."""
-    if team is not None and (not principal.sees(team) or not team_exists(session, team)):
-        raise InvalidInput([FieldError(("team",), f"unknown team {team!r}", "unknown_team")])
 
 
 def reference_graph(session: Session) -> dict[str, set[str]]:
@@ -167,7 +158,7 @@ def create_segment(
     """Create a segment. A static one takes its members from its rule (a snapshot), ``customers`` or, from other
     services (overlaps), ``member_ids``."""
     now, actor = clock.now(), principal.name
-    _check_team(session, principal, body.team)
+    check_team(session, principal, body.team)
     _check_name_free(session, body.name, None)
     _check_window(body.starts_at, body.expires_at)
     _check_timezone(body.timezone)
@@ -305,7 +296,7 @@ def update_segment(
     now, actor = clock.now(), principal.name
     before = audit_view(segment)
     if "team" in body.model_fields_set:
-        _check_team(session, principal, body.team)
+        check_team(session, principal, body.team)
     sent = body.model_fields_set
     new_version = False
     if "name" in sent and body.name is not None and body.name != segment.name:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import string
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,7 +25,7 @@ from cohorta.clock import Clock
 from cohorta.config import Settings
 from cohorta.customers.models import Customer
 from cohorta.customers.summary import chunked
-from cohorta.db import InValues, insert_rows, table_of
+from cohorta.db import InValues, insert_rows, new_id, table_of
 from cohorta.errors import FieldError, NotFound, UnknownReference
 from cohorta.outbound import post_signed
 from cohorta.segments.models import Segment
@@ -40,7 +39,6 @@ from cohorta.webhooks.schemas import (
 )
 
 log = logging.getLogger("cohorta.webhooks")
-_ID_ALPHABET = string.ascii_lowercase + string.digits
 LEASE = timedelta(seconds=60)  # how long a dispatcher owns a batch it claimed; after that another may retry it
 MAX_BACKOFF = timedelta(hours=1)
 
@@ -94,7 +92,7 @@ def create_subscription(
 ) -> SubscriptionCreated:
     generated = None if body.secret else "whsec_" + secrets.token_urlsafe(32)
     row = Subscription(
-        id="whk_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(12)), url=body.url,
+        id=new_id("whk"), url=body.url,
         secret=body.secret or generated, description=body.description,
         event_types=sorted({t.value for t in body.event_types}), segment_ids=_check_segments(session, body.segments),
         active=body.active, batch_size=body.batch_size, created_at=now, created_by=principal.name, updated_at=now,
@@ -164,22 +162,23 @@ def deliveries(session: Session, subscription_id: str, limit: int, offset: int) 
 # --- the outbox ------------------------------------------------------------------------------------------------------
 
 
-def _listening(session: Session, segment_id: str, event_type: EventType) -> list[str]:
+def _listening(session: Session, segment_id: str) -> dict[EventType, list[str]]:
+    """The active subscriptions that hear about this segment, by event type (one query for all types)."""
     rows = session.execute(
         sa.select(Subscription.id, Subscription.event_types, Subscription.segment_ids).where(Subscription.active)
     ).all()
-    return [
-        sid for sid, types, segments in rows if event_type.value in types and (not segments or segment_id in segments)
-    ]
+    heard = [(sid, types) for sid, types, segments in rows if not segments or segment_id in segments]
+    return {kind: [sid for sid, types in heard if kind.value in types] for kind in EventType}
 
 
 def enqueue_membership(
     session: Session, segment: Segment, entered: Sequence[int], exited: Sequence[int], cause: str, now: datetime
 ) -> int:
     """Outbox rows for these entries and exits, for every active subscription listening; returns how many."""
+    listening = _listening(session, segment.id)
     listeners = {
-        EventType.entered: _listening(session, segment.id, EventType.entered) if entered else [],
-        EventType.exited: _listening(session, segment.id, EventType.exited) if exited else [],
+        EventType.entered: listening[EventType.entered] if entered else [],
+        EventType.exited: listening[EventType.exited] if exited else [],
     }
     if not listeners[EventType.entered] and not listeners[EventType.exited]:
         return 0
@@ -221,7 +220,7 @@ def enqueue_status(session: Session, segment: Segment, before: str, actor: str, 
         "segment": {"id": segment.id, "name": segment.name, "version": segment.version},
         "from": before, "to": segment.status, "actor": actor,
     }  # fmt: skip
-    for subscription_id in _listening(session, segment.id, EventType.status_changed):
+    for subscription_id in _listening(session, segment.id)[EventType.status_changed]:
         session.add(
             OutboxEvent(
                 subscription_id=subscription_id,

@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 
 from cohorta import __version__, problems
@@ -31,6 +32,9 @@ from cohorta.exports.router import router as exports_router
 from cohorta.membership.live import SegmentIndex
 from cohorta.membership.scheduler import Scheduler
 from cohorta.segments.router import router as segments_router
+from cohorta.ui.render import STATIC_DIR
+from cohorta.ui.admin import router as ui_admin_router
+from cohorta.ui.router import router as ui_router
 from cohorta.webhooks.router import router as webhooks_router
 
 API_PREFIX = "/api/v1"
@@ -100,8 +104,13 @@ def create_app(
     ):  # fmt: skip
         app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(reader)])
 
+    # The management UI: pages under /ui (browser session), its assets (vendored, no build step) under /ui/static.
+    app.include_router(ui_router)
+    app.include_router(ui_admin_router)
+    app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
+
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+        return RedirectResponse("/ui/segments")
 
     return app

@@ -257,6 +257,7 @@ def run(
     db.upgrade(engine)
     if _is_empty(engine) and demo_customers > 0:
         _load_demo(engine, demo_customers, seed=7)
+        _demo_segments(engine, settings)
     demo_password = _demo_admin(engine)
     address = f"http://{host or settings.host}:{port or settings.port}"
     console.rule("[bold]Cohorta is starting")
@@ -267,6 +268,15 @@ def run(
     console.print(f'Try:        curl -H "Authorization: Bearer {settings.admin_token}" {address}/api/v1/attributes')
     console.rule()
     serve(host=host, port=port)
+
+
+def _demo_segments(engine: sa.Engine, settings: Settings) -> None:
+    from cohorta.clock import SystemClock
+    from cohorta.demo.segments import create_demo_segments
+
+    with db.make_session_factory(engine).begin() as session:
+        made = create_demo_segments(session, settings, SystemClock())
+    console.print(f"[green]Example segments created:[/] {made} (their members are computed as the server starts)")
 
 
 def _demo_admin(engine: sa.Engine) -> str:

@@ -73,7 +73,12 @@ async def get_principal(
     _bearer: Annotated[object, Depends(_bearer_scheme)] = None,
     _cookie: Annotated[object, Depends(_cookie_scheme)] = None,
 ) -> Principal:
-    """Who calls: a bearer token, else the session cookie.
+    """Who calls: a bearer token, else the session cookie."""
+    return await principal_of(request, request.headers.get("authorization"), request.cookies.get(SESSION_COOKIE))
+
+
+async def principal_of(request: Request, authorization: str | None, session_cookie: str | None) -> Principal:
+    """The caller from a bearer token or a session cookie.
 
     The lookup is one indexed read by primary or unique key, well under a millisecond, so it runs inline on the
     event loop rather than paying a thread hop on every request; it uses a short session of its own, so routes that
@@ -87,8 +92,8 @@ async def get_principal(
             session,
             clock.now(),
             request.app.state.settings,
-            authorization=request.headers.get("authorization"),
-            session_cookie=request.cookies.get(SESSION_COOKIE),
+            authorization=authorization,
+            session_cookie=session_cookie,
             touches=touches,
             token_cache=request.app.state.token_cache,
         )
@@ -98,7 +103,7 @@ async def get_principal(
     return principal
 
 
-async def checked_principal(request: Request, principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+async def verify_csrf(request: Request, principal: Principal) -> None:
     """A browser session may write only with its CSRF token (header, or form field for plain HTML forms): a cookie
     is sent by the browser whoever made the page, the token only by pages Cohorta served."""
     if principal.csrf_token is not None and request.method not in READ_METHODS:
@@ -109,6 +114,10 @@ async def checked_principal(request: Request, principal: Annotated[Principal, De
             sent = value if isinstance(value, str) else None
         if not sent or not secrets.compare_digest(sent.encode(), principal.csrf_token.encode()):
             raise Forbidden(f"missing or wrong CSRF token: send the {CSRF_HEADER} header given at login")
+
+
+async def checked_principal(request: Request, principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    await verify_csrf(request, principal)
     return principal
 
 

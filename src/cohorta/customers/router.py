@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
-from sqlalchemy.orm import Session
 
-from cohorta.access.service import Principal
 from cohorta.audit import service as audit
-from cohorta.customers import service
+from cohorta.customers import profile, service
 from cohorta.customers.schemas import (
     ActivityPage,
     AttributeDefinitionIn,
@@ -36,7 +34,7 @@ from cohorta.customers.schemas import (
 from cohorta.deps import AdminDep, ClockDep, EditorDep, ReaderDep, SegmentIndexDep, SessionDep, SettingsDep, editor
 from cohorta.errors import FieldError, InvalidInput
 from cohorta.membership import live
-from cohorta.membership.service import forget_customer, groups_of, set_manual_groups, visible_changes
+from cohorta.membership.service import forget_customer, set_manual_groups
 from cohorta.segments.schemas import CustomerGroupsIn
 
 # Every route needs an authenticated caller with the read permission (the app mounts this router behind it); the
@@ -83,7 +81,7 @@ def put_customer(
     session.commit()
     created = ingested.result.created == 1
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-    return _customer_with_groups(session, source_id, settings.currency_exponent, principal)
+    return profile.customer_with_groups(session, source_id, settings.currency_exponent, principal)
 
 
 @router.post("/customers/bulk", response_model=BulkResult, tags=["customers"], dependencies=EDITOR)
@@ -102,22 +100,12 @@ def bulk_customers(
 def get_customer(
     session: SessionDep, settings: SettingsDep, principal: ReaderDep, source_id: str = SourceId
 ) -> CustomerOut:
-    return _customer_with_groups(session, source_id, settings.currency_exponent, principal)
-
-
-def _customer_with_groups(session: Session, source_id: str, exponent: int, principal: Principal) -> CustomerOut:
-    customer = service.get_customer(session, source_id, exponent)
-    customer.groups = _groups(session, service.customer_id_for(session, source_id), principal)
-    return customer
-
-
-def _groups(session: Session, customer_id: int, principal: Principal) -> list[CustomerGroupOut]:
-    return [CustomerGroupOut(group=g, origins=o) for g, o in groups_of(session, customer_id, principal)]
+    return profile.customer_with_groups(session, source_id, settings.currency_exponent, principal)
 
 
 @router.get("/customers/{source_id}/groups", response_model=list[CustomerGroupOut], tags=["customers"])
 def get_groups(session: SessionDep, principal: ReaderDep, source_id: str = SourceId) -> list[CustomerGroupOut]:
-    return _groups(session, service.customer_id_for(session, source_id), principal)
+    return profile.groups(session, service.customer_id_for(session, source_id), principal)
 
 
 @router.put("/customers/{source_id}/groups", response_model=list[CustomerGroupOut], tags=["customers"])
@@ -128,7 +116,7 @@ def put_groups(
     customer_id = service.customer_id_for(session, source_id)
     set_manual_groups(session, customer_id, body.groups, clock.now())
     session.commit()
-    return _groups(session, customer_id, principal)
+    return profile.groups(session, customer_id, principal)
 
 
 @router.post("/customers/{source_id}/points", response_model=PointsAdjusted, status_code=201, tags=["customers"])
@@ -143,10 +131,9 @@ def adjust_points(
 ) -> PointsAdjusted:
     """Add (positive) or remove (negative) points of one program, with a reason: a ledger entry, the summary and the
     customer's segments follow at once; the change is audited."""
-    adjusted = service.adjust_points(session, clock, settings.currency_exponent, source_id, body, principal.name)
-    changes = live.reevaluate(session, settings, clock.now(), [adjusted.customer_id], "loyalty", index=index)
+    adjusted = profile.adjust_points(session, settings, clock, index, source_id, body, principal)
     session.commit()
-    return adjusted.out(visible_changes(session, principal, changes))
+    return adjusted
 
 
 @router.get("/customers/{source_id}/orders", response_model=ActivityPage, tags=["customers"])

@@ -441,6 +441,22 @@ def get_customer(session: Session, source_id: str, exponent: int) -> CustomerOut
     )
 
 
+def find_customers(session: Session, text: str, limit: int = 50) -> list[Customer]:
+    """Customers whose source_id, email or last name starts with ``text`` (case-insensitive), exact ids first."""
+    needle = text.strip().lower()
+    if not needle:
+        return []
+    starts = [sa.func.lower(column).startswith(needle, autoescape=True)
+              for column in (Customer.source_id, Customer.email, Customer.last_name)]  # fmt: skip
+    query = (
+        sa.select(Customer)
+        .where(sa.or_(*starts))
+        .order_by((sa.func.lower(Customer.source_id) != needle), Customer.source_id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
 def delete_customer(session: Session, source_id: str) -> int:
     """Erase a customer and everything about them: activity, summaries, memberships and their history.
 

@@ -6,17 +6,19 @@ from datetime import date, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from cohorta import rules
 from cohorta.access.service import Principal
+from cohorta.clock import Clock
+from cohorta.config import Settings
 from cohorta.deps import ClockDep, EditorDep, ReaderDep, ReadSessionDep, SessionDep, SettingsDep, in_sight
 from cohorta.errors import FieldError, InvalidInput
-from cohorta.evaluation.catalog import build_catalog
 from cohorta.membership.service import size_over_time
 from cohorta.segments import preview, service
-from cohorta.segments.models import SegmentType
 from cohorta.segments.schemas import (
+    CsvImportOut,
     CustomerSegmentOut,
     ExplainIn,
     ExplainOut,
@@ -79,6 +81,36 @@ def create_segment(
     segment = service.create_segment(session, settings, clock, body, principal)
     session.commit()
     return service.to_out(segment, settings.currency_exponent)
+
+
+@router.post("/segments/upload", response_model=CsvImportOut, status_code=status.HTTP_201_CREATED)
+async def upload_static_segment(
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    principal: EditorDep,
+    name: Annotated[str, Form(min_length=1, max_length=255)],
+    file: Annotated[UploadFile, File(description="CSV: a source_id column, or ids in the first column")],
+    description: Annotated[str | None, Form(max_length=2000)] = None,
+    team: Annotated[str | None, Form(max_length=64)] = None,
+) -> CsvImportOut:
+    """Create a static segment from an uploaded CSV file. Unknown ids are not added; the answer lists them with
+    their line numbers, with blank lines and duplicates."""
+    content = await file.read()
+    return await run_in_threadpool(
+        _create_from_csv, session, settings, clock, name.strip(), content, principal, description, team or None
+    )
+
+
+def _create_from_csv(
+    session: Session, settings: Settings, clock: Clock, name: str, content: bytes, principal: Principal,
+    description: str | None, team: str | None,
+) -> CsvImportOut:  # fmt: skip
+    report = service.create_static_from_csv(
+        session, settings, clock, name, content, principal, description=description, team=team
+    )
+    session.commit()
+    return report
 
 
 @router.get("/segments/{segment_id}", response_model=SegmentOut)
@@ -279,16 +311,7 @@ def explain_saved(
     as_of: Annotated[str | None, Query(description="ISO 8601 instant; default now")] = None,
 ) -> ExplainOut:
     """Why a customer is in or out of a saved dynamic segment, node by node."""
-    segment = service.get_segment(session, segment_id, principal)
-    if segment.type != SegmentType.dynamic.value or segment.rule is None:
-        from cohorta.errors import Conflict
-
-        raise Conflict(f"segment {segment_id} is {segment.type}: membership comes from its list, not a rule")
-    draft = ExplainIn(rule=segment.rule, source_id=source_id, timezone=segment.timezone, as_of=as_of)
-    catalog = build_catalog(session)
-    rule = rules.validate(segment.rule, catalog, settings.currency_exponent)
-    ctx = preview.context(draft, settings, clock, catalog)
-    return preview.explain_rule(session, rule, ctx, source_id)
+    return service.explain_saved(session, settings, clock, segment_id, source_id, principal, as_of)
 
 
 @router.get("/customers/{source_id}/segments", response_model=list[CustomerSegmentOut], tags=["customers"])

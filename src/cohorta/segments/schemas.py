@@ -224,6 +224,23 @@ class ListChangeOut(BaseModel):
     members: int
 
 
+class CsvRow(BaseModel):
+    row: int = Field(description="Line number in the file (the header, when there is one, is line 1)")
+    source_id: str
+
+
+class CsvImportOut(BaseModel):
+    """A static segment made from an uploaded CSV file, with what happened to every row that did not make it."""
+
+    segment: SegmentOut
+    rows: int = Field(description="Rows with a value")
+    members: int
+    unknown: list[CsvRow] = Field(description="Rows whose source_id is not a customer (not added); first 1,000")
+    unknown_count: int
+    duplicates: int = Field(description="Rows repeating an earlier row's source_id")
+    blank_rows: list[int] = Field(description="Line numbers of rows without a value; first 1,000")
+
+
 class MemberOut(BaseModel):
     source_id: str
     first_name: str | None

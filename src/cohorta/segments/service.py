@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import difflib
 import hashlib
+import io
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from datetime import time as dt_time
@@ -44,12 +46,18 @@ from cohorta.segments.models import (
     SegmentVersion,
     SegmentWakeup,
 )
-from cohorta.segments.preview import checked_rule, live_segment_ids
+from cohorta.segments.preview import checked_rule, explain_rule, live_segment_ids
+from cohorta.segments.preview import context as preview_context
 from cohorta.segments.schemas import (
+    MAX_STATIC_IDS,
     SEGMENT_SORTS,
+    CsvImportOut,
+    CsvRow,
     CustomerSegmentOut,
     DraftRule,
     DriftOut,
+    ExplainIn,
+    ExplainOut,
     ListChangeOut,
     MemberOut,
     MemberPage,
@@ -224,6 +232,62 @@ def create_segment(
     session.flush()
     audit.record(session, now, actor, "segment.create", "segment", segment.id, after=audit_view(segment))
     return segment
+
+
+CSV_REPORT_ROWS = 1_000
+
+
+def read_customer_csv(content: bytes) -> tuple[list[tuple[int, str]], list[int]]:
+    """The (line, source_id) rows of an uploaded file and the lines without a value. The ids come from a column
+    named ``source_id`` when the first line names one, otherwise from the first column of every line."""
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput([FieldError(("file",), f"the file is not UTF-8 text (byte {exc.start})")]) from exc
+    try:
+        lines = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise InvalidInput([FieldError(("file",), f"not a CSV file: {exc}")]) from exc
+    column, first = 0, 0
+    if lines:
+        header = [cell.strip().lower() for cell in lines[0]]
+        if "source_id" in header:
+            column, first = header.index("source_id"), 1
+    rows: list[tuple[int, str]] = []
+    blank: list[int] = []
+    for number, cells in enumerate(lines[first:], start=first + 1):
+        value = cells[column].strip() if column < len(cells) else ""
+        if not value:
+            if any(cell.strip() for cell in cells) or column >= len(cells):
+                blank.append(number)
+            continue
+        if len(value) > 255:
+            raise InvalidInput([FieldError(("file", number), "a source_id is at most 255 characters")])
+        rows.append((number, value))
+    if len(rows) > MAX_STATIC_IDS:
+        raise InvalidInput([FieldError(("file",), f"at most {MAX_STATIC_IDS:,} rows")])
+    return rows, blank
+
+
+def create_static_from_csv(
+    session: Session, settings: Settings, clock: Clock, name: str, content: bytes, principal: Principal,
+    *, description: str | None = None, team: str | None = None,
+) -> CsvImportOut:  # fmt: skip
+    """A static segment of the customers listed in a CSV file; unknown ids are reported row by row, not added."""
+    rows, blank = read_customer_csv(content)
+    ids, unknown = _resolve(session, [source_id for _, source_id in rows])
+    if not ids:
+        detail = "the file names no known customer" if rows else "the file has no source_id values"
+        raise InvalidInput([FieldError(("file",), detail)])
+    missing = set(unknown)
+    unknown_rows = [CsvRow(row=line, source_id=sid) for line, sid in rows if sid in missing]
+    body = SegmentIn(name=name, description=description, team=team, type="static")
+    segment = create_segment(session, settings, clock, body, principal, member_ids=ids)
+    return CsvImportOut(
+        segment=to_out(segment, settings.currency_exponent), rows=len(rows), members=segment.member_count,
+        unknown=unknown_rows[:CSV_REPORT_ROWS], unknown_count=len(unknown_rows),
+        duplicates=len(rows) - len({sid for _, sid in rows}), blank_rows=blank[:CSV_REPORT_ROWS],
+    )  # fmt: skip
 
 
 def audit_view(segment: Segment) -> dict[str, Any]:
@@ -844,6 +908,20 @@ def customer_segments(session: Session, source_id: str, principal: Principal) ->
         for row in customer_segment_rows(session, customer_id)
         if principal.sees(row["team"])
     ]
+
+
+def explain_saved(
+    session: Session, settings: Settings, clock: Clock, segment_id: str, source_id: str, principal: Principal,
+    as_of: str | None = None,
+) -> ExplainOut:  # fmt: skip
+    """Why a customer is in or out of a saved dynamic segment, node by node."""
+    segment = get_segment(session, segment_id, principal)
+    if segment.type != SegmentType.dynamic.value or segment.rule is None:
+        raise Conflict(f"segment {segment_id} is {segment.type}: membership comes from its list, not a rule")
+    draft = ExplainIn(rule=segment.rule, source_id=source_id, timezone=segment.timezone, as_of=as_of)
+    catalog = build_catalog(session)
+    rule = rules.validate(segment.rule, catalog, settings.currency_exponent)
+    return explain_rule(session, rule, preview_context(draft, settings, clock, catalog), source_id)
 
 
 def segment_history(

@@ -1,0 +1,78 @@
+"""Who is looking at a page: the browser session only (no bearer tokens), redirected to the login page when absent.
+
+Pages use a route class that turns domain errors into HTML (a page, or for htmx requests a message in the page's
+flash area) instead of the API's problem documents.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Request, Response
+from fastapi.responses import RedirectResponse
+from fastapi.routing import APIRoute
+
+from cohorta.access.service import Principal
+from cohorta.deps import SESSION_COOKIE, principal_of, verify_csrf
+from cohorta.errors import CohortaError, InvalidInput, Unauthorized
+from cohorta.ui.render import page
+
+log = logging.getLogger(__name__)
+
+
+class LoginRequired(Exception):
+    """No valid browser session: the page sends the browser to the login form."""
+
+
+async def page_principal(request: Request) -> Principal:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        raise LoginRequired
+    try:
+        principal = await principal_of(request, None, cookie)
+    except Unauthorized as exc:
+        raise LoginRequired from exc
+    await verify_csrf(request, principal)  # every UI write is a form or an htmx request carrying the token
+    return principal
+
+
+def _login_url(request: Request) -> str:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.headers.get("HX-Request") == "true":
+        target = request.headers.get("HX-Current-URL", "/ui/segments")
+    return f"/ui/login?next={quote(target, safe='')}"
+
+
+def error_messages(exc: CohortaError) -> list[str]:
+    if isinstance(exc, InvalidInput) and exc.errors:
+        return [f"{'.'.join(str(p) for p in e.loc) or 'input'}: {e.message}" for e in exc.errors]
+    return [exc.detail]
+
+
+class PageRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except LoginRequired:
+                url = _login_url(request)
+                if request.headers.get("HX-Request") == "true":
+                    return Response(status_code=204, headers={"HX-Redirect": url})
+                return RedirectResponse(url, status_code=303)
+            except CohortaError as exc:
+                messages = error_messages(exc)
+                if request.headers.get("HX-Request") == "true":
+                    # Shown in the page's flash area, whatever the request meant to replace.
+                    response = page(request, "_flash.html", None, status_code=exc.status, messages=messages,
+                                    level="error")  # fmt: skip
+                    response.headers["HX-Retarget"] = "#flash"
+                    response.headers["HX-Reswap"] = "innerHTML"
+                    return response
+                return page(request, "error.html", None, status_code=exc.status, title=exc.title, messages=messages)
+
+        return route_handler

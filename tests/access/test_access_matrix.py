@@ -129,6 +129,57 @@ EXPECTED: dict[tuple[str, str], tuple[str, str | None]] = {
     ("PATCH", "/api/v1/webhooks/{subscription_id}"): (ADMIN, None),
     ("DELETE", "/api/v1/webhooks/{subscription_id}"): (ADMIN, None),
     ("GET", "/api/v1/webhooks/{subscription_id}/deliveries"): (ADMIN, None),
+    # UI administration pages (src/cohorta/ui/admin.py)
+    ("GET", "/ui/campaigns"): (READ, None),
+    ("GET", "/ui/campaigns/new"): (WRITE, None),
+    ("POST", "/ui/campaigns"): (WRITE, None),
+    ("GET", "/ui/campaigns/{campaign_id}"): (READ, "campaign"),
+    ("GET", "/ui/campaigns/{campaign_id}/edit"): (WRITE, "campaign"),
+    ("POST", "/ui/campaigns/{campaign_id}"): (WRITE, "campaign"),
+    ("POST", "/ui/campaigns/{campaign_id}/status"): (WRITE, "campaign"),
+    ("POST", "/ui/campaigns/{campaign_id}/delete"): (WRITE, "campaign"),
+    ("POST", "/ui/campaigns/{campaign_id}/deliveries"): (WRITE, "campaign"),
+    ("GET", "/ui/admin"): (ADMIN, None),
+    ("POST", "/ui/admin/users"): (ADMIN, None),
+    ("POST", "/ui/admin/users/{user_id}"): (ADMIN, None),
+    ("POST", "/ui/admin/users/{user_id}/password"): (ADMIN, None),
+    ("POST", "/ui/admin/users/{user_id}/delete"): (ADMIN, None),
+    ("POST", "/ui/admin/teams"): (ADMIN, None),
+    ("POST", "/ui/admin/teams/{team_id}"): (ADMIN, None),
+    ("POST", "/ui/admin/teams/{team_id}/delete"): (ADMIN, None),
+    ("POST", "/ui/admin/tokens"): (ADMIN, None),
+    ("POST", "/ui/admin/tokens/{token_id}/revoke"): (ADMIN, None),
+    ("GET", "/ui/admin/audit"): (ADMIN, None),
+    ("GET", "/ui/webhooks"): (ADMIN, None),
+    ("POST", "/ui/webhooks"): (ADMIN, None),
+    ("GET", "/ui/webhooks/{subscription_id}"): (ADMIN, None),
+    ("POST", "/ui/webhooks/{subscription_id}/delete"): (ADMIN, None),
+    ("GET", "/ui/settings"): (READ, None),
+    ("POST", "/ui/settings/attributes"): (ADMIN, None),
+    ("POST", "/ui/settings/events"): (ADMIN, None),
+    ("POST", "/api/v1/segments/upload"): (WRITE, None),
+    # The web UI: the same rights as the API; without a session a page sends the browser to the login form.
+    ("GET", "/ui"): (PUBLIC, None),
+    ("GET", "/ui/"): (PUBLIC, None),
+    ("GET", "/ui/login"): (PUBLIC, None),
+    ("POST", "/ui/login"): (PUBLIC, None),
+    ("POST", "/ui/logout"): (READ, None),
+    ("GET", "/ui/segments"): (READ, None),
+    ("GET", "/ui/segments/new"): (WRITE, None),
+    ("POST", "/ui/segments/upload"): (WRITE, None),
+    ("GET", "/ui/segments/{segment_id}"): (READ, "segment"),
+    ("GET", "/ui/segments/{segment_id}/edit"): (WRITE, "segment"),
+    ("GET", "/ui/segments/{segment_id}/members"): (READ, "segment"),
+    ("GET", "/ui/segments/{segment_id}/analytics"): (READ, "segment"),
+    ("POST", "/ui/segments/{segment_id}/activate"): (WRITE, "segment"),
+    ("POST", "/ui/segments/{segment_id}/deactivate"): (WRITE, "segment"),
+    ("POST", "/ui/segments/{segment_id}/archive"): (WRITE, "segment"),
+    ("POST", "/ui/segments/{segment_id}/delete"): (WRITE, "segment"),
+    ("POST", "/ui/segments/{segment_id}/refresh"): (WRITE, "segment"),
+    ("GET", "/ui/customers"): (READ, None),
+    ("GET", "/ui/customers/{source_id}"): (READ, None),
+    ("GET", "/ui/customers/{source_id}/why"): (READ, None),
+    ("POST", "/ui/customers/{source_id}/points"): (WRITE, None),
 }
 
 PASSWORD_HASH = hash_password("matrix-password")  # once: argon2 is slow on purpose
@@ -235,9 +286,12 @@ def test_access(route: tuple[str, str], store: sa.Engine, clock: FrozenClock) ->
     method, path = route
     permission, scope = EXPECTED[route]
     world = build_world(store, clock)
-    anonymous = call(TestClient(world.app), method, path, world.params)
+    anonymous = call(TestClient(world.app, follow_redirects=False), method, path, world.params)
     if permission == PUBLIC:
         assert anonymous.status_code not in (401, 403), anonymous.text
+    elif path.startswith("/ui"):  # a page sends the browser to log in, then back
+        assert anonymous.status_code == 303, anonymous.text
+        assert anonymous.headers["location"].startswith("/ui/login?next="), anonymous.headers
     else:
         assert anonymous.status_code == 401, anonymous.text
         assert anonymous.headers["content-type"].startswith("application/problem+json")

@@ -2,7 +2,8 @@
 
 Thin like the API's routes: read the form, call the services, commit, redirect (303) or render. A form whose input
 the services refuse (InvalidInput, Conflict) is shown again with the messages next to the fields they name.
-Rights are checked here with ``access.require`` as the API does, whatever the page shows.
+Rights are checked by the page_writer and page_admin dependencies before a form is read, as the API does,
+whatever the page shows; a campaign of another team is a 404 first (page_in_sight).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from cohorta.access import service as access
-from cohorta.access.models import Permission, Role
+from cohorta.access.models import Role
 from cohorta.access.schemas import TeamIn, TeamPatch, TokenIn, UserIn, UserPatch
 from cohorta.access.service import Principal
 from cohorta.audit import service as audit
@@ -44,14 +45,22 @@ from cohorta.errors import CohortaError, FieldError, InvalidInput
 from cohorta.segments import service as segments
 from cohorta.segments.models import Segment
 from cohorta.segments.schemas import SegmentFilters
-from cohorta.ui.auth import PageRoute, page_principal
+from cohorta.ui.auth import PageRoute, page_admin, page_in_sight, page_principal, page_writer
 from cohorta.ui.render import page
 from cohorta.webhooks import service as webhooks
 from cohorta.webhooks.models import EventType
 from cohorta.webhooks.schemas import SubscriptionIn
 
-router = APIRouter(prefix="/ui", route_class=PageRoute, include_in_schema=False)
+# A campaign of another team does not exist (404), whatever the caller's rights: decided before them.
+router = APIRouter(
+    prefix="/ui",
+    route_class=PageRoute,
+    include_in_schema=False,
+    dependencies=[Depends(page_in_sight("campaign_id", campaigns.get_campaign))],
+)
 PageUser = Annotated[Principal, Depends(page_principal)]
+PageWriter = Annotated[Principal, Depends(page_writer)]
+PageAdmin = Annotated[Principal, Depends(page_admin)]
 M = TypeVar("M", bound=BaseModel)
 PAGE_SIZE = 50
 SEGMENT_CHOICES = 1000  # segments offered in a multi-select
@@ -151,12 +160,6 @@ STATUS_ACTIONS = {  # to -> (button, what happens)
 }
 
 
-def _campaign_in_sight(request: Request, campaign_id: str, principal: Principal) -> None:
-    """A campaign of another team does not exist (404), whatever the caller's rights: checked before them."""
-    with request.app.state.session_factory() as session:
-        campaigns.get_campaign(session, campaign_id, principal)
-
-
 def _campaign_values(form: FormData) -> dict[str, Any]:
     """What the form sent, to show it again."""
     return {
@@ -251,17 +254,15 @@ def campaign_list(
 
 
 @router.get("/campaigns/new", response_class=HTMLResponse)
-def campaign_new(request: Request, session: SessionDep, settings: SettingsDep, principal: PageUser) -> HTMLResponse:
-    access.require(principal, Permission.write)
+def campaign_new(request: Request, session: SessionDep, settings: SettingsDep, principal: PageWriter) -> HTMLResponse:
     values = {"kind": "promotion", "status": "draft", "format": "csv", "batch_size": "1000"}
     return _campaign_form(request, session, settings, principal, None, values)
 
 
 @router.post("/campaigns")
 def campaign_create(
-    request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: PageUser, form: FormDep
+    request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: PageWriter, form: FormDep
 ) -> Response:
-    access.require(principal, Permission.write)
     try:
         body = _validated(CampaignIn, _campaign_body(form, create=True))
         campaign = campaigns.create_campaign(session, clock.now(), principal, body)
@@ -291,10 +292,9 @@ def campaign_detail(request: Request, campaign_id: str, session: SessionDep, pri
 
 @router.get("/campaigns/{campaign_id}/edit", response_class=HTMLResponse)
 def campaign_edit(
-    request: Request, campaign_id: str, session: SessionDep, settings: SettingsDep, principal: PageUser
+    request: Request, campaign_id: str, session: SessionDep, settings: SettingsDep, principal: PageWriter
 ) -> HTMLResponse:
     campaign = campaigns.get_campaign(session, campaign_id, principal)
-    access.require(principal, Permission.write)
     out = campaigns.to_out(session, campaign, principal)
     return _campaign_form(request, session, settings, principal, out, _out_values(out))
 
@@ -302,10 +302,9 @@ def campaign_edit(
 @router.post("/campaigns/{campaign_id}")
 def campaign_update(
     request: Request, campaign_id: str, session: SessionDep, settings: SettingsDep, clock: ClockDep,
-    principal: PageUser, form: FormDep,
+    principal: PageWriter, form: FormDep,
 ) -> Response:  # fmt: skip
     campaign = campaigns.get_campaign(session, campaign_id, principal)
-    access.require(principal, Permission.write)
     try:
         body = _validated(CampaignPatch, _campaign_body(form, create=False))
         campaigns.update_campaign(session, clock.now(), principal, campaign_id, body)
@@ -320,10 +319,9 @@ def campaign_update(
 
 @router.post("/campaigns/{campaign_id}/status")
 def campaign_status(
-    request: Request, campaign_id: str, session: SessionDep, clock: ClockDep, principal: PageUser, form: FormDep
+    request: Request, campaign_id: str, session: SessionDep, clock: ClockDep, principal: PageWriter, form: FormDep
 ) -> Response:
     campaigns.get_campaign(session, campaign_id, principal)
-    access.require(principal, Permission.write)
     campaigns.change_status(session, clock.now(), principal, campaign_id, _text(form, "to"))
     session.commit()
     return _redirect(request, f"/ui/campaigns/{campaign_id}")
@@ -331,10 +329,9 @@ def campaign_status(
 
 @router.post("/campaigns/{campaign_id}/delete")
 def campaign_delete(
-    request: Request, campaign_id: str, session: SessionDep, clock: ClockDep, principal: PageUser
+    request: Request, campaign_id: str, session: SessionDep, clock: ClockDep, principal: PageWriter
 ) -> Response:
     campaigns.get_campaign(session, campaign_id, principal)
-    access.require(principal, Permission.write)
     campaigns.delete_campaign(session, clock.now(), principal, campaign_id)
     session.commit()
     return _redirect(request, "/ui/campaigns")
@@ -342,11 +339,9 @@ def campaign_delete(
 
 @router.post("/campaigns/{campaign_id}/deliveries")
 def campaign_deliver(
-    request: Request, campaign_id: str, settings: SettingsDep, clock: ClockDep, principal: PageUser
+    request: Request, campaign_id: str, settings: SettingsDep, clock: ClockDep, principal: PageWriter
 ) -> Response:
     # No request session: the delivery opens its own, and on SQLite a writing request session would hold the lock.
-    _campaign_in_sight(request, campaign_id, principal)
-    access.require(principal, Permission.write)
     factory = request.app.state.session_factory
     distribution.deliver(factory, settings, clock, campaign_id, trigger="manual", principal=principal)
     return _redirect(request, f"/ui/campaigns/{campaign_id}#deliveries")
@@ -386,14 +381,14 @@ def _admin_page(
 
 
 @router.get("/admin", response_class=HTMLResponse)
-def admin_home(request: Request, session: SessionDep, principal: PageUser) -> HTMLResponse:
-    access.require(principal, Permission.admin)
+def admin_home(request: Request, session: SessionDep, principal: PageAdmin) -> HTMLResponse:
     return _admin_page(request, session, principal)
 
 
 @router.post("/admin/users")
-def user_create(request: Request, session: SessionDep, clock: ClockDep, principal: PageUser, form: FormDep) -> Response:
-    access.require(principal, Permission.admin)
+def user_create(
+    request: Request, session: SessionDep, clock: ClockDep, principal: PageAdmin, form: FormDep
+) -> Response:
     data = {"email": _text(form, "email"), "name": _optional(form, "name"), "password": _text(form, "password"),
             "role": _text(form, "role") or "viewer", "teams": _list(form, "teams")}  # fmt: skip
     try:
@@ -408,9 +403,8 @@ def user_create(request: Request, session: SessionDep, clock: ClockDep, principa
 
 @router.post("/admin/users/{user_id}")
 def user_update(
-    request: Request, user_id: int, session: SessionDep, clock: ClockDep, principal: PageUser, form: FormDep
+    request: Request, user_id: int, session: SessionDep, clock: ClockDep, principal: PageAdmin, form: FormDep
 ) -> Response:
-    access.require(principal, Permission.admin)
     data = {"role": _text(form, "role"), "is_active": _text(form, "is_active"), "teams": _list(form, "teams")}
     try:
         access.update_user(session, clock.now(), principal, user_id, _validated(UserPatch, data))
@@ -423,9 +417,8 @@ def user_update(
 
 @router.post("/admin/users/{user_id}/password")
 def user_password(
-    request: Request, user_id: int, session: SessionDep, clock: ClockDep, principal: PageUser, form: FormDep
+    request: Request, user_id: int, session: SessionDep, clock: ClockDep, principal: PageAdmin, form: FormDep
 ) -> Response:
-    access.require(principal, Permission.admin)
     try:
         body = _validated(UserPatch, {"password": _text(form, "password")})
         access.update_user(session, clock.now(), principal, user_id, body)
@@ -437,16 +430,16 @@ def user_password(
 
 
 @router.post("/admin/users/{user_id}/delete")
-def user_delete(request: Request, user_id: int, session: SessionDep, clock: ClockDep, principal: PageUser) -> Response:
-    access.require(principal, Permission.admin)
+def user_delete(request: Request, user_id: int, session: SessionDep, clock: ClockDep, principal: PageAdmin) -> Response:
     access.delete_user(session, clock.now(), principal, user_id)
     session.commit()
     return _redirect(request, "/ui/admin?done=user-deleted#users")
 
 
 @router.post("/admin/teams")
-def team_create(request: Request, session: SessionDep, clock: ClockDep, principal: PageUser, form: FormDep) -> Response:
-    access.require(principal, Permission.admin)
+def team_create(
+    request: Request, session: SessionDep, clock: ClockDep, principal: PageAdmin, form: FormDep
+) -> Response:
     data = {"id": _text(form, "id"), "name": _text(form, "name"), "description": _optional(form, "description")}
     try:
         access.create_team(session, clock.now(), principal, _validated(TeamIn, data))
@@ -459,9 +452,8 @@ def team_create(request: Request, session: SessionDep, clock: ClockDep, principa
 
 @router.post("/admin/teams/{team_id}")
 def team_rename(
-    request: Request, team_id: str, session: SessionDep, clock: ClockDep, principal: PageUser, form: FormDep
+    request: Request, team_id: str, session: SessionDep, clock: ClockDep, principal: PageAdmin, form: FormDep
 ) -> Response:
-    access.require(principal, Permission.admin)
     data = {"name": _text(form, "name"), "description": _optional(form, "description")}
     try:
         access.update_team(session, clock.now(), principal, team_id, _validated(TeamPatch, data))
@@ -473,8 +465,7 @@ def team_rename(
 
 
 @router.post("/admin/teams/{team_id}/delete")
-def team_delete(request: Request, team_id: str, session: SessionDep, clock: ClockDep, principal: PageUser) -> Response:
-    access.require(principal, Permission.admin)
+def team_delete(request: Request, team_id: str, session: SessionDep, clock: ClockDep, principal: PageAdmin) -> Response:
     # What still belongs to the team, named in the refusal: the same question DELETE /api/v1/teams/{team_id} asks.
     owned = [f"segment {s}" for s in session.scalars(sa.select(Segment.id).where(Segment.team == team_id).limit(20))]
     owned += [
@@ -498,10 +489,9 @@ def _expiry(value: str, settings: Settings) -> datetime | str | None:
 
 @router.post("/admin/tokens", response_class=HTMLResponse)
 def token_create(
-    request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: PageUser,
+    request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: PageAdmin,
     form: FormDep,
 ) -> HTMLResponse:  # fmt: skip
-    access.require(principal, Permission.admin)
     data = {"name": _text(form, "name"), "role": _text(form, "role") or "viewer", "team": _optional(form, "team"),
             "expires_at": _expiry(_text(form, "expires_at"), settings)}  # fmt: skip
     try:
@@ -518,9 +508,8 @@ def token_create(
 
 @router.post("/admin/tokens/{token_id}/revoke")
 def token_revoke(
-    request: Request, token_id: str, session: SessionDep, clock: ClockDep, principal: PageUser
+    request: Request, token_id: str, session: SessionDep, clock: ClockDep, principal: PageAdmin
 ) -> Response:
-    access.require(principal, Permission.admin)
     access.revoke_token(session, clock.now(), principal, token_id)
     session.commit()
     request.app.state.token_cache.clear()  # as DELETE /api/v1/tokens/{token_id}: stops working at once here
@@ -531,14 +520,13 @@ def token_revoke(
 def audit_page(
     request: Request,
     session: SessionDep,
-    principal: PageUser,
+    principal: PageAdmin,
     action: Annotated[str, Query(max_length=64)] = "",
     object_type: Annotated[str, Query(max_length=32)] = "",
     object_id: Annotated[str, Query(max_length=255)] = "",
     actor: Annotated[str, Query(max_length=320)] = "",
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> HTMLResponse:
-    access.require(principal, Permission.admin)
     given = {"action": action.strip(), "object_type": object_type.strip(), "object_id": object_id.strip(),
              "actor": actor.strip()}  # fmt: skip
     rows, total = audit.query(
@@ -586,17 +574,15 @@ def _webhooks_page(
 
 
 @router.get("/webhooks", response_class=HTMLResponse)
-def webhook_list(request: Request, session: SessionDep, settings: SettingsDep, principal: PageUser) -> HTMLResponse:
-    access.require(principal, Permission.admin)
+def webhook_list(request: Request, session: SessionDep, settings: SettingsDep, principal: PageAdmin) -> HTMLResponse:
     return _webhooks_page(request, session, settings, principal)
 
 
 @router.post("/webhooks", response_class=HTMLResponse)
 def webhook_create(
-    request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: PageUser,
+    request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: PageAdmin,
     form: FormDep,
 ) -> HTMLResponse:  # fmt: skip
-    access.require(principal, Permission.admin)
     data = {"url": _text(form, "url").strip(), "event_types": _list(form, "event_types"),
             "segments": _list(form, "segments"), "secret": _optional(form, "secret"),
             "description": _optional(form, "description"),
@@ -616,9 +602,8 @@ def webhook_create(
 
 @router.get("/webhooks/{subscription_id}", response_class=HTMLResponse)
 def webhook_detail(
-    request: Request, subscription_id: str, session: SessionDep, settings: SettingsDep, principal: PageUser
+    request: Request, subscription_id: str, session: SessionDep, settings: SettingsDep, principal: PageAdmin
 ) -> HTMLResponse:
-    access.require(principal, Permission.admin)
     subscription = webhooks.to_out(session, webhooks.get_subscription(session, subscription_id))
     names = {s.id: s.name for s in _visible_segments(session, settings, principal, None)}
     return page(request, "admin/webhook.html", principal, subscription=subscription, segment_names=names,
@@ -627,9 +612,8 @@ def webhook_detail(
 
 @router.post("/webhooks/{subscription_id}/delete")
 def webhook_delete(
-    request: Request, subscription_id: str, session: SessionDep, clock: ClockDep, principal: PageUser
+    request: Request, subscription_id: str, session: SessionDep, clock: ClockDep, principal: PageAdmin
 ) -> Response:
-    access.require(principal, Permission.admin)
     webhooks.delete_subscription(session, clock.now(), principal, subscription_id)
     session.commit()
     return _redirect(request, "/ui/webhooks?done=webhook-deleted")
@@ -689,10 +673,9 @@ def settings_page(request: Request, session: SessionDep, settings: SettingsDep, 
 
 @router.post("/settings/attributes")
 def attribute_save(
-    request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: PageUser,
+    request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: PageAdmin,
     form: FormDep,
 ) -> Response:  # fmt: skip
-    access.require(principal, Permission.admin)
     name = _text(form, "name").strip()
     data = {
         "type": _text(form, "type"),
@@ -731,10 +714,9 @@ def _properties(text: str) -> dict[str, str]:
 
 @router.post("/settings/events")
 def event_save(
-    request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: PageUser,
+    request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: PageAdmin,
     form: FormDep,
 ) -> Response:  # fmt: skip
-    access.require(principal, Permission.admin)
     name = _text(form, "name").strip()
     values = {"name": name, "label": _text(form, "label"), "description": _text(form, "description"),
               "properties": _text(form, "properties")}  # fmt: skip

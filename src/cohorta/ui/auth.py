@@ -14,8 +14,10 @@ from urllib.parse import quote
 from fastapi import Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
+from sqlalchemy.orm import Session
 
-from cohorta.access.service import Principal
+from cohorta.access.models import Permission
+from cohorta.access.service import Principal, require
 from cohorta.deps import SESSION_COOKIE, principal_of, verify_csrf
 from cohorta.errors import CohortaError, InvalidInput, Unauthorized
 from cohorta.ui.render import page
@@ -37,6 +39,15 @@ async def page_principal(request: Request) -> Principal:
         raise LoginRequired from exc
     await verify_csrf(request, principal)  # every UI write is a form or an htmx request carrying the token
     return principal
+
+
+async def page_writer(request: Request) -> Principal:
+    """A page action that changes something: the write permission, checked before the form is read."""
+    return require(await page_principal(request), Permission.write)
+
+
+async def page_admin(request: Request) -> Principal:
+    return require(await page_principal(request), Permission.admin)
 
 
 def _login_url(request: Request) -> str:
@@ -76,3 +87,20 @@ class PageRoute(APIRoute):
                 return page(request, "error.html", None, status_code=exc.status, title=exc.title, messages=messages)
 
         return route_handler
+
+
+def page_in_sight(
+    param: str, lookup: Callable[[Session, str, Principal], object]
+) -> Callable[..., Coroutine[Any, Any, None]]:
+    """The UI's ``deps.in_sight``: a page about a segment or campaign of a team the caller is not in is a 404,
+    decided before anything else about the request (its permission, its query, its form)."""
+
+    async def check(request: Request) -> None:
+        value = request.path_params.get(param)
+        if value is None:
+            return
+        principal = await page_principal(request)
+        with request.app.state.session_factory() as session:
+            lookup(session, value, principal)
+
+    return check

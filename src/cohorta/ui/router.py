@@ -31,11 +31,17 @@ from cohorta.evaluation.catalog import build_catalog
 from cohorta.segments import service as segments
 from cohorta.segments.models import Segment
 from cohorta.segments.schemas import SEGMENT_SORTS, CsvImportOut, SegmentFilters
-from cohorta.ui.auth import PageRoute, error_messages, page_principal
+from cohorta.ui.auth import PageRoute, error_messages, page_in_sight, page_principal, page_writer
 from cohorta.ui.render import page
 
-router = APIRouter(prefix="/ui", route_class=PageRoute, include_in_schema=False)
+router = APIRouter(
+    prefix="/ui",
+    route_class=PageRoute,
+    include_in_schema=False,
+    dependencies=[Depends(page_in_sight("segment_id", segments.get_segment))],
+)
 PageUser = Annotated[Principal, Depends(page_principal)]
+PageWriter = Annotated[Principal, Depends(page_writer)]  # checked before the form is read
 PAGE_SIZE = 50
 
 
@@ -200,9 +206,9 @@ def _row(request: Request, session: Session, settings: Any, principal: Principal
 @router.post("/segments/{segment_id}/activate", response_class=HTMLResponse)
 def activate(
     request: Request, segment_id: str, session: SessionDep, settings: SettingsDep, clock: ClockDep,
-    principal: PageUser,
+    principal: PageWriter,
 ) -> HTMLResponse:  # fmt: skip
-    segments.activate(session, settings, clock, segment_id, access.require(principal, Permission.write))
+    segments.activate(session, settings, clock, segment_id, principal)
     session.commit()
     return _row(request, session, settings, principal, segment_id)
 
@@ -210,9 +216,9 @@ def activate(
 @router.post("/segments/{segment_id}/deactivate", response_class=HTMLResponse)
 def deactivate(
     request: Request, segment_id: str, session: SessionDep, settings: SettingsDep, clock: ClockDep,
-    principal: PageUser,
+    principal: PageWriter,
 ) -> HTMLResponse:  # fmt: skip
-    segments.deactivate(session, clock, segment_id, access.require(principal, Permission.write))
+    segments.deactivate(session, clock, segment_id, principal)
     session.commit()
     return _row(request, session, settings, principal, segment_id)
 
@@ -220,18 +226,18 @@ def deactivate(
 @router.post("/segments/{segment_id}/archive", response_class=HTMLResponse)
 def archive(
     request: Request, segment_id: str, session: SessionDep, settings: SettingsDep, clock: ClockDep,
-    principal: PageUser,
+    principal: PageWriter,
 ) -> HTMLResponse:  # fmt: skip
-    segments.archive(session, clock, segment_id, access.require(principal, Permission.write))
+    segments.archive(session, clock, segment_id, principal)
     session.commit()
     return _row(request, session, settings, principal, segment_id)
 
 
 @router.post("/segments/{segment_id}/delete", response_class=HTMLResponse)
 def delete(
-    request: Request, segment_id: str, session: SessionDep, clock: ClockDep, principal: PageUser
+    request: Request, segment_id: str, session: SessionDep, clock: ClockDep, principal: PageWriter
 ) -> HTMLResponse:
-    segments.delete_segment(session, clock, segment_id, access.require(principal, Permission.write))
+    segments.delete_segment(session, clock, segment_id, principal)
     session.commit()
     if request.headers.get("HX-Target") != f"segment-{segment_id}":
         return HTMLResponse("", headers={"HX-Redirect": "/ui/segments"})
@@ -279,8 +285,7 @@ def _local_input(value: Any) -> str:
 
 
 @router.get("/segments/new", response_class=HTMLResponse)
-def new_segment(request: Request, session: SessionDep, settings: SettingsDep, principal: PageUser) -> HTMLResponse:
-    access.require(principal, Permission.write)
+def new_segment(request: Request, session: SessionDep, settings: SettingsDep, principal: PageWriter) -> HTMLResponse:
     return page(
         request, "segments/form.html", principal, **_editor_context(session, principal, "create", None, settings)
     )
@@ -288,9 +293,8 @@ def new_segment(request: Request, session: SessionDep, settings: SettingsDep, pr
 
 @router.get("/segments/{segment_id}/edit", response_class=HTMLResponse)
 def edit_segment(
-    request: Request, segment_id: str, session: SessionDep, settings: SettingsDep, principal: PageUser
+    request: Request, segment_id: str, session: SessionDep, settings: SettingsDep, principal: PageWriter
 ) -> HTMLResponse:
-    access.require(principal, Permission.write)
     segment = segments.get_segment(session, segment_id, principal)
     if segment.status == "archived":
         raise Conflict("an archived segment cannot be edited")
@@ -304,11 +308,10 @@ async def upload_segment(
     session: SessionDep,
     settings: SettingsDep,
     clock: ClockDep,
-    principal: PageUser,
+    principal: PageWriter,
     name: Annotated[str, Form(min_length=1, max_length=255)],
     file: Annotated[UploadFile, File()],
 ) -> HTMLResponse:
-    access.require(principal, Permission.write)
     content = await file.read()
     report = await run_in_threadpool(_upload, session, settings, clock, name.strip(), content, principal)
     return page(request, "segments/upload_report.html", principal, report=report)
@@ -390,9 +393,9 @@ def segment_analytics(
 @router.post("/segments/{segment_id}/refresh", response_class=HTMLResponse)
 def refresh(
     request: Request, segment_id: str, session: SessionDep, settings: SettingsDep, clock: ClockDep,
-    principal: PageUser,
+    principal: PageWriter,
 ) -> HTMLResponse:  # fmt: skip
-    segments.request_refresh(session, clock, segment_id, access.require(principal, Permission.write))
+    segments.request_refresh(session, clock, segment_id, principal)
     session.commit()
     return page(request, "_flash.html", principal, messages=["Refresh queued."], level="ok")
 
@@ -459,12 +462,11 @@ def adjust_points(
     settings: SettingsDep,
     clock: ClockDep,
     index: SegmentIndexDep,
-    principal: PageUser,
+    principal: PageWriter,
     points: Annotated[int, Form()],
     reason: Annotated[str, Form(max_length=512)],
     program: Annotated[str | None, Form(max_length=64)] = None,
 ) -> HTMLResponse:
-    access.require(principal, Permission.write)
     programs = list(build_catalog(session).programs)
     chosen = program or (programs[0] if programs else "default")
     try:

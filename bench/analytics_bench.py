@@ -66,6 +66,7 @@ from cohorta.segments.service import create_segment, new_segment_id
 
 LIST_TARGET_MS = 100.0
 ANALYTICS_TARGET_MS = 1000.0
+UI_TARGET_MS = 200.0  # issue 7: list pages render in under 200 ms of server time
 SEED = 11
 API = "/api/v1"
 PAGE = 50
@@ -281,7 +282,8 @@ def measure(client: httpx.Client, case: Case, send: Send, runs: int, describe: C
             continue
         if i == 0:
             case.first_ms = elapsed
-            case.answer = describe(response.json())
+            html = not response.headers.get("content-type", "").startswith("application/json")
+            case.answer = describe(response.text if html else response.json())
             if runs == 0:
                 case.latencies_ms.append(elapsed)  # a single run: the one request is the measurement
         else:
@@ -354,6 +356,54 @@ def analytics_cases(client: httpx.Client, runs: int, real: list[RealSegment], wi
     return cases
 
 
+UI_EMAIL, UI_PASSWORD = "bench@ui.local", "bench-ui-password"
+
+
+@contextlib.contextmanager
+def ui_browser(api: httpx.Client) -> Iterator[httpx.Client]:
+    """A client logged in through the UI's login form, as a browser is: the session cookie, no bearer token."""
+    created = api.post(f"{API}/users", json={"email": UI_EMAIL, "password": UI_PASSWORD, "role": "admin"})
+    if created.status_code not in (201, 409):
+        raise RuntimeError(f"creating the UI user failed: {created.status_code} {created.text[:200]}")
+    with httpx.Client(base_url=api.base_url, timeout=60) as browser:
+        login = browser.post("/ui/login", data={"email": UI_EMAIL, "password": UI_PASSWORD})
+        if login.status_code != 303:
+            raise RuntimeError(f"UI login failed: {login.status_code} {login.text[:200]}")
+        yield browser
+
+
+def ui_cases(api: httpx.Client, runs: int, real: list[RealSegment], customers: int) -> list[Case]:
+    """The UI's list pages (and, beside them, the segment page and its member table), as a browser asks for them."""
+    biggest = max(real, key=lambda s: s.members)
+    fragment = {"HX-Request": "true", "HX-Target": "segment-table"}
+    filters = {"status": "active", "members_min": str(max(1, customers // 1000)), "avg_spending_min": "100",
+               "sort": "-avg_spending"}  # fmt: skip
+    some_id = f"C{customers // 2:07d}"
+
+    def size(text: str) -> str:
+        return f"{len(text):,} bytes of HTML"
+
+    list_page, other = UI_TARGET_MS, None  # the target is set for list pages; the others are shown beside them
+    specs: list[tuple[str, str, float | None, Send]] = [
+        ("UI: segment list page", "GET /ui/segments", list_page, lambda c, i: c.get("/ui/segments")),
+        ("UI: search as you type (htmx table fragment)", "GET /ui/segments?q={...} (HX-Request)", list_page,
+         lambda c, i: c.get("/ui/segments", params={"q": SEARCHES[i % len(SEARCHES)]}, headers=fragment)),
+        ("UI: filters + sort (htmx table fragment)", "GET /ui/segments?status=active&members_min=..&sort=-avg_spending",
+         list_page, lambda c, i: c.get("/ui/segments", params=filters, headers=fragment)),
+        ("UI: campaign list page", "GET /ui/campaigns", list_page, lambda c, i: c.get("/ui/campaigns")),
+        ("UI: customer search (id prefix)", f"GET /ui/customers?q={some_id[:6]}", list_page,
+         lambda c, i: c.get("/ui/customers", params={"q": some_id[:6]})),
+        ("UI: member table fragment (50 rows)", "GET /ui/segments/{id}/members (biggest real segment)", list_page,
+         lambda c, i: c.get(f"/ui/segments/{biggest.id}/members", headers={"HX-Request": "true"})),
+        (f"UI: segment page ({biggest.name}, {biggest.members:,})", "GET /ui/segments/{id}", other,
+         lambda c, i: c.get(f"/ui/segments/{biggest.id}")),
+        ("UI: customer profile", "GET /ui/customers/{id}", other, lambda c, i: c.get(f"/ui/customers/{some_id}")),
+    ]  # fmt: skip
+    with ui_browser(api) as browser:
+        return [measure(browser, Case("ui", name, shown, target), send, runs, size)
+                for name, shown, target, send in specs]  # fmt: skip
+
+
 def twelve_months(today: date) -> tuple[date, date]:
     """From the first day of the month eleven months back to today: twelve calendar months."""
     month = today.year * 12 + today.month - 1 - 11
@@ -385,6 +435,8 @@ def run(demo_db: Path, *, segments: int = 1000, list_runs: int = 50, analytics_r
             cases += list_cases(client, list_runs, customers, today)
             load_average["analytics"] = os.getloadavg()
             cases += analytics_cases(client, analytics_runs, real, window)
+            load_average["ui"] = os.getloadavg()
+            cases += ui_cases(client, list_runs, real, customers)
         load_average["end"] = os.getloadavg()
     return Results(customers, real, synthetic, len(real) + synthetic, statuses, seconds, cases, list_runs,
                    analytics_runs, window, load_average)  # fmt: skip
@@ -469,6 +521,13 @@ def report(results: Results, build_s: float | None) -> None:
         columns, case_rows(analysed),
     )  # fmt: skip
     requests(analysed)
+    pages = [c for c in results.cases if c.group == "ui"]
+    print_table(
+        f"Web UI pages over HTTP (a logged-in browser session), {results.customers:,} customers; "
+        f"{results.list_runs} sequential requests per case after 1 warm-up ('first'); target: list pages",
+        columns, case_rows(pages),
+    )  # fmt: skip
+    requests(pages)
     wide.print(
         "Notes: latency is send to last body byte in this process (httpx, keep-alive), the client's own cost included "
         "(see the health row). p95 is by nearest rank (with 10 runs: the largest). 'answer' is from the warm-up "

@@ -1,4 +1,4 @@
-"""The web application: API under /api/v1, OpenAPI docs, and (later) the management UI."""
+"""The web application: API under /api/v1, OpenAPI docs, and the management UI under /ui."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ from cohorta.exports.router import router as exports_router
 from cohorta.membership.live import SegmentIndex
 from cohorta.membership.scheduler import Scheduler
 from cohorta.segments.router import router as segments_router
-from cohorta.ui.render import STATIC_DIR
 from cohorta.ui.admin import router as ui_admin_router
+from cohorta.ui.render import STATIC_DIR
 from cohorta.ui.router import router as ui_router
 from cohorta.webhooks.router import router as webhooks_router
 

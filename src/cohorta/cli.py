@@ -261,6 +261,7 @@ def run(
     demo_password = _demo_admin(engine)
     address = f"http://{host or settings.host}:{port or settings.port}"
     console.rule("[bold]Cohorta is starting")
+    console.print(f"Web UI:     {address}/ui   (log in with the email and password below)")
     console.print(f"API:        {address}/api/v1   (health: {address}/api/v1/health)")
     console.print(f"API docs:   {address}/docs")
     console.print(f"Log in:     {DEMO_ADMIN_EMAIL} / {demo_password}   (POST {address}/api/v1/auth/login)")

@@ -121,7 +121,7 @@ def test_members_table_and_export(page: Page, live_server: LiveServer, tmp_path:
     page.goto(f"{live_server.url}/ui/segments/{segment_id}")
     expect(page.get_by_test_id("member-total")).to_have_text(f"{members:,}")
     expect(page.locator("#analytics-body .stat").first).to_contain_text(f"{members:,}")
-    shot(page, "segment-detail")
+    shot(page, "segment-detail", full_page=False)
 
     page.get_by_label(re.compile("^Filter")).fill('profile.country in ("PL")')
     page.get_by_role("button", name="Apply").click()

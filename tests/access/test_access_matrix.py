@@ -129,6 +129,9 @@ EXPECTED: dict[tuple[str, str], tuple[str, str | None]] = {
     ("PATCH", "/api/v1/webhooks/{subscription_id}"): (ADMIN, None),
     ("DELETE", "/api/v1/webhooks/{subscription_id}"): (ADMIN, None),
     ("GET", "/api/v1/webhooks/{subscription_id}/deliveries"): (ADMIN, None),
+    ("GET", "/api/v1/clv/model"): (READ, None),
+    ("POST", "/api/v1/clv/fit"): (ADMIN, None),
+    ("POST", "/api/v1/clv/score"): (ADMIN, None),
 }
 
 PASSWORD_HASH = hash_password("matrix-password")  # once: argon2 is slow on purpose

@@ -89,15 +89,37 @@ def gamma_gamma_log_likelihood(params: GammaGamma, x: FloatArray, mean: FloatArr
     )  # fmt: skip
 
 
-def _maximise(negative: Callable[[FloatArray], float], start: FloatArray, what: str) -> tuple[FloatArray, float]:
-    """Minimise over log-parameters: Nelder-Mead from ``start``, then L-BFGS-B to polish."""
-    first = optimize.minimize(negative, start, method="Nelder-Mead",
-                              options={"maxiter": 10_000, "xatol": 1e-10, "fatol": 1e-10})  # fmt: skip
-    polished = optimize.minimize(negative, first.x, method="L-BFGS-B", options={"maxiter": 1_000})
-    best = polished if polished.fun <= first.fun else first
-    if not np.all(np.isfinite(best.x)) or not np.isfinite(best.fun):
+# Bounds of the search, on the logarithm of each parameter. A fit at an upper bound means the data show no
+# heterogeneity in that process (every customer's spend drawn from one distribution, or one dropout probability for
+# all): the likelihood keeps rising towards a limit where the prediction is the population's, which the bounded fit
+# approaches while keeping the closed forms finite. BG/NBD's a and b stop at e^5 (about 148): beyond it the
+# hypergeometric term of the expected purchases leaves floating point for recent customers. ``at_bounds`` names
+# the parameters that ended at a bound; the stored model's data lists them.
+WIDE = (-10.0, 10.0)
+BGNBD_BOUNDS = {"r": WIDE, "alpha": WIDE, "a": (-10.0, 5.0), "b": (-10.0, 5.0)}
+GAMMA_GAMMA_BOUNDS = {"p": WIDE, "q": WIDE, "v": (-10.0, 20.0)}
+
+
+def _maximise(
+    negative: Callable[[FloatArray], float], start: FloatArray, bounds: list[tuple[float, float]], what: str
+) -> tuple[FloatArray, float]:
+    """Minimise over log-parameters within the bounds: L-BFGS-B from ``start``; Nelder-Mead from there when it
+    stops short, then L-BFGS-B again to polish."""
+    tight = {"maxiter": 5_000, "ftol": 1e-15, "gtol": 1e-9}
+    best = optimize.minimize(negative, start, method="L-BFGS-B", bounds=bounds, options=tight)
+    if not best.success:
+        simplex = optimize.minimize(negative, best.x, method="Nelder-Mead", bounds=bounds,
+                                    options={"maxiter": 4_000, "xatol": 1e-8, "fatol": 1e-8})  # fmt: skip
+        polished = optimize.minimize(negative, simplex.x, method="L-BFGS-B", bounds=bounds, options=tight)
+        best = min((best, simplex, polished), key=lambda result: float(result.fun))
+    if not np.all(np.isfinite(best.x)) or not np.isfinite(best.fun) or best.fun >= 1e300:
         raise FitError(f"the {what} fit did not converge")
     return np.exp(best.x), -float(best.fun)
+
+
+def at_bounds(values: dict[str, float], bounds: dict[str, tuple[float, float]]) -> list[str]:
+    """The parameters that ended at a search bound."""
+    return [name for name, value in values.items() if min(abs(np.log(value) - edge) for edge in bounds[name]) < 1e-3]
 
 
 def fit_bgnbd(x: FloatArray, t_x: FloatArray, big_t: FloatArray) -> tuple[BgNbd, float]:
@@ -108,11 +130,12 @@ def fit_bgnbd(x: FloatArray, t_x: FloatArray, big_t: FloatArray) -> tuple[BgNbd,
     scale = float(np.mean(big_t)) or 1.0  # start alpha at the typical observation length
 
     def negative(log_params: FloatArray) -> float:
-        r, alpha, a, b = np.exp(np.clip(log_params, -30, 30))
+        r, alpha, a, b = np.exp(log_params)
         value = -float(np.sum(bgnbd_log_likelihood(BgNbd(r, alpha, a, b), x, t_x, big_t)))
         return value if np.isfinite(value) else 1e300
 
-    values, log_likelihood = _maximise(negative, np.log([1.0, scale, 1.0, 1.0]), "BG/NBD")
+    start = np.log([1.0, scale, 1.0, 1.0])
+    values, log_likelihood = _maximise(negative, start, list(BGNBD_BOUNDS.values()), "BG/NBD")
     return BgNbd(*map(float, values)), log_likelihood
 
 
@@ -126,11 +149,12 @@ def fit_gamma_gamma(x: FloatArray, mean: FloatArray) -> tuple[GammaGamma, float]
     typical = float(np.mean(mean))
 
     def negative(log_params: FloatArray) -> float:
-        p, q, v = np.exp(np.clip(log_params, -30, 30))
+        p, q, v = np.exp(log_params)
         value = -float(np.sum(gamma_gamma_log_likelihood(GammaGamma(p, q, v), x, mean)))
         return value if np.isfinite(value) else 1e300
 
-    values, log_likelihood = _maximise(negative, np.log([1.0, 2.0, typical]), "Gamma-Gamma")
+    start = np.log([1.0, 2.0, typical])
+    values, log_likelihood = _maximise(negative, start, list(GAMMA_GAMMA_BOUNDS.values()), "Gamma-Gamma")
     return GammaGamma(*map(float, values)), log_likelihood
 
 

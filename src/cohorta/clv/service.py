@@ -153,7 +153,12 @@ def score(fitted: dict[str, Any], horizon_days: float, batch: Batch, now: dateti
         expected[seen.buyers] = model.expected_purchases(purchases, horizon, seen.x, seen.t_x, seen.big_t)
         alive[seen.buyers] = model.probability_alive(purchases, seen.x, seen.t_x, seen.big_t)
         value = model.expected_spend(spend, seen.spend_n, seen.spend_mean) * 10.0**exponent
-        predicted[seen.buyers] = np.floor(expected[seen.buyers] * value + 0.5).astype(np.int64)
+        clv = expected[seen.buyers] * value
+        broken = ~np.isfinite(clv)
+        if broken.any():  # never seen within the fit's bounds; kept out of the sums rather than stored as garbage
+            log.warning("predicted CLV not finite for %d customers: stored as 0", int(broken.sum()))
+            clv[broken] = 0.0
+        predicted[seen.buyers] = np.floor(clv + 0.5).astype(np.int64)
     return Scores(predicted, expected, alive)
 
 
@@ -278,6 +283,9 @@ def fit(
         "spend_frequency_correlation": correlation,
         "mean_repeat_purchases": float(np.mean(seen.x)) if buyers else None,
         "mean_weeks_observed": float(np.mean(seen.big_t)) if buyers else None,
+        # Parameters that ended at a bound of the search: that process shows no heterogeneity (model.BGNBD_BOUNDS).
+        "at_bounds": model.at_bounds(fitted.params()["bgnbd"], model.BGNBD_BOUNDS)
+        + model.at_bounds(fitted.params()["gamma_gamma"], model.GAMMA_GAMMA_BOUNDS),
     }
     with unit_of_work(factory) as session:
         row = ClvModel(

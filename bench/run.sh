@@ -2,7 +2,7 @@
 # Runs the benchmarks and prints their tables. Needs the project installed in ./.venv (bash scripts/test.sh does it)
 # and, for the PostgreSQL rows, the server named by COHORTA_BENCH_POSTGRES_URL (default: local, database test).
 #   bash bench/run.sh                 # all, at the default sizes
-#   bash bench/run.sh ingest          # one of: ingest, demo, rules, eligibility, export, analytics
+#   bash bench/run.sh ingest          # one of: ingest, demo, rules, eligibility, export, analytics, clv
 #   CUSTOMERS=1000000 bash bench/run.sh demo
 #   CONCURRENCY=32 DURATION=20 WORKERS_LIST=1,2,4 bash bench/run.sh eligibility
 #   CUSTOMERS=1000000 bash bench/run.sh export   # the size (builds a ~15 GB demo DB once, ~12 min)
@@ -31,4 +31,8 @@ fi
 if [ "$what" = all ] || [ "$what" = analytics ]; then
   $PY -m bench.analytics_bench --customers "${CUSTOMERS:-100000}" --segments "${SEGMENTS:-1000}" \
     --list-runs "${LIST_RUNS:-50}" --analytics-runs "${ANALYTICS_RUNS:-10}"
+fi
+if [ "$what" = all ] || [ "$what" = clv ]; then
+  $PY -m bench.clv_bench --customers "${CUSTOMERS:-100000}" --engines "${ENGINES:-sqlite,postgresql}" \
+    --source "${SOURCE:-synthetic}" --runs "${RUNS:-3}"
 fi

@@ -129,3 +129,19 @@ def test_create_admin_then_log_in(sqlite_url: str) -> None:
                                 "--reset"])  # fmt: skip
     assert reset.exit_code == 0 and "updated" in reset.output
     assert client.post("/api/v1/auth/login", json={"email": "boss@example.com", "password": "other long pw"}).is_success
+
+
+def test_clv_commands(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cohorta.clv import model
+
+    assert runner.invoke(app, ["demo", "load", "--customers", "150", "--seed", "3"]).exit_code == 0
+    assert runner.invoke(app, ["clv", "show"]).exit_code == 1
+    assert runner.invoke(app, ["clv", "score"]).exit_code == 1  # nothing fitted yet
+    monkeypatch.setattr(model, "pymc_marketing_version", lambda: None)
+    missing = runner.invoke(app, ["clv", "fit", "--engine", "pymc-marketing"])
+    assert missing.exit_code == 1 and "pip install 'cohorta[clv]'" in missing.output
+    fitted = runner.invoke(app, ["clv", "fit"])
+    assert fitted.exit_code == 0, fitted.output
+    assert "BG/NBD" in fitted.output and "scored" in fitted.output and "150 customers" in fitted.output
+    shown = runner.invoke(app, ["clv", "show"])
+    assert shown.exit_code == 0 and "Gamma-Gamma" in shown.output

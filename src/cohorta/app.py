@@ -22,6 +22,7 @@ from cohorta.audit.router import router as audit_router
 from cohorta.campaigns.router import eligibility_router
 from cohorta.campaigns.router import router as campaigns_router
 from cohorta.clock import Clock, SystemClock
+from cohorta.clv.router import router as clv_router
 from cohorta.config import Settings, get_settings
 from cohorta.customers.router import router as customers_router
 from cohorta.db import create_db_engine, make_session_factory
@@ -100,7 +101,7 @@ def create_app(
         access_router, customers_router, rules_router, analytics_router, segments_router, exports_router,
         campaigns_router,
         eligibility_router,
-        webhooks_router, audit_router,
+        webhooks_router, audit_router, clv_router,
     ):  # fmt: skip
         app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(reader)])
 

@@ -6,7 +6,7 @@ import os
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import sqlalchemy as sa
 import typer
@@ -21,10 +21,15 @@ app = typer.Typer(help="Cohorta: customer segmentation engine for loyalty progra
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 demo_app = typer.Typer(help="Demo data.", no_args_is_help=True)
 users_app = typer.Typer(help="People who log in.", no_args_is_help=True)
+clv_app = typer.Typer(help="Predicted customer lifetime value (BG/NBD x Gamma-Gamma).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
 app.add_typer(users_app, name="users")
+app.add_typer(clv_app, name="clv")
 console = Console()
+
+if TYPE_CHECKING:
+    from cohorta.clv.models import ClvModel
 
 TOKEN_FILE = Path(".cohorta-admin-token")
 DEMO_LOGIN_FILE = Path(".cohorta-demo-login")
@@ -203,6 +208,76 @@ def export(
 def _utc(value: datetime | None) -> datetime | None:
     """A datetime from the command line: naive ones are UTC."""
     return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _show_model(row: ClvModel) -> None:
+    from cohorta.clv.service import model_out
+
+    out = model_out(row)
+    bgnbd, spend = out.params["bgnbd"], out.params["gamma_gamma"]
+    console.print(f"Model {out.id}: fitted {out.fitted_at:%Y-%m-%d %H:%M} UTC with {out.library} ({out.method})")
+    console.print("  BG/NBD       " + "  ".join(f"{k} {v:.4g}" for k, v in bgnbd.items()))
+    console.print("  Gamma-Gamma  " + "  ".join(f"{k} {v:.4g}" for k, v in spend.items()))
+    console.print("  data         " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                             for k, v in out.data.items()))  # fmt: skip
+    if out.scored_at is not None:
+        console.print(f"  scored       {out.scored_customers:,} customers at {out.scored_at:%Y-%m-%d %H:%M} UTC, "
+                      f"horizon {out.horizon_days} days, {out.score_duration_ms} ms")  # fmt: skip
+
+
+@clv_app.command("fit")
+def clv_fit(
+    engine: Annotated[
+        str | None, typer.Option(help="scipy (built in) or pymc-marketing (needs: pip install 'cohorta[clv]')")
+    ] = None,
+) -> None:
+    """Fit the purchase and spend models on every customer's orders as of now, then score every customer."""
+    from cohorta.clock import SystemClock
+    from cohorta.clv import service
+    from cohorta.errors import CohortaError
+
+    if engine not in (None, "scipy", "pymc-marketing"):
+        raise typer.BadParameter("scipy or pymc-marketing", param_hint="--engine")
+    settings = get_settings()
+    sql = _engine(settings)
+    db.upgrade(sql)
+    try:
+        row = service.fit(db.make_session_factory(sql), SystemClock(), settings, "cli", engine)
+    except CohortaError as exc:
+        console.print(exc.detail, style="red", markup=False)
+        raise typer.Exit(1) from None
+    _show_model(row)
+
+
+@clv_app.command("score")
+def clv_score() -> None:
+    """Score every customer now with the model in force (the scheduler repeats it every
+    COHORTA_CLV_SCORE_PERIOD_SECONDS)."""
+    from cohorta.clock import SystemClock
+    from cohorta.clv import service
+
+    settings = get_settings()
+    sql = _engine(settings)
+    db.upgrade(sql)
+    row = service.score_all(db.make_session_factory(sql), SystemClock(), settings)
+    if row is None:
+        console.print("[red]No CLV model has been fitted yet: run `cohorta clv fit` first.[/]")
+        raise typer.Exit(1)
+    _show_model(row)
+
+
+@clv_app.command("show")
+def clv_show() -> None:
+    """Show the CLV model in force."""
+    from cohorta.clv import service
+
+    sql = _engine(get_settings())
+    with db.make_session_factory(sql)() as session:
+        row = service.current_model(session)
+    if row is None:
+        console.print("No CLV model has been fitted yet: run `cohorta clv fit`.")
+        raise typer.Exit(1)
+    _show_model(row)
 
 
 @users_app.command("create-admin")

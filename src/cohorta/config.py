@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
@@ -49,6 +50,18 @@ class Settings(BaseSettings):
     stats_period_seconds: int = Field(
         default=600, ge=10, description="How often the segment list's figures are recounted from the members"
     )
+    # Predicted CLV (docs/analytics.md#predicted-clv).
+    clv_engine: Literal["scipy", "pymc-marketing"] = Field(
+        default="scipy", description="How `cohorta clv fit` fits: built-in maximum likelihood, or the [clv] extra"
+    )
+    clv_horizon_days: int = Field(default=365, ge=1, le=3650, description="Predicted CLV is the spend over this")
+    clv_score_period_seconds: int = Field(
+        default=86_400, ge=60, description="How often the scheduler re-scores every customer with the model in force"
+    )
+    clv_fit_max_customers: int = Field(
+        default=100_000, ge=100, description="Fit on a random sample of at most this many buyers"
+    )
+    clv_batch_size: int = Field(default=50_000, ge=100, le=1_000_000, description="Customers scored per transaction")
     default_sync_period_seconds: int = Field(default=86_400, ge=60, description="Safety-net recompute period")
 
     # Limits on input; documented in docs/api.md.

@@ -80,3 +80,10 @@ class TooManyRequests(CohortaError):
     def __init__(self, detail: str, retry_after_seconds: int) -> None:
         super().__init__(detail)
         self.retry_after_seconds = retry_after_seconds
+
+
+class Unavailable(CohortaError):
+    """A feature this installation lacks (an optional extra that is not installed)."""
+
+    status = 503
+    title = "Service unavailable"

@@ -66,6 +66,7 @@ PROBLEM_KINDS = {
     409: "conflict",
     429: "too-many-requests",
     502: "bad-gateway",
+    503: "unavailable",
 }
 
 

@@ -180,6 +180,9 @@ EXPECTED: dict[tuple[str, str], tuple[str, str | None]] = {
     ("GET", "/ui/customers/{source_id}"): (READ, None),
     ("GET", "/ui/customers/{source_id}/why"): (READ, None),
     ("POST", "/ui/customers/{source_id}/points"): (WRITE, None),
+    ("GET", "/api/v1/clv/model"): (READ, None),
+    ("POST", "/api/v1/clv/fit"): (ADMIN, None),
+    ("POST", "/api/v1/clv/score"): (ADMIN, None),
 }
 
 PASSWORD_HASH = hash_password("matrix-password")  # once: argon2 is slow on purpose

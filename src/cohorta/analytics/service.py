@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from cohorta.access.service import Principal
+from cohorta.clv.service import PredictedClv, predicted_averages
 from cohorta.config import Settings
 from cohorta.customers.models import COUNTED_ORDER_STATUSES, CustomerSummary, Order
 from cohorta.errors import FieldError, InvalidInput
@@ -48,6 +49,15 @@ class MonthPoint(BaseModel):
     buyers: int = Field(description="Members with at least one order in the month")
 
 
+class Clv(BaseModel):
+    historical: Decimal | None = Field(description="Average spending per member so far")
+    predicted: PredictedClv | None = Field(
+        description="Expected spend over the next horizon (BG/NBD x Gamma-Gamma), for the members and for all "
+        "customers; null until a CLV model is fitted and scored"
+    )
+    method: str = Field(description="How the historical figure is computed")
+
+
 class Analytics(BaseModel):
     segment_id: str
     members: int
@@ -57,7 +67,7 @@ class Analytics(BaseModel):
     months: list[MonthPoint]
     segment: Averages
     all_customers: Averages
-    clv: dict[str, Any] = Field(description="historical: average spending per member; predicted: not yet modelled")
+    clv: Clv
 
 
 def _averages(customers: int, orders: int, spent: int, exponent: int) -> Averages:
@@ -132,7 +142,8 @@ def analytics(
     return Analytics(
         segment_id=segment.id, members=member_count, start=first, end=last, size=size, months=points, segment=own,
         all_customers=_averages(int(everyone[0]), int(everyone[1]), int(everyone[2]), exponent),
-        clv={"historical": own.avg_spending, "predicted": None, "method": "historical: average spending per member"},
+        clv=Clv(historical=own.avg_spending, method="historical: average spending per member",
+                predicted=predicted_averages(session, segment.avg_clv_minor, exponent)),
     )  # fmt: skip
 
 

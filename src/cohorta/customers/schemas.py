@@ -116,6 +116,9 @@ class SummaryOut(BaseModel):
     gift_card_balance: Decimal
     programs: list[ProgramSummaryOut]
     gift_cards: list[GiftCardOut]
+    predicted_clv: Decimal | None = Field(
+        default=None, description="Expected spend over the CLV horizon (docs/analytics.md); null until scored"
+    )
 
 
 class CustomerGroupOut(BaseModel):

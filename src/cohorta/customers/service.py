@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from cohorta.audit import service as audit
 from cohorta.clock import Clock
+from cohorta.clv.models import CustomerClv
 from cohorta.customers import summary, values
 from cohorta.customers.models import (
     AttributeDefinition,
@@ -437,6 +438,9 @@ def get_customer(session: Session, source_id: str, exponent: int) -> CustomerOut
                 GiftCardOut(code=code, balance=from_minor(int(total or 0), exponent) or Decimal(0))
                 for code, total in cards
             ],
+            predicted_clv=money(session.scalar(
+                sa.select(CustomerClv.predicted_minor).where(CustomerClv.customer_id == customer.id)
+            )),
         ),
     )
 

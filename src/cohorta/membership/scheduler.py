@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cohorta.campaigns.distribution import run_due_distributions
 from cohorta.clock import Clock
+from cohorta.clv.service import score_if_due
 from cohorta.config import Settings
 from cohorta.exports.jobs import run_pending_exports
 from cohorta.membership.jobs import queue_safety_net, queue_window_edges, run_due_wakeups, run_pending
@@ -19,10 +20,12 @@ from cohorta.membership.service import recount_all_statistics
 from cohorta.webhooks.service import dispatch
 
 log = logging.getLogger("cohorta.scheduler")
+CLV_CHECK_SECONDS = 60
 
 
 class Scheduler:
-    """Two threads: membership upkeep (recomputes, wake-ups, window edges, safety nets) and deliveries (webhook
+    """Two threads: membership upkeep (recomputes, wake-ups, window edges, safety nets, statistics, CLV scoring)
+    and deliveries (webhook
     outbox, distribution campaigns, background exports), so that slow outside work never delays a membership change."""
 
     def __init__(self, factory: sessionmaker[Session], clock: Clock, settings: Settings, index: SegmentIndex,
@@ -32,6 +35,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._stats_at: datetime | None = None
+        self._clv_checked_at: datetime | None = None
 
     def start(self) -> None:
         for name, work in (("cohorta-scheduler", self._membership), ("cohorta-deliveries", self._deliveries)):
@@ -53,6 +57,11 @@ class Scheduler:
         if self._stats_at is None or (now - self._stats_at).total_seconds() >= self.settings.stats_period_seconds:
             recount_all_statistics(self.factory, now)
             self._stats_at = now
+        # Predicted CLV: re-scored when the model's last scoring is a period old (checked once a minute; the time of
+        # the last scoring is kept with the model, so restarts and several workers do not score again at once).
+        if self._clv_checked_at is None or (now - self._clv_checked_at).total_seconds() >= CLV_CHECK_SECONDS:
+            self._clv_checked_at = now
+            score_if_due(self.factory, self.clock, self.settings)
 
     def _deliveries(self) -> None:
         dispatch(self.factory, self.clock, self.settings)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from cohorta import rules
 from cohorta.access.service import Principal
+from cohorta.clv.models import CustomerClv
 from cohorta.config import Settings
 from cohorta.customers.models import CustomerGroupAssignment, CustomerSummary
 from cohorta.customers.summary import chunked
@@ -112,27 +113,37 @@ def apply_diff(
     segment.member_count = (segment.member_count or 0) + len(entering) - len(exiting)
     for ids, sign in ((entering, 1), (exiting, -1)):
         if ids:
-            orders, spent = _summary_sums(session, ids)
+            orders, spent, clv = _summary_sums(session, ids)
             segment.stats_orders = (segment.stats_orders or 0) + sign * orders
             segment.stats_spent_minor = (segment.stats_spent_minor or 0) + sign * spent
+            if clv is not None:
+                segment.stats_clv_minor = (segment.stats_clv_minor or 0) + sign * clv
     derive_averages(segment)
     enqueue_membership(session, segment, entering, exiting, cause.value, now)  # same transaction: the outbox
     return len(entering), len(exiting)
 
 
-def _summary_sums(session: Session, customer_ids: Sequence[int]) -> tuple[int, int]:
-    """Orders and spending (minor units) of these customers together."""
-    summaries = table_of(CustomerSummary)
+def _summary_sums(session: Session, customer_ids: Sequence[int]) -> tuple[int, int, int | None]:
+    """Orders, spending and predicted CLV (minor units) of these customers together; CLV None when none of them
+    has a predicted CLV (no model scored yet)."""
+    summaries, clv = table_of(CustomerSummary), table_of(CustomerClv)
     orders = spent = 0
+    predicted: int | None = None
     for chunk in chunked(list(customer_ids)):
         row = session.execute(
             sa.select(
                 sa.func.coalesce(sa.func.sum(summaries.c.order_count), 0),
                 sa.func.coalesce(sa.func.sum(summaries.c.total_spent_minor), 0),
-            ).where(InValues(summaries.c.customer_id, chunk))
+                sa.func.sum(clv.c.predicted_minor),
+            )
+            .select_from(summaries)
+            .outerjoin(clv, clv.c.customer_id == summaries.c.customer_id)
+            .where(InValues(summaries.c.customer_id, chunk))
         ).one()
         orders, spent = orders + int(row[0]), spent + int(row[1])
-    return orders, spent
+        if row[2] is not None:
+            predicted = (predicted or 0) + int(row[2])
+    return orders, spent, predicted
 
 
 def divide_minor(total: int, count: int) -> int:
@@ -142,14 +153,17 @@ def divide_minor(total: int, count: int) -> int:
 
 def derive_averages(segment: Segment) -> None:
     """The list's figures from the kept sums: average transaction value (spent / orders), average number of
-    transactions and average spending per member."""
+    transactions, average spending and average predicted CLV per member (null while no member has a prediction)."""
     members, orders, spent = segment.member_count or 0, segment.stats_orders or 0, segment.stats_spent_minor or 0
     if members <= 0:
         segment.avg_transactions = segment.avg_spending_minor = segment.avg_transaction_value_minor = None
+        segment.avg_clv_minor = None
         return
     segment.avg_transactions = orders / members
     segment.avg_spending_minor = divide_minor(spent, members)
     segment.avg_transaction_value_minor = divide_minor(spent, orders) if orders else None
+    clv = segment.stats_clv_minor
+    segment.avg_clv_minor = divide_minor(clv, members) if clv is not None else None
 
 
 def recount_all_statistics(factory: Any, now: datetime) -> int:
@@ -163,34 +177,40 @@ def recount_all_statistics(factory: Any, now: datetime) -> int:
         ).all())  # fmt: skip
     updated = 0
     for segment_id, member_count in current.items():
-        n, orders, spent = counted.get(segment_id, (0, 0, 0))
+        n, orders, spent, clv = counted.get(segment_id, (0, 0, 0, None))
         with factory.begin() as session:
             segment = session.get(Segment, segment_id)
             if segment is None or segment.member_count != member_count:
                 continue
             segment.member_count, segment.stats_orders, segment.stats_spent_minor = n, orders, spent
+            segment.stats_clv_minor = clv
             segment.stats_at = now
             derive_averages(segment)
             updated += 1
     return updated
 
 
-def _counts(session: Session, segment_ids: Sequence[str] | None = None) -> dict[str, tuple[int, int, int]]:
-    """(members, their orders, their spending) per segment, from stored membership and summaries."""
-    members, summaries = table_of(SegmentMember), table_of(CustomerSummary)
+def _counts(
+    session: Session, segment_ids: Sequence[str] | None = None
+) -> dict[str, tuple[int, int, int, int | None]]:
+    """(members, their orders, their spending, their predicted CLV or None) per segment, from stored membership,
+    summaries and predicted CLV."""
+    members, summaries, clv = table_of(SegmentMember), table_of(CustomerSummary), table_of(CustomerClv)
     query = (
         sa.select(
             members.c.segment_id,
             sa.func.count(),
             sa.func.coalesce(sa.func.sum(summaries.c.order_count), 0),
             sa.func.coalesce(sa.func.sum(summaries.c.total_spent_minor), 0),
+            sa.func.sum(clv.c.predicted_minor),
         )
         .outerjoin(summaries, summaries.c.customer_id == members.c.customer_id)
+        .outerjoin(clv, clv.c.customer_id == members.c.customer_id)
         .group_by(members.c.segment_id)
     )
     if segment_ids is not None:
         query = query.where(members.c.segment_id.in_(list(segment_ids)))
-    return {sid: (int(n), int(o), int(s)) for sid, n, o, s in session.execute(query)}
+    return {sid: (int(n), int(o), int(s), None if c is None else int(c)) for sid, n, o, s, c in session.execute(query)}
 
 
 def recount_statistics(session: Session, now: datetime, segment_ids: Sequence[str] | None = None) -> int:
@@ -202,8 +222,9 @@ def recount_statistics(session: Session, now: datetime, segment_ids: Sequence[st
     counted = _counts(session, segment_ids)
     segments = list(session.scalars(targets))
     for segment in segments:
-        n, orders, spent = counted.get(segment.id, (0, 0, 0))
+        n, orders, spent, clv = counted.get(segment.id, (0, 0, 0, None))
         segment.member_count, segment.stats_orders, segment.stats_spent_minor = n, orders, spent
+        segment.stats_clv_minor = clv
         segment.stats_at = now
         derive_averages(segment)
     return len(segments)

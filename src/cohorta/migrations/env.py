@@ -7,6 +7,7 @@ from alembic import context
 from cohorta.access import models as _access_models  # noqa: F401  (registers the tables)
 from cohorta.audit import models as _audit_models  # noqa: F401
 from cohorta.campaigns import models as _campaign_models  # noqa: F401
+from cohorta.clv import models as _clv_models  # noqa: F401
 from cohorta.customers import models as _customer_models  # noqa: F401
 from cohorta.db import Base, create_db_engine
 from cohorta.exports import models as _export_models  # noqa: F401

@@ -101,6 +101,8 @@ class Segment(Base):
     avg_transaction_value_minor: Mapped[int | None] = mapped_column(sa.BigInteger)
     avg_transactions: Mapped[float | None] = mapped_column(sa.Float(precision=53))
     avg_spending_minor: Mapped[int | None] = mapped_column(sa.BigInteger)
+    # The members' predicted CLV summed (customer_clv); null while no member has one (no model scored yet).
+    stats_clv_minor: Mapped[int | None] = mapped_column(sa.BigInteger)
     avg_clv_minor: Mapped[int | None] = mapped_column(sa.BigInteger)  # predicted 12-month CLV; null until modelled
     # Static segments: SHA-256 of the sorted member ids, to refuse a second static segment with the same members.
     list_digest: Mapped[str | None] = mapped_column(sa.String(64), index=True)

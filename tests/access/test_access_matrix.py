@@ -176,6 +176,7 @@ EXPECTED: dict[tuple[str, str], tuple[str, str | None]] = {
     ("POST", "/ui/segments/{segment_id}/archive"): (WRITE, "segment"),
     ("POST", "/ui/segments/{segment_id}/delete"): (WRITE, "segment"),
     ("POST", "/ui/segments/{segment_id}/refresh"): (WRITE, "segment"),
+    ("POST", "/ui/segments/{segment_id}/versions/{version}/restore"): (WRITE, "segment"),
     ("GET", "/ui/customers"): (READ, None),
     ("GET", "/ui/customers/{source_id}"): (READ, None),
     ("GET", "/ui/customers/{source_id}/why"): (READ, None),

@@ -178,3 +178,17 @@ def test_customer_search(api: TestClient) -> None:
     several = client.get("/ui/customers", params={"q": "c"}).text
     assert all(f"/ui/customers/{c}" in several for c in ("c1", "c2", "c3"))
     run_jobs(api)
+
+
+def test_restoring_a_version_makes_a_new_one(api: TestClient) -> None:
+    poles = segment(api, "Poles")
+    assert api.patch(f"/api/v1/segments/{poles}", json={"text": 'profile.country in ("DE")'}).status_code == 200
+    user(api, "e@x.io", "editor")
+    editor = browser(api, "e@x.io")
+    page = editor.get(f"/ui/segments/{poles}").text
+    assert f'hx-post="/ui/segments/{poles}/versions/1/restore"' in page
+    assert f'/ui/segments/{poles}/versions/2/restore' not in page  # the current version is not offered
+    response = editor.post(f"/ui/segments/{poles}/versions/1/restore", headers={**HX, "X-CSRF-Token": csrf(editor)})
+    assert response.status_code == 200 and response.headers["HX-Refresh"] == "true"
+    restored = api.get(f"/api/v1/segments/{poles}").json()
+    assert restored["version"] == 3 and restored["text"] == 'profile.country in ("PL")'

@@ -372,7 +372,9 @@ def segment_members(
     except InvalidInput as exc:  # a filter being typed: say what is wrong in place of the table
         return page(request, "_flash.html", principal, messages=error_messages(exc), level="error")
     given = {"filter": filter_text or "", "sort": sort, "attribute": attribute}
+    programs = list(build_catalog(session).programs)
     return page(request, "segments/_members.html", principal, members=members, segment_id=segment_id, given=given,
+                programs=programs,
                 page_size=PAGE_SIZE, query=urlencode({k: v for k, v in given.items() if v}, doseq=True))  # fmt: skip
 
 
@@ -398,6 +400,16 @@ def refresh(
     segments.request_refresh(session, clock, segment_id, principal)
     session.commit()
     return page(request, "_flash.html", principal, messages=["Refresh queued."], level="ok")
+
+
+@router.post("/segments/{segment_id}/versions/{version}/restore", response_class=HTMLResponse)
+def restore_version(
+    segment_id: str, version: int, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: PageWriter
+) -> HTMLResponse:
+    """Restoring a version makes a new version with its name and rule; the page reloads to show it."""
+    segments.restore_version(session, settings, clock, segment_id, version, principal)
+    session.commit()
+    return HTMLResponse("", headers={"HX-Refresh": "true"})
 
 
 # --- customers -----------------------------------------------------------------------------------------------------

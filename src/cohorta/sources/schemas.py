@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from cohorta.segments import schemas as segment_schemas
 from cohorta.segments.schemas import GroupName, SegmentOut
 from cohorta.sources.connectors.csv_file import MAX_CONTENT_BYTES
 
@@ -157,3 +158,7 @@ class SegmentWithSourceOut(SegmentOut):
     source: SegmentSourceOut | None = Field(
         default=None, description="Imported segments: the source, the sync state and the latest sync report"
     )
+
+
+# SegmentOut names models defined after it in its own module: resolve them there.
+SegmentWithSourceOut.model_rebuild(_types_namespace={**vars(segment_schemas), **globals()})

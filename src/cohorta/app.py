@@ -33,6 +33,7 @@ from cohorta.exports.router import router as exports_router
 from cohorta.membership.live import SegmentIndex
 from cohorta.membership.scheduler import Scheduler
 from cohorta.segments.router import router as segments_router
+from cohorta.sources.router import router as sources_router
 from cohorta.ui.admin import router as ui_admin_router
 from cohorta.ui.render import STATIC_DIR
 from cohorta.ui.router import router as ui_router
@@ -101,7 +102,7 @@ def create_app(
         access_router, customers_router, rules_router, analytics_router, segments_router, exports_router,
         campaigns_router,
         eligibility_router,
-        webhooks_router, audit_router, clv_router,
+        webhooks_router, audit_router, clv_router, sources_router,
     ):  # fmt: skip
         app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(reader)])
 

@@ -64,6 +64,19 @@ class Settings(BaseSettings):
     clv_batch_size: int = Field(default=50_000, ge=100, le=1_000_000, description="Customers scored per transaction")
     default_sync_period_seconds: int = Field(default=86_400, ge=60, description="Safety-net recompute period")
 
+    # External segment sources; see docs/sources.md.
+    secret_key: str | None = Field(
+        default=None,
+        repr=False,
+        description="Fernet key(s) that encrypt source credentials at rest, comma-separated: the first encrypts, "
+        "every one decrypts (rotation). Without it, sources cannot store credentials",
+    )
+    source_sync_period_seconds: int = Field(default=86_400, ge=300, description="Default period between syncs")
+    source_timeout_seconds: float = Field(default=30.0, gt=0, description="Timeout of one request to a source")
+    source_max_sync_seconds: int = Field(default=1800, ge=10, description="A sync taking longer fails")
+    source_max_keys: int = Field(default=5_000_000, ge=1, description="Keys one sync may receive at most")
+    source_retry_base_seconds: int = Field(default=60, ge=1, description="First retry after a failed sync; doubles")
+
     # Limits on input; documented in docs/api.md.
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     bulk_max_items: int = Field(default=10_000, ge=1)
@@ -82,6 +95,20 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _fernet_keys(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from cryptography.fernet import Fernet
+
+        for key in value.split(","):
+            try:
+                Fernet(key.strip())
+            except ValueError:
+                raise ValueError("COHORTA_SECRET_KEY must be Fernet keys (32 url-safe base64-encoded bytes)") from None
         return value
 
     @property

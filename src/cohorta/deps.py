@@ -10,7 +10,7 @@ import anyio
 import sqlalchemy as sa
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPBearer
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from cohorta.access.models import Permission
 from cohorta.access.service import Principal, authenticate, require, write_apart
@@ -146,6 +146,12 @@ def in_sight(param: str, lookup: Callable[[Session, str, Principal], object]) ->
     return check
 
 
+def get_session_factory(request: Request) -> sessionmaker[Session]:
+    """For work that runs its own transactions around calls to other systems (source imports and syncs)."""
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    return factory
+
+
 def get_segment_index(request: Request) -> SegmentIndex:
     index: SegmentIndex = request.app.state.segment_index
     return index
@@ -153,6 +159,7 @@ def get_segment_index(request: Request) -> SegmentIndex:
 
 SessionDep = Annotated[Session, Depends(get_session)]
 ReadSessionDep = Annotated[Session, Depends(get_read_session)]
+SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
 SegmentIndexDep = Annotated[SegmentIndex, Depends(get_segment_index)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

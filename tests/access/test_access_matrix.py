@@ -184,6 +184,17 @@ EXPECTED: dict[tuple[str, str], tuple[str, str | None]] = {
     ("GET", "/api/v1/clv/model"): (READ, None),
     ("POST", "/api/v1/clv/fit"): (ADMIN, None),
     ("POST", "/api/v1/clv/score"): (ADMIN, None),
+    ("GET", "/api/v1/sources"): (READ, None),
+    ("POST", "/api/v1/sources"): (ADMIN, None),
+    ("GET", "/api/v1/sources/{source}"): (READ, None),
+    ("PATCH", "/api/v1/sources/{source}"): (ADMIN, None),
+    ("DELETE", "/api/v1/sources/{source}"): (ADMIN, None),
+    ("POST", "/api/v1/sources/{source}/test"): (WRITE, None),
+    ("GET", "/api/v1/sources/{source}/remote-segments"): (WRITE, None),
+    ("POST", "/api/v1/sources/{source}/import"): (WRITE, None),
+    ("GET", "/api/v1/sources/{source}/segments"): (READ, None),
+    ("POST", "/api/v1/segments/{segment_id}/sync"): (WRITE, "segment"),
+    ("GET", "/api/v1/segments/{segment_id}/sync-reports"): (READ, "segment"),
 }
 
 PASSWORD_HASH = hash_password("matrix-password")  # once: argon2 is slow on purpose
@@ -255,7 +266,7 @@ def build_world(store: sa.Engine, clock: FrozenClock) -> World:
     params = {
         "segment_id": segment["id"], "campaign_id": campaign["id"], "source_id": "c1", "user_id": str(victim_id),
         "team_id": "alpha", "token_id": token["id"], "version": "1", "name": "tier", "subscription_id": "whk_none",
-        "activity": "orders", "export_id": "exp_none",
+        "activity": "orders", "export_id": "exp_none", "source": "src_none",
     }  # fmt: skip
     return World(app=app, params=params, callers=callers)
 

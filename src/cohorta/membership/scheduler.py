@@ -17,6 +17,7 @@ from cohorta.exports.jobs import run_pending_exports
 from cohorta.membership.jobs import queue_safety_net, queue_window_edges, run_due_wakeups, run_pending
 from cohorta.membership.live import SegmentIndex
 from cohorta.membership.service import recount_all_statistics
+from cohorta.sources.service import run_due_syncs
 from cohorta.webhooks.service import dispatch
 
 log = logging.getLogger("cohorta.scheduler")
@@ -24,9 +25,9 @@ CLV_CHECK_SECONDS = 60
 
 
 class Scheduler:
-    """Two threads: membership upkeep (recomputes, wake-ups, window edges, safety nets, statistics, CLV scoring)
-    and deliveries (webhook
-    outbox, distribution campaigns, background exports), so that slow outside work never delays a membership change."""
+    """Two threads: membership upkeep (recomputes, wake-ups, window edges, safety nets, statistics, CLV scoring) and
+    deliveries (webhook outbox, distribution campaigns, background exports, source syncs), so that slow outside work
+    never delays a membership change."""
 
     def __init__(self, factory: sessionmaker[Session], clock: Clock, settings: Settings, index: SegmentIndex,
                  interval: float = 1.0) -> None:  # fmt: skip
@@ -67,6 +68,7 @@ class Scheduler:
         dispatch(self.factory, self.clock, self.settings)
         run_due_distributions(self.factory, self.clock, self.settings)
         run_pending_exports(self.factory, self.clock, self.settings)
+        run_due_syncs(self.factory, self.clock, self.settings)  # one due source sync per pass
 
     def _loop(self, work: Callable[[], None]) -> None:
         while not self._stop.is_set():

@@ -12,6 +12,7 @@ from cohorta.customers import models as _customer_models  # noqa: F401
 from cohorta.db import Base, create_db_engine
 from cohorta.exports import models as _export_models  # noqa: F401
 from cohorta.segments import models as _segment_models  # noqa: F401
+from cohorta.sources import models as _source_models  # noqa: F401
 from cohorta.webhooks import models as _webhook_models  # noqa: F401
 
 target_metadata = Base.metadata

@@ -37,6 +37,8 @@ from cohorta.segments.schemas import (
     UsageOut,
     VersionOut,
 )
+from cohorta.sources import service as sources
+from cohorta.sources.schemas import SegmentWithSourceOut
 
 # A hidden segment does not exist: every /segments/{segment_id}/... answers 404 for it, first.
 router = APIRouter(tags=["segments"], dependencies=[Depends(in_sight("segment_id", service.get_segment))])
@@ -113,9 +115,12 @@ def _create_from_csv(
     return report
 
 
-@router.get("/segments/{segment_id}", response_model=SegmentOut)
-def get_segment(segment_id: str, session: SessionDep, settings: SettingsDep, principal: ReaderDep) -> SegmentOut:
-    return service.to_out(service.get_segment(session, segment_id, principal), settings.currency_exponent)
+@router.get("/segments/{segment_id}", response_model=SegmentWithSourceOut)
+def get_segment(
+    segment_id: str, session: SessionDep, settings: SettingsDep, principal: ReaderDep
+) -> SegmentWithSourceOut:
+    """The segment; an imported one also shows its source, sync state and latest sync report."""
+    return sources.segment_view(session, settings, service.get_segment(session, segment_id, principal))
 
 
 @router.get("/segments/{segment_id}/usage", response_model=UsageOut)

@@ -72,6 +72,7 @@ from cohorta.segments.schemas import (
     UsedBy,
     VersionOut,
 )
+from cohorta.sources.models import Source, SourceSegment, SyncReport
 from cohorta.webhooks.service import enqueue_status, subscriptions_naming
 
 LEAF_KINDS = (rules.Condition, rules.Activity, rules.InSegment, rules.Sample)
@@ -544,7 +545,11 @@ def usage(session: Session, segment_id: str, principal: Principal) -> UsageOut:
             for h in subscriptions_naming(session, segment.id)
         ],
         exports=[],
-        sources=[],
+        sources=[
+            UsedBy(type="source", id=source.id, name=source.name, status="active" if source.active else "inactive",
+                   detail=f"{source.kind}: its members are imported from this source")
+            for source in [imported_from(session, segment.id)] if source is not None
+        ],
         hidden=hidden,
     )
 
@@ -626,7 +631,8 @@ def delete_segment(session: Session, clock: Clock, segment_id: str, principal: P
     if segment.status == SegmentStatus.active.value:
         raise Conflict("an active segment cannot be deleted: deactivate it first")
     _refuse_if_used(session, segment, "delete", principal)
-    for model in (MembershipChange, SegmentMember, SegmentListEntry, SegmentVersion, SegmentWakeup):
+    for model in (MembershipChange, SegmentMember, SegmentListEntry, SegmentVersion, SegmentWakeup, SyncReport,
+                  SourceSegment):  # fmt: skip
         session.execute(sa.delete(model).where(model.segment_id == segment_id))
     session.delete(segment)
     session.flush()
@@ -653,6 +659,11 @@ def change_list(
         raise Conflict("an archived segment never gains members")
     if segment.type == SegmentType.static.value and mode == "replace":
         raise Conflict("a static segment changes only by explicit add and remove")
+    if source := imported_from(session, segment.id):
+        raise Conflict(
+            f"segment {segment.id} is imported from source {source.name} ({source.id}): its members change only by "
+            "sync (POST /segments/{id}/sync)"
+        )
     now = clock.now()
     ids, unknown = _resolve(session, source_ids)
     current = list_ids(session, segment.id)
@@ -672,6 +683,25 @@ def change_list(
         after={"added": added, "removed": removed, "unknown": len(unknown), "members": segment.member_count},
     )  # fmt: skip
     return result
+
+
+def imported_from(session: Session, segment_id: str) -> Source | None:
+    """The source an external segment was imported from."""
+    return session.scalar(
+        sa.select(Source).join(SourceSegment, SourceSegment.source_id == Source.id)
+        .where(SourceSegment.segment_id == segment_id)
+    )  # fmt: skip
+
+
+def replace_external_list(
+    session: Session, settings: Settings, segment: Segment, ids: set[int], now: datetime
+) -> tuple[int, int]:
+    """A sync's result: the external segment's list becomes ``ids`` and membership follows (cause ``sync``), with
+    history, webhooks and statistics as for any change. Returns the list's (added, removed)."""
+    counts = _replace_list(session, segment, ids, now)
+    recompute(session, segment, now, settings, ChangeCause.sync)
+    segment.updated_at = now
+    return counts
 
 
 # --- reads ---------------------------------------------------------------------------------------------------

@@ -446,19 +446,21 @@ def get_customer(session: Session, source_id: str, exponent: int) -> CustomerOut
 
 
 def find_customers(session: Session, text: str, limit: int = 50) -> list[Customer]:
-    """Customers whose source_id, email or last name starts with ``text`` (case-insensitive), exact ids first."""
-    needle = text.strip().lower()
+    """Customers whose source_id (as typed, upper- or lower-cased) or email (lower-cased) starts with ``text``; an
+    exact id first. Each part is a range on an indexed column, so a search costs the same at 1,000,000 customers as at
+    1,000."""
+    needle = text.strip()
     if not needle:
         return []
-    starts = [sa.func.lower(column).startswith(needle, autoescape=True)
-              for column in (Customer.source_id, Customer.email, Customer.last_name)]  # fmt: skip
-    query = (
-        sa.select(Customer)
-        .where(sa.or_(*starts))
-        .order_by((sa.func.lower(Customer.source_id) != needle), Customer.source_id)
-        .limit(limit)
-    )
-    return list(session.scalars(query))
+    found: dict[int, Customer] = {}
+    ids = dict.fromkeys((needle, needle.upper(), needle.lower()))
+    for column, prefix in [*((Customer.source_id, p) for p in ids), (Customer.email, needle.lower())]:
+        # The range lets the index find the rows; LIKE keeps only true prefixes whatever the collation.
+        in_range = sa.and_(column >= prefix, column < prefix + "\U0010ffff", column.startswith(prefix, autoescape=True))
+        for customer in session.scalars(sa.select(Customer).where(in_range).order_by(column).limit(limit)):
+            found.setdefault(customer.id, customer)
+    ordered = sorted(found.values(), key=lambda c: (c.source_id.lower() != needle.lower(), c.source_id))
+    return ordered[:limit]
 
 
 def delete_customer(session: Session, source_id: str) -> int:

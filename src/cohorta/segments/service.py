@@ -892,7 +892,10 @@ def members_page(
     expr = member_table(session, settings, clock, segment_id, principal, filter_text=filter_text, attributes=attributes)
     definitions = attribute_definitions(session)
     kinds = {name: ValueType(definitions[name].type) for name in dict.fromkeys(attributes)}
-    total = int(_scalar(session, expr.count()))
+    # Without a filter the count kept with membership is exact (every member has a customer and a summary row),
+    # and counting 700,000 joined rows again for each page cost about 0.4 s at 1,000,000 customers.
+    kept = None if filter_text else get_segment(session, segment_id, principal).member_count
+    total = kept if kept is not None else int(_scalar(session, expr.count()))
     column = ibis._[MEMBER_SORTS[key]]
     keys_order = [column.desc() if descending else column.asc()]
     if key != "source_id":  # a unique tie-breaker keeps pages stable

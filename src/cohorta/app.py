@@ -37,6 +37,7 @@ from cohorta.sources.router import router as sources_router
 from cohorta.ui.admin import router as ui_admin_router
 from cohorta.ui.render import STATIC_DIR
 from cohorta.ui.router import router as ui_router
+from cohorta.ui.sources import router as ui_sources_router
 from cohorta.webhooks.router import router as webhooks_router
 
 API_PREFIX = "/api/v1"
@@ -109,6 +110,7 @@ def create_app(
     # The management UI: pages under /ui (browser session), its assets (vendored, no build step) under /ui/static.
     app.include_router(ui_router)
     app.include_router(ui_admin_router)
+    app.include_router(ui_sources_router)
     app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
 
     @app.get("/", include_in_schema=False)

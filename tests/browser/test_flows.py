@@ -210,7 +210,7 @@ def test_main_pages_render_without_errors(page: Page, live_server: LiveServer, w
     segment_id = live_server.segment_id("Lapsed buyers")
     for name, path in [("segments", "/ui/segments"), ("segment", f"/ui/segments/{segment_id}"),
                        ("customers", "/ui/customers?q=C00001"), ("campaigns", "/ui/campaigns"),
-                       ("admin", "/ui/admin"), ("settings", "/ui/settings")]:  # fmt: skip
+                       ("admin", "/ui/admin"), ("settings", "/ui/settings"), ("sources", "/ui/sources")]:  # fmt: skip
         response = page.goto(f"{live_server.url}{path}")
         assert response is not None and response.status == 200, path
         page.wait_for_load_state("networkidle")

@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
@@ -45,23 +44,14 @@ from cohorta.errors import CohortaError, FieldError, InvalidInput
 from cohorta.segments import service as segments
 from cohorta.segments.models import Segment
 from cohorta.segments.schemas import SegmentFilters
-from cohorta.ui.auth import PageRoute, page_admin, page_in_sight, page_principal, page_writer
+from cohorta.ui.auth import PageAdmin, PageUser, PageWriter, page_router, validated
 from cohorta.ui.render import page
 from cohorta.webhooks import service as webhooks
 from cohorta.webhooks.models import EventType
 from cohorta.webhooks.schemas import SubscriptionIn
 
 # A campaign of another team does not exist (404), whatever the caller's rights: decided before them.
-router = APIRouter(
-    prefix="/ui",
-    route_class=PageRoute,
-    include_in_schema=False,
-    dependencies=[Depends(page_in_sight("campaign_id", campaigns.get_campaign))],
-)
-PageUser = Annotated[Principal, Depends(page_principal)]
-PageWriter = Annotated[Principal, Depends(page_writer)]
-PageAdmin = Annotated[Principal, Depends(page_admin)]
-M = TypeVar("M", bound=BaseModel)
+router = page_router(campaign_id=campaigns.get_campaign)
 PAGE_SIZE = 50
 SEGMENT_CHOICES = 1000  # segments offered in a multi-select
 EVENT_NAME = r"^[A-Za-z][A-Za-z0-9_.:-]{0,127}$"  # as PUT /api/v1/event-definitions/{name}
@@ -75,16 +65,6 @@ FormDep = Annotated[FormData, Depends(_form)]
 
 
 # --- helpers: forms in, messages out ------------------------------------------------------------------------------
-
-
-def _validated(model: type[M], data: dict[str, Any]) -> M:
-    """The schema the API would parse, from a form's fields; its errors as the API's InvalidInput."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidInput(
-            [FieldError(tuple(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
-        ) from exc
 
 
 def _field_key(loc: tuple[str | int, ...], fields: set[str]) -> tuple[str | None, str]:
@@ -264,7 +244,7 @@ def campaign_create(
     request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: PageWriter, form: FormDep
 ) -> Response:
     try:
-        body = _validated(CampaignIn, _campaign_body(form, create=True))
+        body = validated(CampaignIn, _campaign_body(form, create=True))
         campaign = campaigns.create_campaign(session, clock.now(), principal, body)
     except CohortaError as exc:
         session.rollback()
@@ -306,7 +286,7 @@ def campaign_update(
 ) -> Response:  # fmt: skip
     campaign = campaigns.get_campaign(session, campaign_id, principal)
     try:
-        body = _validated(CampaignPatch, _campaign_body(form, create=False))
+        body = validated(CampaignPatch, _campaign_body(form, create=False))
         campaigns.update_campaign(session, clock.now(), principal, campaign_id, body)
     except CohortaError as exc:
         session.rollback()
@@ -392,7 +372,7 @@ def user_create(
     data = {"email": _text(form, "email"), "name": _optional(form, "name"), "password": _text(form, "password"),
             "role": _text(form, "role") or "viewer", "teams": _list(form, "teams")}  # fmt: skip
     try:
-        access.create_user(session, clock.now(), principal, _validated(UserIn, data))
+        access.create_user(session, clock.now(), principal, validated(UserIn, data))
     except CohortaError as exc:
         session.rollback()
         values = {**data, "password": ""}  # a password is never sent back to the browser
@@ -407,7 +387,7 @@ def user_update(
 ) -> Response:
     data = {"role": _text(form, "role"), "is_active": _text(form, "is_active"), "teams": _list(form, "teams")}
     try:
-        access.update_user(session, clock.now(), principal, user_id, _validated(UserPatch, data))
+        access.update_user(session, clock.now(), principal, user_id, validated(UserPatch, data))
     except CohortaError as exc:
         session.rollback()
         return _admin_page(request, session, principal, form_name=f"user-{user_id}", values=data, error=exc)
@@ -420,7 +400,7 @@ def user_password(
     request: Request, user_id: int, session: SessionDep, clock: ClockDep, principal: PageAdmin, form: FormDep
 ) -> Response:
     try:
-        body = _validated(UserPatch, {"password": _text(form, "password")})
+        body = validated(UserPatch, {"password": _text(form, "password")})
         access.update_user(session, clock.now(), principal, user_id, body)
     except CohortaError as exc:
         session.rollback()
@@ -442,7 +422,7 @@ def team_create(
 ) -> Response:
     data = {"id": _text(form, "id"), "name": _text(form, "name"), "description": _optional(form, "description")}
     try:
-        access.create_team(session, clock.now(), principal, _validated(TeamIn, data))
+        access.create_team(session, clock.now(), principal, validated(TeamIn, data))
     except CohortaError as exc:
         session.rollback()
         return _admin_page(request, session, principal, form_name="team-create", values=data, error=exc)
@@ -456,7 +436,7 @@ def team_rename(
 ) -> Response:
     data = {"name": _text(form, "name"), "description": _optional(form, "description")}
     try:
-        access.update_team(session, clock.now(), principal, team_id, _validated(TeamPatch, data))
+        access.update_team(session, clock.now(), principal, team_id, validated(TeamPatch, data))
     except CohortaError as exc:
         session.rollback()
         return _admin_page(request, session, principal, form_name=f"team-{team_id}", values=data, error=exc)
@@ -495,7 +475,7 @@ def token_create(
     data = {"name": _text(form, "name"), "role": _text(form, "role") or "viewer", "team": _optional(form, "team"),
             "expires_at": _expiry(_text(form, "expires_at"), settings)}  # fmt: skip
     try:
-        created = access.create_token(session, clock.now(), principal, _validated(TokenIn, data))
+        created = access.create_token(session, clock.now(), principal, validated(TokenIn, data))
     except CohortaError as exc:
         session.rollback()
         values = {**data, "expires_at": _text(form, "expires_at")}
@@ -588,7 +568,7 @@ def webhook_create(
             "description": _optional(form, "description"),
             "batch_size": _optional(form, "batch_size") or 100}  # fmt: skip
     try:
-        created = webhooks.create_subscription(session, clock.now(), principal, _validated(SubscriptionIn, data))
+        created = webhooks.create_subscription(session, clock.now(), principal, validated(SubscriptionIn, data))
     except CohortaError as exc:
         session.rollback()
         values = {**data, "secret": "", "batch_size": str(data["batch_size"])}
@@ -683,7 +663,7 @@ def attribute_save(
         "description": _optional(form, "description"),
     }
     try:
-        body = _validated(AttributeDefinitionIn, data)
+        body = validated(AttributeDefinitionIn, data)
         previous = customers.attribute_definitions(session).get(name)
         before = AttributeDefinitionOut.model_validate(previous, from_attributes=True) if previous else None
         definition = customers.put_attribute(session, clock, name, body)
@@ -725,7 +705,7 @@ def event_save(
             raise InvalidInput([FieldError(("name",), "must start with a letter: letters, digits and _ . : - only")])
         data = {"label": _optional(form, "label"), "description": _optional(form, "description"),
                 "properties": _properties(values["properties"])}  # fmt: skip
-        body = _validated(EventDefinitionIn, data)
+        body = validated(EventDefinitionIn, data)
         previous = customers.event_definitions(session).get(name)
         before = EventDefinitionOut.model_validate(previous, from_attributes=True) if previous else None
         definition = customers.put_event_definition(session, clock, name, body)

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
-from fastapi import Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from cohorta.access.models import Permission
 from cohorta.access.service import Principal, require
 from cohorta.deps import SESSION_COOKIE, principal_of, verify_csrf
-from cohorta.errors import CohortaError, InvalidInput, Unauthorized
+from cohorta.errors import CohortaError, FieldError, InvalidInput, Unauthorized
 from cohorta.ui.render import page
 
 log = logging.getLogger(__name__)
@@ -104,3 +105,30 @@ def page_in_sight(
             lookup(session, value, principal)
 
     return check
+
+
+PageUser = Annotated[Principal, Depends(page_principal)]
+PageWriter = Annotated[Principal, Depends(page_writer)]  # checked before the form is read
+PageAdmin = Annotated[Principal, Depends(page_admin)]
+M = TypeVar("M", bound=BaseModel)
+
+
+def page_router(**lookups: Callable[[Session, str, Principal], object]) -> APIRouter:
+    """A router of pages under /ui: domain errors become HTML, and each path parameter named in ``lookups`` (e.g.
+    ``segment_id=segments.get_segment``) is checked for visibility (404) before anything else."""
+    return APIRouter(
+        prefix="/ui",
+        route_class=PageRoute,
+        include_in_schema=False,
+        dependencies=[Depends(page_in_sight(param, lookup)) for param, lookup in lookups.items()],
+    )
+
+
+def validated(model: type[M], data: dict[str, Any]) -> M:
+    """The schema the API would parse, from a form's fields; its errors as the API's InvalidInput."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(
+            [FieldError(tuple(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
+        ) from exc

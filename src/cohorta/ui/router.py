@@ -11,9 +11,8 @@ from datetime import time as dt_time
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
+from fastapi import File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
-from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -26,22 +25,16 @@ from cohorta.customers import service as customers
 from cohorta.customers.schemas import PointsAdjustmentIn
 from cohorta.customers.service import attribute_definitions
 from cohorta.deps import SESSION_COOKIE, ClockDep, SegmentIndexDep, SessionDep, SettingsDep
-from cohorta.errors import Conflict, FieldError, InvalidInput, TooManyRequests, Unauthorized
+from cohorta.errors import Conflict, InvalidInput, TooManyRequests, Unauthorized
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.segments import service as segments
 from cohorta.segments.models import Segment
 from cohorta.segments.schemas import SEGMENT_SORTS, CsvImportOut, SegmentFilters
-from cohorta.ui.auth import PageRoute, error_messages, page_in_sight, page_principal, page_writer
+from cohorta.sources import service as sources
+from cohorta.ui.auth import PageUser, PageWriter, error_messages, page_router, validated
 from cohorta.ui.render import page
 
-router = APIRouter(
-    prefix="/ui",
-    route_class=PageRoute,
-    include_in_schema=False,
-    dependencies=[Depends(page_in_sight("segment_id", segments.get_segment))],
-)
-PageUser = Annotated[Principal, Depends(page_principal)]
-PageWriter = Annotated[Principal, Depends(page_writer)]  # checked before the form is read
+router = page_router(segment_id=segments.get_segment)
 PAGE_SIZE = 50
 
 
@@ -107,13 +100,7 @@ FILTER_FIELDS = tuple(SegmentFilters.model_fields)
 def _filters(request: Request) -> tuple[SegmentFilters, dict[str, str]]:
     """The list's filters from the query string; empty inputs mean "no filter"."""
     given = {k: v for k, v in request.query_params.items() if k in FILTER_FIELDS and v.strip() != ""}
-    try:
-        return SegmentFilters.model_validate(given), given
-    except ValidationError as exc:
-        raise InvalidInput(
-            [FieldError(tuple(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()],
-            detail="invalid filter",
-        ) from exc
+    return validated(SegmentFilters, given), given
 
 
 def row_actions(segment: Segment, principal: Principal) -> list[dict[str, Any]]:
@@ -341,6 +328,8 @@ def segment_detail(
         "versions": segments.versions(session, segment_id),
         "history": segments.segment_history(session, segment_id, 50, 0, principal),
         "usage": segments.usage(session, segment_id, principal),
+        "source": sources.segment_source(session, settings, segment),
+        "sync_reports": sources.reports(session, segment_id, 10, 0) if segment.type == "external" else [],
         "attributes": sorted(attribute_definitions(session)),
         "default_from": (today.replace(day=1) - timedelta(days=330)).replace(day=1).isoformat(),
         "default_to": today.isoformat(),
@@ -481,10 +470,7 @@ def adjust_points(
 ) -> HTMLResponse:
     programs = list(build_catalog(session).programs)
     chosen = program or (programs[0] if programs else "default")
-    try:
-        body = PointsAdjustmentIn(program=chosen, points=points, reason=reason)
-    except ValidationError as exc:
-        raise InvalidInput([FieldError(tuple(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]) from exc
+    body = validated(PointsAdjustmentIn, {"program": chosen, "points": points, "reason": reason})
     done = profile.adjust_points(session, settings, clock, index, source_id, body, principal)
     session.commit()
     moved = "".join(

@@ -223,6 +223,32 @@ def test_member_table_sorts_filters_and_pages(api: TestClient) -> None:
     assert api.get(f"/api/v1/segments/{everyone['id']}/members", params={"sort": "shoe_size"}).status_code == 422
 
 
+def test_member_pages_by_source_id_are_the_same_whichever_way_they_are_found(
+    api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dense segment's pages in source_id order walk the customers' index (EXISTS); a sparse one's sort its members.
+    Both give the same pages, forwards and backwards."""
+    poles = create(api, name="Poles", text='profile.country in ("PL")')
+    run(api)
+    url = f"/api/v1/segments/{poles['id']}/members"
+
+    def pages() -> list[list[str]]:
+        out = []
+        for sort in ("source_id", "-source_id"):
+            for offset in range(4):
+                body = api.get(url, params={"sort": sort, "limit": 2, "offset": offset}).json()
+                assert body["total"] == 3
+                out.append([m["source_id"] for m in body["items"]])
+        return out
+
+    monkeypatch.setattr("cohorta.segments.service.DENSE_SCAN_ROWS", 10**9)  # always walk the index
+    walked = pages()
+    monkeypatch.setattr("cohorta.segments.service.DENSE_SCAN_ROWS", 0)  # always sort the members
+    assert pages() == walked
+    a, b, c = sorted(m["source_id"] for m in api.get(url, params={"limit": 10}).json()["items"])
+    assert walked == [[a, b], [b, c], [c], [], [c, b], [b, a], [a], []]
+
+
 def test_explain_saved_segment_and_customer_views(api: TestClient) -> None:
     segment = create(api, name="Big spenders", text="summary.total_spent > 150")
     run(api)

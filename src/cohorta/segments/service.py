@@ -900,8 +900,13 @@ def members_page(
     keys_order = [column.desc() if descending else column.asc()]
     if key != "source_id":  # a unique tie-breaker keeps pages stable
         keys_order.append(ibis._.source_id.asc())
+    window = (limit, offset)
+    if kept is not None and key == "source_id":
+        page_ids = _dense_page_by_source_id(session, segment_id, kept, limit, offset, descending)
+        if page_ids is not None:
+            expr, window = expr.filter(expr.customer_id.isin(page_ids)), (limit, 0)
     ordered = expr.order_by(keys_order)
-    result = store.run_sql(session, store.to_sql(session, ordered.limit(limit, offset=offset)))
+    result = store.run_sql(session, store.to_sql(session, ordered.limit(window[0], offset=window[1])))
     keys = list(result.keys())
     items = []
     fields = set(MemberOut.model_fields)
@@ -912,6 +917,26 @@ def members_page(
         record["attributes"] = {name: _attribute_value(record[f"attr_{name}"], kind) for name, kind in kinds.items()}
         items.append(MemberOut(**{k: v for k, v in record.items() if k in fields}))
     return MemberPage(items=items, total=total, limit=limit, offset=offset)
+
+
+DENSE_SCAN_ROWS = 200_000
+
+
+def _dense_page_by_source_id(
+    session: Session, segment_id: str, members: int, limit: int, offset: int, descending: bool
+) -> list[int] | None:
+    """The ids of one page of members in source_id order, found by walking the customers' source_id index and
+    keeping members (EXISTS), when that walk is short: about (offset + limit) x customers / members rows. For a big
+    segment that is a few dozen rows instead of sorting all its members (0.2-0.5 s at 700,000 members); for a small
+    or sparse one (None) sorting its members is cheaper and the caller does that."""
+    customers_total = session.scalar(sa.select(sa.func.max(Customer.id))) or 0
+    if members == 0 or (offset + limit) * customers_total / members > DENSE_SCAN_ROWS:
+        return None
+    membership = table_of(SegmentMember)
+    is_member = sa.exists().where(membership.c.segment_id == segment_id, membership.c.customer_id == Customer.id)
+    order = Customer.source_id.desc() if descending else Customer.source_id.asc()
+    query = sa.select(Customer.id).where(is_member).order_by(order).limit(limit).offset(offset)
+    return list(session.scalars(query))
 
 
 def _attribute_value(raw: Any, kind: ValueType) -> Any:

@@ -259,3 +259,17 @@ def test_minor_units_become_exact_decimals() -> None:
     for exponent in (0, 2, 3):
         got = service._decimal_from_minor(pa.array(minor, pa.int64()), exponent).to_pylist()
         assert got == [from_minor(m, exponent) for m in minor]
+
+
+def test_json_lines_are_what_json_dumps_writes_row_by_row() -> None:
+    texts = ["plain", 'say "hi"', "back\\slash", "line\nbreak\ttab\r\x00\x1f\x7f", "Łódź \u2028 😀", "", None]
+    floats = [2.0, 1e16, 1e-7, -0.0, float("nan"), float("inf"), None]
+    batch = pa.RecordBatch.from_pydict({
+        "text": pa.array(texts, pa.string()), "float": pa.array(floats, pa.float64()),
+        "int": pa.array([1, -2, None, 0, 2**62, 5, 6], pa.int64()),
+        "flag": pa.array([True, False, None, True, False, True, None], pa.bool_()),
+        'odd "key"': pa.array(["x"] * 7, pa.string()),
+    })  # fmt: skip
+    expected = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in batch.to_pylist()).encode()
+    assert service._json_lines(batch) == expected
+    assert service._json_lines(batch.slice(2, 3)) == b"".join(expected.splitlines(keepends=True)[2:5])

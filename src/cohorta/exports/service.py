@@ -463,11 +463,7 @@ def encode(export: Export, fmt: Format, progress: Callable[[int], None] | None =
             options = pcsv.WriteOptions(include_header=False, quoting_style="needed")
             pcsv.write_csv(text, sink, options)
         else:
-            names = batch.schema.names
-            text = _for_text(batch, neutralise=False)
-            lines = (json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False)
-                     for row in zip(*(column.to_pylist() for column in text.columns), strict=True))  # fmt: skip
-            sink.write(("\n".join(lines) + "\n").encode() if batch.num_rows else b"")
+            sink.write(_json_lines(_for_text(batch, neutralise=False)) if batch.num_rows else b"")
         written += batch.num_rows
         if progress:
             progress(written)
@@ -475,3 +471,38 @@ def encode(export: Export, fmt: Format, progress: Callable[[int], None] | None =
     if fmt == "parquet":
         writer.close()
     yield sink.take()
+
+
+_JSON_ESCAPED = r'[\x00-\x1f"\\]'  # what json.dumps(..., ensure_ascii=False) writes as an escape
+
+
+def _json_lines(batch: pa.RecordBatch) -> bytes:
+    """The batch as JSON Lines, the bytes ``json.dumps(row_dict, ensure_ascii=False)`` gives row by row, built
+    column at a time in Arrow: each value's JSON text, then every line joined element-wise."""
+    parts: list[Any] = []
+    for i, (column, field) in enumerate(zip(batch.columns, batch.schema, strict=True)):
+        parts.append(("{" if i == 0 else ", ") + json.dumps(field.name, ensure_ascii=False) + ": ")
+        parts.append(_json_values(column))
+    parts.append("}\n")
+    lines = pc.binary_join_element_wise(*parts, "")
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=4 * lines.offset)
+    return lines.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
+
+
+def _json_values(column: pa.Array) -> pa.Array:
+    """Each value of the column as JSON text (``null`` for a missing one)."""
+    kind = column.type
+    if pa.types.is_string(kind):
+        quoted = pc.binary_join_element_wise('"', column, '"', "")
+        escaped = pc.fill_null(pc.match_substring_regex(column, _JSON_ESCAPED), False)
+        if pc.any(escaped).as_py():  # the rare cell with a quote, a backslash or a control character
+            plain = [json.dumps(v, ensure_ascii=False) for v in column.filter(escaped).to_pylist()]
+            quoted = pc.replace_with_mask(quoted, escaped, pa.array(plain, pa.string()))
+        values = quoted
+    elif pa.types.is_boolean(kind):
+        values = pc.if_else(column, "true", "false")
+    elif pa.types.is_integer(kind):
+        values = column.cast(pa.string())
+    else:  # floats: Python's repr (shortest round trip, "2.0", "NaN"), as json.dumps writes them
+        values = pa.array([json.dumps(v) for v in column.to_pylist()], pa.string())
+    return pc.fill_null(values, "null")

@@ -40,7 +40,6 @@ Format = Literal["csv", "jsonl", "parquet"]
 Activity = Literal["orders", "events", "points"]
 BATCH_ROWS = 10_000
 EXPORT_CACHE_KIB = 8192
-EXPORT_MMAP_BYTES = 0
 MEDIA_TYPES = {
     "csv": "text/csv; charset=utf-8",
     "jsonl": "application/x-ndjson",
@@ -205,40 +204,47 @@ def _sqlite_typed_query(sql: str, columns: list[Column]) -> str:
 def _stream_adbc(
     dialect: str, target: str, sql: str, columns: list[Column], exponent: int
 ) -> Iterator[pa.RecordBatch]:
+    # The low-level ADBC API: the DB-API module imports polars and pandas when installed (about 65 MB of RSS).
+    import adbc_driver_manager
+
     schema = pa.schema([pa.field(c.name, _arrow_type(c.kind, exponent)) for c in columns])
     sqlite = dialect == "sqlite"
     if sqlite:
-        import adbc_driver_sqlite.dbapi as adbc_sqlite
+        import adbc_driver_sqlite
 
-        connection = adbc_sqlite.connect(target)
+        database = adbc_driver_sqlite.connect(target)
     else:
-        import adbc_driver_postgresql.dbapi as adbc_postgresql
+        import adbc_driver_postgresql
 
-        connection = adbc_postgresql.connect(target)
+        database = adbc_driver_postgresql.connect(target)
+    connection = adbc_driver_manager.AdbcConnection(database)  # autocommit: each statement its own transaction
+    statement = adbc_driver_manager.AdbcStatement(connection)
+    reader: pa.RecordBatchReader | None = None
     try:
-        cursor = connection.cursor()
         if sqlite:
-            # A long scan read once: a small page cache and sorts spilled to disk keep memory bounded; pages read
-            # through a memory map rather than copied into the cache.
-            connection.adbc_connection.set_autocommit(True)
-            for pragma in (f"cache_size=-{EXPORT_CACHE_KIB}", "temp_store=FILE", f"mmap_size={EXPORT_MMAP_BYTES}",
-                           "busy_timeout=10000"):  # fmt: skip
-                cursor.execute(f"PRAGMA {pragma}")
-                cursor.fetchall()
-            cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
-            cursor.execute(_sqlite_typed_query(sql, columns))
+            # A long scan read once: a small page cache, and sorts spilled to disk, keep memory bounded.
+            for pragma in (f"cache_size=-{EXPORT_CACHE_KIB}", "temp_store=FILE", "busy_timeout=10000"):
+                statement.set_sql_query(f"PRAGMA {pragma}")
+                statement.execute_update()
+            statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
+            statement.set_sql_query(_sqlite_typed_query(sql, columns))
         else:
-            cursor.execute(sql.replace("%%", "%"))
+            statement.set_sql_query(sql.replace("%%", "%"))
+        stream, _ = statement.execute_query()
+        reader = pa.RecordBatchReader._import_from_c(stream.address)
         converted = (
             pa.RecordBatch.from_arrays(
                 [_conform(a, c.kind, exponent, sqlite) for a, c in zip(arrays, columns, strict=True)], schema=schema
             )
-            for arrays in _adbc_columns(cursor.fetch_record_batch(), typing_row=sqlite)
+            for arrays in _adbc_columns(reader, typing_row=sqlite)
         )
         yield from _rebatch(converted, BATCH_ROWS)
-        cursor.close()
     finally:
+        if reader is not None:
+            reader.close()
+        statement.close()
         connection.close()
+        database.close()
 
 
 def _adbc_columns(reader: Any, *, typing_row: bool) -> Iterator[list[pa.Array]]:

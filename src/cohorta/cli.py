@@ -172,6 +172,10 @@ def export(
     if fmt not in ("csv", "jsonl", "parquet"):
         console.print("[red]--out must end in .csv, .jsonl or .parquet[/]")
         raise typer.Exit(2)
+    import pyarrow as pa
+
+    # Arrow's memory from the C library: its default allocator keeps freed batches' pages (about 30 MB more RSS here).
+    pa.set_memory_pool(pa.system_memory_pool())
     settings = get_settings()
     engine = _engine(settings)
     clock = SystemClock()

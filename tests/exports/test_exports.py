@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,7 +21,9 @@ from typer.testing import CliRunner
 from cohorta.cli import app as cli
 from cohorta.clock import FrozenClock
 from cohorta.config import get_settings
+from cohorta.exports import service
 from cohorta.exports.jobs import run_pending_exports
+from cohorta.money import from_minor
 from tests.support import admin_api, run_jobs
 
 
@@ -188,3 +192,84 @@ def test_the_member_table_shows_chosen_attributes(api: TestClient) -> None:
                     "p3": {"score": None, "tags": []}}  # fmt: skip
     unknown = api.get(f"/api/v1/segments/{api.headers['X-Segment']}/members", params={"attributes": ["nope"]})
     assert unknown.status_code == 422
+
+
+# --- the ADBC reader (Arrow straight from the database) against the driver's cursor -------------------------------
+
+
+def _both_readers(monkeypatch: pytest.MonkeyPatch, fetch: Callable[[], bytes]) -> tuple[bytes, bytes]:
+    monkeypatch.setattr(service, "USE_ADBC", True)
+    through_adbc = fetch()
+    monkeypatch.setattr(service, "USE_ADBC", False)
+    through_cursor = fetch()
+    return through_adbc, through_cursor
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_adbc_and_cursor_exports_are_byte_identical(
+    api: TestClient, store: sa.Engine, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """Every column kind (text, flags, instants, amounts, number, list, boolean, date and datetime attributes), NULLs
+    in the first rows and values after them (batches of one row: the SQLite driver infers types from the first
+    batch), members and each activity: the same bytes whichever way the rows are read."""
+    assert service.adbc_target(store) is not None  # the fixture's databases are ones ADBC reaches
+    for name, kind in (("vip", "boolean"), ("born", "date"), ("seen", "datetime")):
+        api.put(f"/api/v1/attributes/{name}", json={"type": kind})
+    api.put("/api/v1/customers/p4", json={
+        "first_name": "+48 Jan", "phone": "+48123", "email": "j@x.pl", "city": "Łódź \"centrum\"", "country": "PL",
+        "loyalty_member": True,
+        "attributes": {"vip": True, "born": "1990-02-03", "seen": "2026-03-01T10:00:00.123456Z", "score": -2,
+                       "tags": ["z", "a", "m"]},
+    })  # fmt: skip
+    order = {"id": "o4", "customer": "p4", "total": "3.07", "created_at": "2026-03-05T00:00:00Z",
+             "items": [{"sku": "=X", "unit_price": "3.07"}]}  # fmt: skip
+    assert api.post("/api/v1/orders", json=order).status_code < 300
+    run_jobs(api)
+    monkeypatch.setattr(service, "BATCH_ROWS", 1)
+    attributes = {"attributes": ["score", "tags", "vip", "born", "seen"]}
+    window = {"from": "2025-01-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
+    requests = [(url(api), attributes), (url(api), {"attributes": ["tags"], "filter": "summary.order_count >= 1"})]
+    requests += [(url(api, f"/{activity}"), window) for activity in ("orders", "events", "points")]
+    for path, params in requests:
+        adbc, cursor = _both_readers(monkeypatch, functools.partial(_get, api, path, {**params, "format": fmt}))
+        assert adbc == cursor, (path, params)
+    members = api.get(url(api), params={**attributes, "format": "jsonl"}).text.splitlines()
+    p4 = json.loads(members[-1])
+    assert (p4["attributes.tags"], p4["attributes.vip"], p4["attributes.born"]) == ("z|a|m", True, "1990-02-03")
+    assert p4["attributes.seen"] == "2026-03-01T10:00:00.123456Z" and p4["total_spent"] == "3.07"
+
+
+def _get(api: TestClient, path: str, params: dict[str, Any]) -> bytes:
+    response = api.get(path, params=params)
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+def test_an_export_is_cut_into_batches_of_the_same_size_whatever_the_driver_gives() -> None:
+    rows = list(range(23))
+    table = pa.table({"n": rows})
+    pieces = [table.slice(0, 1), table.slice(1, 9), table.slice(10, 3), table.slice(13, 10)]
+    batches = list(service._rebatch((b for t in pieces for b in t.to_batches()), 5))
+    assert [b.num_rows for b in batches] == [5, 5, 5, 5, 3]
+    assert [v for b in batches for v in b.column(0).to_pylist()] == rows
+
+
+def test_minor_units_become_exact_decimals() -> None:
+    minor = [0, 1, -1, 12050, -12050, None, 999_999_999_999_999_999, -999_999_999_999_999_999]
+    for exponent in (0, 2, 3):
+        got = service._decimal_from_minor(pa.array(minor, pa.int64()), exponent).to_pylist()
+        assert got == [from_minor(m, exponent) for m in minor]
+
+
+def test_json_lines_are_what_json_dumps_writes_row_by_row() -> None:
+    texts = ["plain", 'say "hi"', "back\\slash", "line\nbreak\ttab\r\x00\x1f\x7f", "Łódź \u2028 😀", "", None]
+    floats = [2.0, 1e16, 1e-7, -0.0, float("nan"), float("inf"), None]
+    batch = pa.RecordBatch.from_pydict({
+        "text": pa.array(texts, pa.string()), "float": pa.array(floats, pa.float64()),
+        "int": pa.array([1, -2, None, 0, 2**62, 5, 6], pa.int64()),
+        "flag": pa.array([True, False, None, True, False, True, None], pa.bool_()),
+        'odd "key"': pa.array(["x"] * 7, pa.string()),
+    })  # fmt: skip
+    expected = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in batch.to_pylist()).encode()
+    assert service._json_lines(batch) == expected
+    assert service._json_lines(batch.slice(2, 3)) == b"".join(expected.splitlines(keepends=True)[2:5])

@@ -11,10 +11,12 @@ import csv
 import datetime as dt
 import io
 import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
@@ -159,9 +161,156 @@ def members_export(
     return Export(columns, total, lambda: _stream_sql(bind, sql, columns, exponent), exponent)
 
 
+#: Read exports through ADBC (Arrow straight from the database) when the database allows it; tests compare both.
+USE_ADBC = True
+
+
 def _stream_sql(bind: Any, sql: str, columns: list[Column], exponent: int) -> Iterator[pa.RecordBatch]:
-    """Rows of ``sql`` as Arrow record batches, through a server-side cursor on PostgreSQL, on a connection of its
-    own. Values are converted column by column, not cell by cell."""
+    """Rows of ``sql`` as Arrow record batches of :data:`BATCH_ROWS`, on a connection of their own: through ADBC
+    (the database's rows straight into Arrow columns, no Python value per cell) when the database is a SQLite file
+    or PostgreSQL, else through the driver's cursor."""
+    target = adbc_target(bind) if USE_ADBC else None
+    if target is None:
+        return _stream_cursor(bind, sql, columns, exponent)
+    return _stream_adbc(bind.dialect.name, target, sql, columns, exponent)
+
+
+def adbc_target(bind: Any) -> str | None:
+    """What ADBC connects to for this engine (a SQLite file's path, a libpq URI), or None when it cannot reach the
+    same database (an in-memory or URI-form SQLite database, another engine)."""
+    url = bind.url
+    if bind.dialect.name == "postgresql":
+        return str(url.set(drivername="postgresql").render_as_string(hide_password=False))
+    if bind.dialect.name != "sqlite":
+        return None
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:") or url.query:
+        return None
+    return os.path.abspath(database)
+
+
+def _sqlite_typed_query(sql: str, columns: list[Column]) -> str:
+    """``sql`` behind one leading row of typed, non-NULL values, flagged by a first column ``1`` (``0`` on real rows).
+
+    The ADBC SQLite driver infers each column's Arrow type from the first batch's values and fails on a later value
+    of another type: a column NULL throughout the first batch would be taken as int64 and break on the first text.
+    The leading row fixes every type (text, int64, double); it is checked and dropped from the first batch."""
+    literal = {"text": "'-'", "int": "0", "float": "0.5", "bool": "0", "instant": "'-'", "date": "'-'",
+               "money": "0", "json": "'-'"}  # fmt: skip
+    values = ", ".join(f"{literal[c.kind]} AS \"{i}\"" for i, c in enumerate(columns))
+    return f"SELECT 1 AS export_typing_row, {values} UNION ALL SELECT 0, * FROM ({sql}) AS export_rows"
+
+
+def _stream_adbc(
+    dialect: str, target: str, sql: str, columns: list[Column], exponent: int
+) -> Iterator[pa.RecordBatch]:
+    # The low-level ADBC API: the DB-API module imports polars and pandas when installed (about 65 MB of RSS).
+    import adbc_driver_manager
+
+    schema = pa.schema([pa.field(c.name, _arrow_type(c.kind, exponent)) for c in columns])
+    sqlite = dialect == "sqlite"
+    if sqlite:
+        import adbc_driver_sqlite
+
+        database = adbc_driver_sqlite.connect(target)
+    else:
+        import adbc_driver_postgresql
+
+        database = adbc_driver_postgresql.connect(target)
+    connection = adbc_driver_manager.AdbcConnection(database)  # autocommit: each statement its own transaction
+    statement = adbc_driver_manager.AdbcStatement(connection)
+    reader: pa.RecordBatchReader | None = None
+    try:
+        if sqlite:
+            # A long scan read once: a small page cache, and sorts spilled to disk, keep memory bounded.
+            for pragma in (f"cache_size=-{EXPORT_CACHE_KIB}", "temp_store=FILE", "busy_timeout=10000"):
+                statement.set_sql_query(f"PRAGMA {pragma}")
+                statement.execute_update()
+            statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
+            statement.set_sql_query(_sqlite_typed_query(sql, columns))
+        else:
+            statement.set_sql_query(sql.replace("%%", "%"))
+        stream, _ = statement.execute_query()
+        reader = pa.RecordBatchReader._import_from_c(stream.address)
+        converted = (
+            pa.RecordBatch.from_arrays(
+                [_conform(a, c.kind, exponent, sqlite) for a, c in zip(arrays, columns, strict=True)], schema=schema
+            )
+            for arrays in _adbc_columns(reader, typing_row=sqlite)
+        )
+        yield from _rebatch(converted, BATCH_ROWS)
+    finally:
+        if reader is not None:
+            reader.close()
+        statement.close()
+        connection.close()
+        database.close()
+
+
+def _adbc_columns(reader: Any, *, typing_row: bool) -> Iterator[list[pa.Array]]:
+    """The reader's batches as column lists, without the typing row (see :func:`_sqlite_typed_query`)."""
+    first = True
+    for batch in reader:
+        arrays = list(batch.columns)
+        if typing_row:
+            flags, arrays = arrays[0], arrays[1:]
+            if first:
+                if flags.to_pylist()[:1] != [1]:
+                    raise RuntimeError("export: the typing row did not come first")
+                arrays = [a.slice(1) for a in arrays]
+        first = False
+        if len(arrays[0]):
+            yield arrays
+
+
+def _rebatch(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """The same rows in batches of exactly ``rows`` (the last one shorter): slices where a batch holds them, one copy
+    where a batch straddles two. Parquet row groups and progress steps do not depend on how the driver batches."""
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for batch in batches:
+        while batch.num_rows:
+            take = min(rows - held, batch.num_rows)
+            pending.append(batch.slice(0, take))
+            held += take
+            batch = batch.slice(take)
+            if held == rows:
+                yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
+                pending, held = [], 0
+    if held:
+        yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
+
+
+def _conform(array: pa.Array, kind: Kind, exponent: int, sqlite: bool) -> pa.Array:
+    """A column as ADBC gives it, in the export's type, the same values :func:`_column_array` gives: SQLite's text
+    instants and dates parsed, 0/1 booleans, integer minor units as exact decimals; PostgreSQL's json re-serialised
+    with sorted keys like psycopg's values were."""
+    if isinstance(array, pa.ExtensionArray):  # PostgreSQL json (arrow.json), numeric (opaque): their text
+        array = array.storage
+    if kind == "money":
+        return _decimal_from_minor(array.cast(pa.int64()), exponent)
+    if kind == "instant" and pa.types.is_string(array.type):
+        return pc.assume_timezone(array.cast(pa.timestamp("us")), "UTC")
+    if kind == "json" and not sqlite:
+        return pa.array([None if v is None else json.dumps(json.loads(v), sort_keys=True)
+                         for v in array.to_pylist()], pa.string())  # fmt: skip
+    return array.cast(_arrow_type(kind, exponent))
+
+
+def _decimal_from_minor(minor: pa.Array, exponent: int) -> pa.Array:
+    """Integer minor units as ``decimal128(18, exponent)``, exactly: the minor units are the decimal's unscaled
+    value, so the 16-byte little-endian integers are built from the int64s (sign-extended) without arithmetic."""
+    low = minor.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    words = np.empty((len(low), 2), dtype=np.int64)
+    words[:, 0] = low
+    words[:, 1] = low >> 63  # the sign, extended into the high word
+    decimals = pa.Array.from_buffers(pa.decimal128(18, exponent), len(low), [None, pa.py_buffer(words.tobytes())])
+    return pc.if_else(minor.is_null(), pa.scalar(None, decimals.type), decimals) if minor.null_count else decimals
+
+
+def _stream_cursor(bind: Any, sql: str, columns: list[Column], exponent: int) -> Iterator[pa.RecordBatch]:
+    """Rows of ``sql`` as Arrow record batches through the driver's own cursor (a server-side cursor on PostgreSQL),
+    values converted column by column, not cell by cell. For databases ADBC cannot open (in-memory SQLite)."""
     schema = pa.schema([pa.field(c.name, _arrow_type(c.kind, exponent)) for c in columns])
     with bind.connect() as connection:
         sqlite = bind.dialect.name == "sqlite"
@@ -320,11 +469,7 @@ def encode(export: Export, fmt: Format, progress: Callable[[int], None] | None =
             options = pcsv.WriteOptions(include_header=False, quoting_style="needed")
             pcsv.write_csv(text, sink, options)
         else:
-            names = batch.schema.names
-            text = _for_text(batch, neutralise=False)
-            lines = (json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False)
-                     for row in zip(*(column.to_pylist() for column in text.columns), strict=True))  # fmt: skip
-            sink.write(("\n".join(lines) + "\n").encode() if batch.num_rows else b"")
+            sink.write(_json_lines(_for_text(batch, neutralise=False)) if batch.num_rows else b"")
         written += batch.num_rows
         if progress:
             progress(written)
@@ -332,3 +477,38 @@ def encode(export: Export, fmt: Format, progress: Callable[[int], None] | None =
     if fmt == "parquet":
         writer.close()
     yield sink.take()
+
+
+_JSON_ESCAPED = r'[\x00-\x1f"\\]'  # what json.dumps(..., ensure_ascii=False) writes as an escape
+
+
+def _json_lines(batch: pa.RecordBatch) -> bytes:
+    """The batch as JSON Lines, the bytes ``json.dumps(row_dict, ensure_ascii=False)`` gives row by row, built
+    column at a time in Arrow: each value's JSON text, then every line joined element-wise."""
+    parts: list[Any] = []
+    for i, (column, field) in enumerate(zip(batch.columns, batch.schema, strict=True)):
+        parts.append(("{" if i == 0 else ", ") + json.dumps(field.name, ensure_ascii=False) + ": ")
+        parts.append(_json_values(column))
+    parts.append("}\n")
+    lines = pc.binary_join_element_wise(*parts, "")
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=4 * lines.offset)
+    return lines.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
+
+
+def _json_values(column: pa.Array) -> pa.Array:
+    """Each value of the column as JSON text (``null`` for a missing one)."""
+    kind = column.type
+    if pa.types.is_string(kind):
+        quoted = pc.binary_join_element_wise('"', column, '"', "")
+        escaped = pc.fill_null(pc.match_substring_regex(column, _JSON_ESCAPED), False)
+        if pc.any(escaped).as_py():  # the rare cell with a quote, a backslash or a control character
+            plain = [json.dumps(v, ensure_ascii=False) for v in column.filter(escaped).to_pylist()]
+            quoted = pc.replace_with_mask(quoted, escaped, pa.array(plain, pa.string()))
+        values = quoted
+    elif pa.types.is_boolean(kind):
+        values = pc.if_else(column, "true", "false")
+    elif pa.types.is_integer(kind):
+        values = column.cast(pa.string())
+    else:  # floats: Python's repr (shortest round trip, "2.0", "NaN"), as json.dumps writes them
+        values = pa.array([json.dumps(v) for v in column.to_pylist()], pa.string())
+    return pc.fill_null(values, "null")

@@ -273,3 +273,18 @@ def test_json_lines_are_what_json_dumps_writes_row_by_row() -> None:
     expected = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in batch.to_pylist()).encode()
     assert service._json_lines(batch) == expected
     assert service._json_lines(batch.slice(2, 3)) == b"".join(expected.splitlines(keepends=True)[2:5])
+
+
+def test_a_filtered_export_with_many_attributes(api: TestClient) -> None:
+    """Five attributes and a filter: the query stays flat enough for SQLite's parser (it overflowed its stack when each
+    attribute's join nested the one before)."""
+    for name, kind in (("vip", "boolean"), ("born", "date"), ("seen", "datetime")):
+        assert api.put(f"/api/v1/attributes/{name}", json={"type": kind}).status_code in (200, 201)
+    params = {"attributes": ["score", "tags", "vip", "born", "seen"], "filter": 'profile.country in ("PL")'}
+    exported = api.get(url(api), params={**params, "format": "csv"})
+    assert exported.status_code == 200, exported.text
+    rows = exported.text.splitlines()
+    assert len(rows) == 1 + 3 and "attributes.seen" in rows[0]  # p1, p2, p3 are in Poland
+    segment_id = url(api).split("/")[-2]
+    page = api.get(f"/api/v1/segments/{segment_id}/members", params=params)
+    assert page.status_code == 200 and page.json()["total"] == 3

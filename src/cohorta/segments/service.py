@@ -851,15 +851,11 @@ def member_table(
     joined = members.join(t.customers, members.customer_id == t.customers.id).join(
         t.customer_summaries, t.customers.id == t.customer_summaries.customer_id
     )
-    if filter_text:
-        catalog = build_catalog(session)
-        rule = checked_rule(DraftRule(text=filter_text), settings, catalog, live_segment_ids(session, principal))
-        ctx = rules.Context(
-            as_of=clock.now(), timezone=settings.timezone, currency_exponent=settings.currency_exponent, catalog=catalog
-        )
-        joined = joined.filter(t.customers.id.isin(rules.compile_batch(rule, ctx).customer_id))
-    expr = joined.select(*MEMBER_COLUMNS, customer_id=t.customers.id, since=members.since)
     values = t.customer_attribute_values
+    # Every attribute joins the one chain of joins (customers, summaries, attributes): joined onto a selection
+    # instead, each would nest the query one level deeper, and SQLite's parser overflows at about five.
+    chain = joined
+    picked: dict[str, Any] = {}
     for name in dict.fromkeys(attributes):
         kind = ValueType(definitions[name].type)
         own = values.filter((values.name == name) & values.customer_id.isin(members.customer_id))
@@ -868,7 +864,16 @@ def member_table(
         else:
             column = own.filter(own.position == 0).select("customer_id", value=own[column_for(kind)])
         column = column.rename(**{f"attr_{name}": "value", f"attr_{name}_of": "customer_id"})
-        expr = expr.left_join(column, expr.customer_id == column[f"attr_{name}_of"]).drop(f"attr_{name}_of")
+        chain = chain.left_join(column, t.customers.id == column[f"attr_{name}_of"])
+        picked[f"attr_{name}"] = column[f"attr_{name}"]
+    expr = chain.select(*MEMBER_COLUMNS, customer_id=t.customers.id, since=members.since, **picked)
+    if filter_text:
+        catalog = build_catalog(session)
+        rule = checked_rule(DraftRule(text=filter_text), settings, catalog, live_segment_ids(session, principal))
+        ctx = rules.Context(
+            as_of=clock.now(), timezone=settings.timezone, currency_exponent=settings.currency_exponent, catalog=catalog
+        )
+        expr = expr.filter(expr.customer_id.isin(rules.compile_batch(rule, ctx).customer_id))
     return expr
 
 

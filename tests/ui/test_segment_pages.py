@@ -192,3 +192,14 @@ def test_restoring_a_version_makes_a_new_one(api: TestClient) -> None:
     assert response.status_code == 200 and response.headers["HX-Refresh"] == "true"
     restored = api.get(f"/api/v1/segments/{poles}").json()
     assert restored["version"] == 3 and restored["text"] == 'profile.country in ("PL")'
+
+
+def test_a_malformed_form_value_is_a_page_not_json(api: TestClient) -> None:
+    user(api, "e@x.io", "editor")
+    editor = browser(api, "e@x.io")
+    wrong = post(editor, "/ui/customers/c1/points", {"points": "many", "reason": "x"})
+    assert wrong.status_code == 422 and wrong.headers["content-type"].startswith("text/html")
+    assert "points" in wrong.text
+    fragment = editor.post("/ui/customers/c1/points", data={"points": "many", "reason": "x"},
+                           headers={**HX, "X-CSRF-Token": csrf(editor)})  # fmt: skip
+    assert fragment.status_code == 422 and fragment.headers["HX-Retarget"] == "#flash"

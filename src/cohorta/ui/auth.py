@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
@@ -70,7 +71,12 @@ class PageRoute(APIRoute):
 
         async def route_handler(request: Request) -> Response:
             try:
-                return await handler(request)
+                try:
+                    return await handler(request)
+                except RequestValidationError as exc:  # a form or query value of the wrong shape: a page, not JSON
+                    raise InvalidInput(
+                        [FieldError(tuple(e["loc"][1:]) or tuple(e["loc"]), e["msg"]) for e in exc.errors()]
+                    ) from exc
             except LoginRequired:
                 url = _login_url(request)
                 if request.headers.get("HX-Request") == "true":

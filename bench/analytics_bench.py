@@ -366,7 +366,9 @@ def ui_browser(api: httpx.Client) -> Iterator[httpx.Client]:
     if created.status_code not in (201, 409):
         raise RuntimeError(f"creating the UI user failed: {created.status_code} {created.text[:200]}")
     with httpx.Client(base_url=api.base_url, timeout=60) as browser:
-        login = browser.post("/ui/login", data={"email": UI_EMAIL, "password": UI_PASSWORD})
+        form = browser.get("/ui/login").text  # the form's token, with its cookie
+        token = form.split('name="login_token" value="', 1)[1].split('"', 1)[0]
+        login = browser.post("/ui/login", data={"email": UI_EMAIL, "password": UI_PASSWORD, "login_token": token})
         if login.status_code != 303:
             raise RuntimeError(f"UI login failed: {login.status_code} {login.text[:200]}")
         yield browser

@@ -7,6 +7,7 @@
 #   CONCURRENCY=32 DURATION=20 WORKERS_LIST=1,2,4 bash bench/run.sh eligibility
 #   CUSTOMERS=1000000 bash bench/run.sh export   # the issue's size (builds a ~15 GB demo DB once, ~12 min)
 #   CUSTOMERS=1000000 bash bench/run.sh analytics   # segment list (SEGMENTS=1000) and analytics at the issue's size
+#   CUSTOMERS=1000000 bash bench/run.sh static      # a static segment of every customer (issue 4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -35,4 +36,7 @@ fi
 if [ "$what" = all ] || [ "$what" = clv ]; then
   $PY -m bench.clv_bench --customers "${CUSTOMERS:-100000}" --engines "${ENGINES:-sqlite,postgresql}" \
     --source "${SOURCE:-synthetic}" --runs "${RUNS:-3}"
+fi
+if [ "$what" = all ] || [ "$what" = static ]; then
+  $PY -m bench.static_bench --customers "${CUSTOMERS:-100000}"
 fi

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import anyio
 import sqlalchemy as sa
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import APIKeyCookie, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -156,6 +156,11 @@ def get_segment_index(request: Request) -> SegmentIndex:
     index: SegmentIndex = request.app.state.segment_index
     return index
 
+
+# Offsets and integer ids in paths are bounded: a bigger number than the databases' 64-bit integers is a 422, not
+# an overflow deep in the driver.
+MAX_OFFSET = 1_000_000_000
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 SessionDep = Annotated[Session, Depends(get_session)]
 ReadSessionDep = Annotated[Session, Depends(get_read_session)]

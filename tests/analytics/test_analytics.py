@@ -95,3 +95,16 @@ def test_overlaps_and_saved_combinations(api: TestClient) -> None:
         "/api/v1/segments/combine", json={"operation": "intersection", "segments": [buyers, poles], "name": "BP"}
     )
     assert again.status_code == 409  # the same members as the static segment PB
+
+
+def test_analytics_refuses_ranges_it_cannot_count(store: sa.Engine, clock: FrozenClock) -> None:
+    with admin_api(store, clock) as api:
+        assert api.put("/api/v1/customers/c1", json={"country": "PL"}).status_code == 201
+        segment = api.post("/api/v1/segments", json={"name": "Poles", "text": 'profile.country in ("PL")'}).json()
+        for start, end, field in (("0001-01-01", "9999-12-31", "from"), ("9999-01-01", "9999-12-31", "to")):
+            response = api.get(f"/api/v1/segments/{segment['id']}/analytics", params={"from": start, "to": end})
+            assert response.status_code == 422, response.text
+            assert response.json()["errors"][0]["loc"] == [field]
+        deep = api.get("/api/v1/segments", params={"offset": 10**30})
+        assert deep.status_code == 422
+        assert api.delete(f"/api/v1/users/{10**30}").status_code == 422

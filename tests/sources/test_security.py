@@ -99,3 +99,19 @@ def test_a_malformed_secret_key_is_refused_at_startup() -> None:
     with pytest.raises(pydantic.ValidationError, match="Fernet"):
         Settings(secret_key="not-a-fernet-key")
     assert Settings(secret_key=f" {generate_key()} ").secret_key is not None
+
+
+def test_source_urls_carry_no_passwords_and_shown_settings_hide_signatures(
+    store: sa.Engine, clock: FrozenClock
+) -> None:
+    with admin_api(store, clock) as api:
+        with_password = {"url": "https://user:pw@crm.example.com/x"}
+        refused = api.post("/api/v1/sources", json={"name": "U", "kind": "json", "config": with_password})
+        assert refused.status_code == 422 and "credentials" in refused.text and "pw@" not in refused.text
+        bad = api.post("/api/v1/sources", json={"name": "B", "kind": "json", "config": {"url": "https:///no-host"}})
+        assert bad.status_code == 422
+        signed = "https://files.example.com/list.csv?X-Amz-Signature=abc123&part=2"
+        made = api.post("/api/v1/sources", json={"name": "S", "kind": "csv", "config": {"url": signed}})
+        assert made.status_code == 201, made.text
+        shown = api.get(f"/api/v1/sources/{made.json()['id']}").json()["config"]["url"]
+        assert "abc123" not in shown and "X-Amz-Signature=%2A%2A%2A" in shown and "part=2" in shown

@@ -46,10 +46,18 @@ def user(api: TestClient, email: str, role: str, teams: list[str] | None = None)
     return int(response.json()["id"])
 
 
+def login_token(client: TestClient) -> str:
+    """The login form's token, as a browser gets it with the form (and its cookie)."""
+    found = re.search(r'name="login_token" value="([^"]+)"', client.get("/ui/login").text)
+    assert found, "the login form carries no token"
+    return found.group(1)
+
+
 def browser(api: TestClient, email: str, password: str = PASSWORD) -> TestClient:
     """A browser logged in through the login form: it holds the session cookie and no bearer token."""
     client = TestClient(api.app, follow_redirects=False)
-    response = client.post("/ui/login", data={"email": email, "password": password, "next": "/ui/campaigns"})
+    form = {"email": email, "password": password, "next": "/ui/campaigns", "login_token": login_token(client)}
+    response = client.post("/ui/login", data=form)
     assert response.status_code == 303, response.text
     assert response.headers["location"] == "/ui/campaigns"
     return client

@@ -10,7 +10,7 @@ import re
 from fastapi.testclient import TestClient
 
 from tests.support import run_jobs
-from tests.ui.conftest import browser, csrf, post, segment, user
+from tests.ui.conftest import browser, csrf, login_token, post, segment, user
 
 HX = {"HX-Request": "true"}
 
@@ -27,15 +27,21 @@ def test_pages_send_the_browser_to_log_in_and_back(api: TestClient) -> None:
     assert TestClient(api.app, headers=dict(api.headers), follow_redirects=False).get("/ui/segments").status_code == 303
 
 
-def test_login_refuses_wrong_passwords_and_foreign_redirects(api: TestClient) -> None:
+def test_login_refuses_wrong_passwords_foreign_redirects_and_forms_from_elsewhere(api: TestClient) -> None:
     user(api, "ed@x.io", "editor")
     client = TestClient(api.app, follow_redirects=False)
-    wrong = client.post("/ui/login", data={"email": "ed@x.io", "password": "nope-nope-nope"})
+    wrong = client.post("/ui/login", data={"email": "ed@x.io", "password": "nope-nope-nope",
+                                           "login_token": login_token(client)})  # fmt: skip
     assert wrong.status_code == 401 and "wrong email or password" in wrong.text
     for target in ("//evil.example/x", "https://evil.example/", "javascript:alert(1)"):
         response = client.post("/ui/login", data={"email": "ed@x.io", "password": "correct-horse-battery",
-                                                  "next": target})  # fmt: skip
+                                                  "next": target, "login_token": login_token(client)})  # fmt: skip
         assert response.headers["location"] == "/ui/segments", target
+    # A form posted from another site has no token matching this browser's login cookie: no session is made.
+    forged = TestClient(api.app, follow_redirects=False)
+    refused = forged.post("/ui/login", data={"email": "ed@x.io", "password": "correct-horse-battery",
+                                             "login_token": "made-up"})  # fmt: skip
+    assert refused.status_code == 400 and "expired" in refused.text and "cohorta_session" not in refused.cookies
 
 
 def test_list_searches_filters_and_answers_fragments(api: TestClient) -> None:
@@ -203,3 +209,9 @@ def test_a_malformed_form_value_is_a_page_not_json(api: TestClient) -> None:
     fragment = editor.post("/ui/customers/c1/points", data={"points": "many", "reason": "x"},
                            headers={**HX, "X-CSRF-Token": csrf(editor)})  # fmt: skip
     assert fragment.status_code == 422 and fragment.headers["HX-Retarget"] == "#flash"
+
+
+def test_an_expired_session_during_an_htmx_action_returns_to_the_page(api: TestClient) -> None:
+    anonymous = TestClient(api.app, follow_redirects=False)
+    response = anonymous.get("/ui/segments/abc", headers={**HX, "HX-Current-URL": "http://testserver/ui/customers?q=c"})
+    assert response.headers["HX-Redirect"] == "/ui/login?next=%2Fui%2Fcustomers%3Fq%3Dc"

@@ -62,3 +62,26 @@ def test_bad_settings_are_shown_on_the_form_and_viewers_only_read(api: TestClien
     assert "New source" not in viewer.get("/ui/sources").text
     assert viewer.post("/ui/sources", data={"csrf_token": csrf(viewer, "/ui/sources"), "name": "X",
                                             "kind": "csv"}).status_code == 403  # fmt: skip
+
+
+def test_refused_source_forms_keep_what_was_typed_and_never_run_it(api: TestClient) -> None:
+    user(api, "admin@x.io", "admin")
+    admin = browser(api, "admin@x.io")
+    token = csrf(admin, "/ui/sources")
+    for hours in ("inf", "1e308", "-1", "soon"):
+        refused = admin.post(
+            "/ui/sources",
+            data={
+                "csrf_token": token,
+                "name": "S",
+                "kind": "json",
+                "config": '{"url": "https://crm.example.com/x"}',
+                "sync_hours": hours,
+            },
+        )
+        assert refused.status_code == 200 and "sync_hours" in refused.text, hours
+        assert "https://crm.example.com/x" in refused.text  # the typed settings are sent back, not the example
+    sneaky = admin.post("/ui/sources", data={"csrf_token": token, "name": "S", "kind": "'+alert(1)+'"})
+    assert "alert(1)" not in sneaky.text.replace("&#39;+alert(1)+&#39;", "")  # echoed escaped in the field at most
+    assert 'data-kind="json"' in sneaky.text
+    assert api.get("/api/v1/sources").json() == []

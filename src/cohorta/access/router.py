@@ -21,7 +21,7 @@ from cohorta.access.schemas import (
     UserPatch,
 )
 from cohorta.campaigns.models import Campaign
-from cohorta.deps import SESSION_COOKIE, AdminDep, ClockDep, ReaderDep, SessionDep, SettingsDep
+from cohorta.deps import SESSION_COOKIE, AdminDep, ClockDep, ReaderDep, RowId, SessionDep, SettingsDep
 from cohorta.errors import Unauthorized
 from cohorta.segments.models import Segment
 
@@ -100,12 +100,12 @@ def create_user(body: UserIn, session: SessionDep, clock: ClockDep, principal: A
 
 
 @router.get("/users/{user_id}", response_model=UserOut)
-def get_user(user_id: int, session: SessionDep, principal: AdminDep) -> UserOut:
+def get_user(user_id: RowId, session: SessionDep, principal: AdminDep) -> UserOut:
     return service.user_out(session, service.get_user(session, user_id))
 
 
 @router.patch("/users/{user_id}", response_model=UserOut)
-def update_user(user_id: int, body: UserPatch, session: SessionDep, clock: ClockDep, principal: AdminDep) -> UserOut:
+def update_user(user_id: RowId, body: UserPatch, session: SessionDep, clock: ClockDep, principal: AdminDep) -> UserOut:
     """Change email, name, password, role, active flag or teams. A new password or disabling signs the user out."""
     out = service.update_user(session, clock.now(), principal, user_id, body)
     session.commit()
@@ -113,7 +113,7 @@ def update_user(user_id: int, body: UserPatch, session: SessionDep, clock: Clock
 
 
 @router.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_user(user_id: int, session: SessionDep, clock: ClockDep, principal: AdminDep) -> Response:
+def delete_user(user_id: RowId, session: SessionDep, clock: ClockDep, principal: AdminDep) -> Response:
     service.delete_user(session, clock.now(), principal, user_id)
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -92,9 +92,12 @@ def analytics(
 ) -> Analytics:
     segment = get_segment(session, segment_id, principal)
     zone = ZoneInfo(settings.timezone)
-    months = _month_starts(first, last)
-    if first > last or len(months) > MAX_MONTHS:
+    spanned = (last.year - first.year) * 12 + last.month - first.month + 1
+    if first > last or spanned > MAX_MONTHS:
         raise InvalidInput([FieldError(("from",), f"must be on or before 'to', at most {MAX_MONTHS} months apart")])
+    if last.year >= dt.MAXYEAR:
+        raise InvalidInput([FieldError(("to",), f"must be before {dt.MAXYEAR}")])
+    months = _month_starts(first, last)
     exponent = settings.currency_exponent
     edges = [dt.datetime.combine(m, dt.time(0), tzinfo=zone) for m in months]
     edges.append(dt.datetime.combine((months[-1] + dt.timedelta(days=32)).replace(day=1), dt.time(0), tzinfo=zone))

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel
 
 from cohorta.audit import service
-from cohorta.deps import AdminDep, SessionDep
+from cohorta.deps import MAX_OFFSET, AdminDep, SessionDep
 
 router = APIRouter(tags=["audit"])
 
@@ -41,7 +41,7 @@ def audit_log(
     since: Annotated[AwareDatetime | None, Query(alias="from")] = None,
     until: Annotated[AwareDatetime | None, Query(alias="to")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> AuditPage:
     """Who changed what and when, newest first, with the object before and after."""
     rows, total = service.query(

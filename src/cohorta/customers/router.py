@@ -31,7 +31,17 @@ from cohorta.customers.schemas import (
     PointsAdjustmentIn,
     WriteResult,
 )
-from cohorta.deps import AdminDep, ClockDep, EditorDep, ReaderDep, SegmentIndexDep, SessionDep, SettingsDep, editor
+from cohorta.deps import (
+    MAX_OFFSET,
+    AdminDep,
+    ClockDep,
+    EditorDep,
+    ReaderDep,
+    SegmentIndexDep,
+    SessionDep,
+    SettingsDep,
+    editor,
+)
 from cohorta.errors import FieldError, InvalidInput
 from cohorta.membership import live
 from cohorta.membership.service import forget_customer, set_manual_groups
@@ -42,7 +52,7 @@ from cohorta.segments.schemas import CustomerGroupsIn
 router = APIRouter()
 EDITOR = [Depends(editor)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 SourceId = Path(min_length=1, max_length=255, description="The customer's id in the client's own systems")
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, status
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import AwareDatetime
 
-from cohorta.deps import ClockDep, ReaderDep, ReadSessionDep, SessionDep, SettingsDep, in_sight
+from cohorta.deps import MAX_OFFSET, ClockDep, ReaderDep, ReadSessionDep, SessionDep, SettingsDep, in_sight
 from cohorta.errors import Conflict
 from cohorta.exports import jobs, service
 from cohorta.segments import service as segments
@@ -84,7 +84,7 @@ def queue_export(
 
 @router.get("/exports", response_model=list[jobs.ExportJobOut])
 def list_exports(
-    session: SessionDep, principal: ReaderDep, limit: Limit = 50, offset: Annotated[int, Query(ge=0)] = 0
+    session: SessionDep, principal: ReaderDep, limit: Limit = 50, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0
 ) -> list[jobs.ExportJobOut]:
     """Background exports of the segments the caller sees, newest first."""
     return [jobs.to_out(job) for job in jobs.list_jobs(session, principal, limit, offset)]

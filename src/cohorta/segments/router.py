@@ -13,7 +13,17 @@ from starlette.concurrency import run_in_threadpool
 from cohorta.access.service import Principal
 from cohorta.clock import Clock
 from cohorta.config import Settings
-from cohorta.deps import ClockDep, EditorDep, ReaderDep, ReadSessionDep, SessionDep, SettingsDep, in_sight
+from cohorta.deps import (
+    MAX_OFFSET,
+    ClockDep,
+    EditorDep,
+    ReaderDep,
+    ReadSessionDep,
+    RowId,
+    SessionDep,
+    SettingsDep,
+    in_sight,
+)
 from cohorta.errors import FieldError, InvalidInput
 from cohorta.membership.service import size_over_time
 from cohorta.segments import preview, service
@@ -43,7 +53,7 @@ from cohorta.sources.schemas import SegmentWithSourceOut
 # A hidden segment does not exist: every /segments/{segment_id}/... answers 404 for it, first.
 router = APIRouter(tags=["segments"], dependencies=[Depends(in_sight("segment_id", service.get_segment))])
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 
 @router.post("/segments/preview", response_model=PreviewOut)
@@ -198,7 +208,7 @@ def versions(segment_id: str, session: SessionDep) -> list[VersionOut]:
 
 @router.post("/segments/{segment_id}/versions/{version}/restore", response_model=SegmentOut)
 def restore(
-    segment_id: str, version: int, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: EditorDep
+    segment_id: str, version: RowId, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: EditorDep
 ) -> SegmentOut:
     """Make the given version's name and rule current again, as a new version."""
     segment = service.restore_version(session, settings, clock, segment_id, version, principal)

@@ -52,6 +52,7 @@ from cohorta.sources.connectors import (
     build,
     required,
 )
+from cohorta.sources.connectors.base import redacted_url
 from cohorta.sources.crypto import Vault
 from cohorta.sources.models import KeyField, Source, SourceKind, SourceSegment, SyncReport, SyncStatus
 from cohorta.sources.schemas import (
@@ -96,7 +97,7 @@ def to_out(session: Session, settings: Settings, row: Source) -> SourceOut:
     count = session.scalar(sa.select(sa.func.count()).where(SourceSegment.source_id == row.id)) or 0
     return SourceOut(
         id=row.id, name=row.name, description=row.description, kind=row.kind, key_field=row.key_field,
-        config=dict(row.config), has_credentials=row.credentials is not None,
+        config=_shown_config(row.config), has_credentials=row.credentials is not None,
         credential_fields=list(row.credential_fields or []),
         content_bytes=None if row.content is None else len(row.content.encode()), active=row.active,
         sync_period_seconds=_period(settings, row), guard_min_members=row.guard_min_members,
@@ -104,6 +105,12 @@ def to_out(session: Session, settings: Settings, row: Source) -> SourceOut:
         last_error=row.last_error, last_error_at=row.last_error_at, created_at=row.created_at,
         created_by=row.created_by, updated_at=row.updated_at, updated_by=row.updated_by,
     )  # fmt: skip
+
+
+def _shown_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Settings as readers see them: a URL's secret-looking query values (a presigned download's signature) hidden."""
+    return {key: redacted_url(value) if key.endswith("url") and isinstance(value, str) else value
+            for key, value in config.items()}  # fmt: skip
 
 
 def list_sources(session: Session, settings: Settings) -> list[SourceOut]:

@@ -39,7 +39,7 @@ from cohorta.customers.schemas import (
     EventDefinitionIn,
     EventDefinitionOut,
 )
-from cohorta.deps import ClockDep, SessionDep, SettingsDep
+from cohorta.deps import MAX_OFFSET, ClockDep, RowId, SessionDep, SettingsDep
 from cohorta.errors import CohortaError, FieldError, InvalidInput
 from cohorta.segments import service as segments
 from cohorta.segments.models import Segment
@@ -220,7 +220,7 @@ def campaign_list(
     q: Annotated[str, Query(max_length=255)] = "",
     status: str = "",
     kind: str = "",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> HTMLResponse:
     rows, total = campaigns.list_campaigns(
         session, principal, status=status or None, kind=kind or None, q=q or None, segment=None, limit=PAGE_SIZE,
@@ -383,7 +383,7 @@ def user_create(
 
 @router.post("/admin/users/{user_id}")
 def user_update(
-    request: Request, user_id: int, session: SessionDep, clock: ClockDep, principal: PageAdmin, form: FormDep
+    request: Request, user_id: RowId, session: SessionDep, clock: ClockDep, principal: PageAdmin, form: FormDep
 ) -> Response:
     data = {"role": _text(form, "role"), "is_active": _text(form, "is_active"), "teams": _list(form, "teams")}
     try:
@@ -397,7 +397,7 @@ def user_update(
 
 @router.post("/admin/users/{user_id}/password")
 def user_password(
-    request: Request, user_id: int, session: SessionDep, clock: ClockDep, principal: PageAdmin, form: FormDep
+    request: Request, user_id: RowId, session: SessionDep, clock: ClockDep, principal: PageAdmin, form: FormDep
 ) -> Response:
     try:
         body = validated(UserPatch, {"password": _text(form, "password")})
@@ -410,7 +410,9 @@ def user_password(
 
 
 @router.post("/admin/users/{user_id}/delete")
-def user_delete(request: Request, user_id: int, session: SessionDep, clock: ClockDep, principal: PageAdmin) -> Response:
+def user_delete(
+    request: Request, user_id: RowId, session: SessionDep, clock: ClockDep, principal: PageAdmin
+) -> Response:
     access.delete_user(session, clock.now(), principal, user_id)
     session.commit()
     return _redirect(request, "/ui/admin?done=user-deleted#users")
@@ -505,7 +507,7 @@ def audit_page(
     object_type: Annotated[str, Query(max_length=32)] = "",
     object_id: Annotated[str, Query(max_length=255)] = "",
     actor: Annotated[str, Query(max_length=320)] = "",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> HTMLResponse:
     given = {"action": action.strip(), "object_type": object_type.strip(), "object_id": object_id.strip(),
              "actor": actor.strip()}  # fmt: skip

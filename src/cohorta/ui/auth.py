@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -54,8 +54,9 @@ async def page_admin(request: Request) -> Principal:
 
 def _login_url(request: Request) -> str:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    if request.headers.get("HX-Request") == "true":
-        target = request.headers.get("HX-Current-URL", "/ui/segments")
+    if request.headers.get("HX-Request") == "true":  # back to the page the user was on: its path and query only
+        current = urlsplit(request.headers.get("HX-Current-URL", "/ui/segments"))
+        target = current.path + (f"?{current.query}" if current.query else "")
     return f"/ui/login?next={quote(target, safe='')}"
 
 

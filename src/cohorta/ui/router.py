@@ -6,6 +6,7 @@ POST /api/v1/auth/login); writes carry the session's CSRF token, as a form field
 
 from __future__ import annotations
 
+import secrets
 from datetime import date, datetime, timedelta
 from datetime import time as dt_time
 from typing import Annotated, Any
@@ -24,7 +25,7 @@ from cohorta.customers import profile
 from cohorta.customers import service as customers
 from cohorta.customers.schemas import PointsAdjustmentIn
 from cohorta.customers.service import attribute_definitions
-from cohorta.deps import SESSION_COOKIE, ClockDep, SegmentIndexDep, SessionDep, SettingsDep
+from cohorta.deps import MAX_OFFSET, SESSION_COOKIE, ClockDep, RowId, SegmentIndexDep, SessionDep, SettingsDep
 from cohorta.errors import Conflict, InvalidInput, TooManyRequests, Unauthorized
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.segments import service as segments
@@ -48,9 +49,26 @@ def _safe_next(target: str | None) -> str:
 # --- log in, log out ---------------------------------------------------------------------------------------------
 
 
+LOGIN_COOKIE = "cohorta_login"  # the login form's own CSRF token (double submit): no session exists yet
+
+
+def _login_page(
+    request: Request, settings: Any, *, next_url: str, email: str = "", messages: list[str] | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:  # fmt: skip
+    """The login form with a fresh token in a hidden field and in a cookie only this site's pages can read back:
+    another site cannot post a login (and so cannot log a browser into the attacker's account)."""
+    token = secrets.token_urlsafe(24)
+    response = page(request, "login.html", None, status_code=status_code, next=next_url, email=email,
+                    messages=messages or [], login_token=token)  # fmt: skip
+    response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", secure=settings.secure_cookies,
+                        path="/ui/login", max_age=3600)  # fmt: skip
+    return response
+
+
 @router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request, next: str | None = None) -> HTMLResponse:
-    return page(request, "login.html", None, next=_safe_next(next), email="", messages=[])
+def login_form(request: Request, settings: SettingsDep, next: str | None = None) -> HTMLResponse:
+    return _login_page(request, settings, next_url=_safe_next(next))
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -62,18 +80,25 @@ def login(
     email: Annotated[str, Form(max_length=320)],
     password: Annotated[str, Form(max_length=1024)],
     next: Annotated[str | None, Form()] = None,
+    login_token: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
+    next_url = _safe_next(next)
+    expected = request.cookies.get(LOGIN_COOKIE, "")
+    if not expected or not secrets.compare_digest(expected.encode(), login_token.encode()):
+        return _login_page(request, settings, next_url=next_url, email=email, status_code=400,
+                           messages=["This login form has expired or did not come from Cohorta: log in again."])
     address = request.client.host if request.client else "unknown"
     try:
         logged_in = access.login(session, clock.now(), settings, email, password, address)
     except (Unauthorized, TooManyRequests) as exc:
         session.commit()  # a failure counts towards the rate limit
-        return page(request, "login.html", None, status_code=exc.status, next=_safe_next(next), email=email,
-                    messages=[exc.detail])  # fmt: skip
+        return _login_page(request, settings, next_url=next_url, email=email, status_code=exc.status,
+                           messages=[exc.detail])  # fmt: skip
     session.commit()
-    response = RedirectResponse(_safe_next(next), status_code=303)
+    response = RedirectResponse(next_url, status_code=303)
     response.set_cookie(SESSION_COOKIE, logged_in.cookie, httponly=True, samesite="lax",
                         secure=settings.secure_cookies, path="/")  # fmt: skip
+    response.delete_cookie(LOGIN_COOKIE, path="/ui/login")
     return response
 
 
@@ -163,7 +188,7 @@ def segment_list(
     session: SessionDep,
     settings: SettingsDep,
     principal: PageUser,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> HTMLResponse:
     filters, given = _filters(request)
     items, total = segments.list_segments(session, settings, principal, filters, limit=PAGE_SIZE, offset=offset)
@@ -267,7 +292,8 @@ def _editor_context(
 
 
 def _local_input(value: Any) -> str:
-    # datetime-local inputs take the browser's wall-clock time; the page converts back with the browser's zone.
+    # The instant with its offset; the editor shows it in the browser's wall-clock time (datetime-local inputs
+    # take no offset) and converts back with the browser's zone when saving.
     return value.isoformat() if value is not None else ""
 
 
@@ -349,7 +375,7 @@ def segment_members(
     principal: PageUser,
     filter: Annotated[str | None, Query(max_length=20_000)] = None,
     sort: Annotated[str, Query(max_length=40)] = "source_id",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     attribute: Annotated[list[str], Query(max_length=20)] = [],  # noqa: B006
 ) -> HTMLResponse:
     filter_text = filter.strip() if filter and filter.strip() else None
@@ -393,7 +419,7 @@ def refresh(
 
 @router.post("/segments/{segment_id}/versions/{version}/restore", response_class=HTMLResponse)
 def restore_version(
-    segment_id: str, version: int, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: PageWriter
+    segment_id: str, version: RowId, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: PageWriter
 ) -> HTMLResponse:
     """Restoring a version makes a new version with its name and rule; the page reloads to show it."""
     segments.restore_version(session, settings, clock, segment_id, version, principal)

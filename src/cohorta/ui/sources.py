@@ -4,6 +4,7 @@ syncs), and syncing an imported segment from its page. Thin: read the form, call
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any
 
 from fastapi import File, Form, Request, Response, UploadFile
@@ -46,6 +47,18 @@ def _json_field(raw: str, field: str) -> dict[str, Any] | None:
     return value
 
 
+def _hours_to_seconds(text: str) -> int | None:
+    if not text.strip():
+        return None
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = math.nan
+    if not math.isfinite(hours) or not 0 < hours <= 31 * 24:
+        raise InvalidInput([FieldError(("sync_hours",), "a number of hours from 0.1 to 744")])
+    return round(hours * 3600)
+
+
 async def _content(file: UploadFile | None) -> str | None:
     if file is None or not file.filename:
         return None
@@ -86,11 +99,11 @@ async def source_create(
         body = validated(SourceIn, {
             "name": name, "kind": kind, "key_field": key_field, "config": _json_field(config, "config") or {},
             "credentials": _json_field(credentials, "credentials"), "content": await _content(file),
-            "sync_period_seconds": int(float(sync_hours) * 3600) if sync_hours.strip() else None,
+            "sync_period_seconds": _hours_to_seconds(sync_hours),
         })  # fmt: skip
         out = await run_in_threadpool(service.create_source, session, settings, clock.now(), principal, body)
-    except (CohortaError, ValueError) as exc:
-        messages = error_messages(exc) if isinstance(exc, CohortaError) else [f"sync period: {exc}"]
+    except CohortaError as exc:
+        messages = error_messages(exc)
         return _list_page(request, session, settings, principal, form=form, messages=messages)
     session.commit()
     return Response(status_code=303, headers={"Location": f"/ui/sources/{out.id}"})

@@ -9,13 +9,15 @@ message is safe to show and to log: it never carries credentials, headers or que
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import httpx
+from pydantic import AfterValidator, StringConstraints
 
 from cohorta.clock import Clock
 
@@ -59,6 +61,37 @@ class Connector(Protocol):
         ...
 
 
+SECRET_PARAMETER = re.compile(r"token|key|secret|pass|sig|auth|credential", re.IGNORECASE)
+
+
+def _checked_url(value: str) -> str:
+    """A source's URL: http(s) with a host, and no user:password@ (a header with the credential header_value carries
+    those, encrypted). A query may carry a signature (a presigned download): it is redacted where settings are shown
+    (``redacted_url``)."""
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if url.userinfo:
+        raise ValueError("credentials do not belong in the URL (settings are shown to every reader): use credentials")
+    return value
+
+
+def redacted_url(value: str) -> str:
+    """The URL with the values of query parameters that look secret replaced by "***", for showing settings."""
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL:
+        return safe_url(value)
+    params = [(k, "***" if SECRET_PARAMETER.search(k) else v) for k, v in url.params.multi_items()]
+    return str(url.copy_with(params=params)) if params else value
+
+
+Url = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_checked_url)]
+
+
 def safe_url(url: str) -> str:
     """A URL fit for messages and logs: scheme, host and path only (a query may carry a token)."""
     parts = urlsplit(url)
@@ -76,16 +109,23 @@ def same_origin(base: str, url: str) -> str:
 
 
 def send(client: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Response:
-    """One request; transport failures and timeouts become SourceError. The status is the caller's to judge."""
+    """One request; transport failures, timeouts, malformed URLs and oversized answers become SourceError. The body
+    is read as a stream and given up past MAX_RESPONSE_BYTES, so a remote cannot fill the server's memory. The
+    status is the caller's to judge."""
     try:
-        response = client.request(method, url, **kwargs)
+        with client.stream(method, url, **kwargs) as response:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_RESPONSE_BYTES:
+                    raise SourceError(f"{method} {safe_url(url)} answered more than {MAX_RESPONSE_BYTES} bytes")
     except httpx.TimeoutException:
         raise SourceError(f"{method} {safe_url(url)} timed out") from None
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise SourceError(f"{method} {safe_url(url)} failed: {type(exc).__name__}") from None
-    if len(response.content) > MAX_RESPONSE_BYTES:
-        raise SourceError(f"{method} {safe_url(url)} answered more than {MAX_RESPONSE_BYTES} bytes")
-    return response
+    # The body read above, kept on a response that no longer needs its stream.
+    return httpx.Response(response.status_code, headers=response.headers, content=bytes(body),
+                          request=response.request)  # fmt: skip
 
 
 def json_of(response: httpx.Response) -> Any:

@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from cohorta.sources.connectors.base import Context, RemoteSegment, SourceError, key_text, pages, safe_url
+from cohorta.sources.connectors.base import Context, RemoteSegment, SourceError, Url, key_text, pages, safe_url
 
 WHOLE_FILE = "file"
 MAX_LISTS = 1_000
@@ -24,7 +24,7 @@ MAX_CONTENT_BYTES = 16 * 1024 * 1024  # an uploaded file
 class CsvConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: Annotated[str, StringConstraints(pattern=r"^https?://", max_length=2048)] | None = Field(
+    url: Url | None = Field(
         default=None, description="Where to download the file; leave out to upload it as `content`"
     )
     key_column: Annotated[str, StringConstraints(min_length=1, max_length=255)] = "email"

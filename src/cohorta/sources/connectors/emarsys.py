@@ -37,6 +37,7 @@ from cohorta.sources.connectors.base import (
     Context,
     RemoteSegment,
     SourceError,
+    Url,
     json_of,
     key_text,
     same_origin,
@@ -45,7 +46,6 @@ from cohorta.sources.connectors.base import (
 
 GETDATA_BATCH = 1_000  # contact ids per getdata request, Emarsys's limit
 LIST_PREFIX, SEGMENT_PREFIX = "list:", "segment:"
-Url = Annotated[str, StringConstraints(pattern=r"^https?://", max_length=2048)]
 
 
 class EmarsysConfig(BaseModel):

@@ -21,6 +21,7 @@ from cohorta.sources.connectors.base import (
     Context,
     RemoteSegment,
     SourceError,
+    Url,
     get_json,
     key_text,
     safe_url,
@@ -30,7 +31,6 @@ from cohorta.sources.connectors.base import (
 DEFAULT_LIST = "default"
 Path = Annotated[str, StringConstraints(max_length=255, pattern=r"^[A-Za-z0-9_$@-]*(\.[A-Za-z0-9_$@-]+)*$")]
 Param = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_$.\[\]-]+$")]
-Url = Annotated[str, StringConstraints(pattern=r"^https?://", max_length=2048)]
 
 
 class JsonConfig(BaseModel):

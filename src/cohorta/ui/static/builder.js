@@ -135,9 +135,22 @@
 
   // --- the Alpine component -------------------------------------------------------------------------------------
 
+  // An instant with an offset (as stored) as the browser's wall-clock time, which is what datetime-local inputs take.
+  function localInput(value) {
+    if (!value) return "";
+    const d = new Date(value);
+    if (isNaN(d)) return "";
+    const pad = (n) => String(n).padStart(2, "0");
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + "T" + pad(d.getHours()) + ":" + pad(d.getMinutes());
+  }
+
   window.segmentEditor = function (config) {
     const catalog = JSON.parse(document.getElementById("catalog-json").textContent);
     const initial = JSON.parse(document.getElementById("segment-json").textContent);
+    if (initial.form) {
+      initial.form.starts_at = localInput(initial.form.starts_at);
+      initial.form.expires_at = localInput(initial.form.expires_at);
+    }
     const fieldsByPath = Object.fromEntries(catalog.fields.map((f) => [f.path, f]));
     const activities = Object.fromEntries(catalog.activities.map((a) => [a.activity, a]));
     let root = initial.rule ? fromJson(initial.rule, catalog) : newGroup("and", [newCondition(catalog)]);

@@ -215,3 +215,10 @@ def test_an_expired_session_during_an_htmx_action_returns_to_the_page(api: TestC
     anonymous = TestClient(api.app, follow_redirects=False)
     response = anonymous.get("/ui/segments/abc", headers={**HX, "HX-Current-URL": "http://testserver/ui/customers?q=c"})
     assert response.headers["HX-Redirect"] == "/ui/login?next=%2Fui%2Fcustomers%3Fq%3Dc"
+
+
+def test_an_error_page_keeps_the_navigation(api: TestClient) -> None:
+    user(api, "v@x.io", "viewer")
+    missing = browser(api, "v@x.io").get("/ui/segments/seg_nope")
+    assert missing.status_code == 404 and "Not found" in missing.text
+    assert 'href="/ui/customers"' in missing.text and "Log out" in missing.text

@@ -43,6 +43,16 @@ async def page_principal(request: Request) -> Principal:
     return principal
 
 
+async def _known_principal(request: Request) -> Principal | None:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return None
+    try:
+        return await principal_of(request, None, cookie)
+    except CohortaError:
+        return None
+
+
 async def page_writer(request: Request) -> Principal:
     """A page action that changes something: the write permission, checked before the form is read."""
     return require(await page_principal(request), Permission.write)
@@ -92,7 +102,9 @@ class PageRoute(APIRoute):
                     response.headers["HX-Retarget"] = "#flash"
                     response.headers["HX-Reswap"] = "innerHTML"
                     return response
-                return page(request, "error.html", None, status_code=exc.status, title=exc.title, messages=messages)
+                # The error page keeps the navigation when the browser has a session (a 404 is not a dead end).
+                return page(request, "error.html", await _known_principal(request), status_code=exc.status,
+                            title=exc.title, messages=messages)  # fmt: skip
 
         return route_handler
 

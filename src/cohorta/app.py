@@ -24,6 +24,7 @@ from cohorta.campaigns.router import router as campaigns_router
 from cohorta.clock import Clock, SystemClock
 from cohorta.clv.router import router as clv_router
 from cohorta.config import Settings, get_settings
+from cohorta.customers.router import customer_router
 from cohorta.customers.router import router as customers_router
 from cohorta.db import create_db_engine, make_session_factory
 from cohorta.deps import reader
@@ -104,6 +105,7 @@ def create_app(
         campaigns_router,
         eligibility_router,
         webhooks_router, audit_router, clv_router, sources_router,
+        customer_router,  # last: its /customers/{source_id:path} would otherwise take /customers/{id}/... paths
     ):  # fmt: skip
         app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(reader)])
 

@@ -106,7 +106,7 @@ def end(campaign_id: str, session: SessionDep, clock: ClockDep, principal: Edito
 eligibility_router = APIRouter(tags=["campaigns"])
 
 
-@eligibility_router.get("/campaigns/{campaign_id}/eligibility/{source_id}", response_model=EligibilityOut)
+@eligibility_router.get("/campaigns/{campaign_id}/eligibility/{source_id:path}", response_model=EligibilityOut)
 async def eligibility(campaign_id: str, source_id: str, request: Request, principal: ReaderDep) -> EligibilityOut:
     """Whether the customer is eligible, and which segment or group decided."""
     with request.app.state.engine.connect() as connection:  # one read: no ORM session needed

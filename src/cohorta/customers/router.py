@@ -49,6 +49,9 @@ from cohorta.segments.schemas import CustomerGroupsIn
 
 # Every route needs an authenticated caller with the read permission (the app mounts this router behind it); the
 # routes that write ask for more. Sending data is an editor's right; changing the schema is an admin's.
+# The routes on a bare customer id: its path parameter takes slashes, so they must come after every
+# /customers/{id}/... route of every router (app.py mounts this router last).
+customer_router = APIRouter()
 router = APIRouter()
 EDITOR = [Depends(editor)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -69,8 +72,8 @@ def _single_status(response: Response, result: WriteResult) -> WriteResult:
 # --- customers -------------------------------------------------------------------------------------------
 
 
-@router.put(
-    "/customers/{source_id}",
+@customer_router.put(
+    "/customers/{source_id:path}",
     response_model=CustomerOut,
     tags=["customers"],
     responses={201: {"description": "Created"}, 200: {"description": "Updated or unchanged"}},
@@ -106,19 +109,19 @@ def bulk_customers(
     return ingested.result
 
 
-@router.get("/customers/{source_id}", response_model=CustomerOut, tags=["customers"])
+@customer_router.get("/customers/{source_id:path}", response_model=CustomerOut, tags=["customers"])
 def get_customer(
     session: SessionDep, settings: SettingsDep, principal: ReaderDep, source_id: str = SourceId
 ) -> CustomerOut:
     return profile.customer_with_groups(session, source_id, settings.currency_exponent, principal)
 
 
-@router.get("/customers/{source_id}/groups", response_model=list[CustomerGroupOut], tags=["customers"])
+@router.get("/customers/{source_id:path}/groups", response_model=list[CustomerGroupOut], tags=["customers"])
 def get_groups(session: SessionDep, principal: ReaderDep, source_id: str = SourceId) -> list[CustomerGroupOut]:
     return profile.groups(session, service.customer_id_for(session, source_id), principal)
 
 
-@router.put("/customers/{source_id}/groups", response_model=list[CustomerGroupOut], tags=["customers"])
+@router.put("/customers/{source_id:path}/groups", response_model=list[CustomerGroupOut], tags=["customers"])
 def put_groups(
     body: CustomerGroupsIn, session: SessionDep, clock: ClockDep, principal: EditorDep, source_id: str = SourceId
 ) -> list[CustomerGroupOut]:
@@ -129,7 +132,7 @@ def put_groups(
     return profile.groups(session, customer_id, principal)
 
 
-@router.post("/customers/{source_id}/points", response_model=PointsAdjusted, status_code=201, tags=["customers"])
+@router.post("/customers/{source_id:path}/points", response_model=PointsAdjusted, status_code=201, tags=["customers"])
 def adjust_points(
     body: PointsAdjustmentIn,
     session: SessionDep,
@@ -146,7 +149,7 @@ def adjust_points(
     return adjusted
 
 
-@router.get("/customers/{source_id}/orders", response_model=ActivityPage, tags=["customers"])
+@router.get("/customers/{source_id:path}/orders", response_model=ActivityPage, tags=["customers"])
 def customer_orders(
     session: SessionDep, settings: SettingsDep, limit: Limit = 50, offset: Offset = 0, source_id: str = SourceId
 ) -> ActivityPage:
@@ -155,7 +158,7 @@ def customer_orders(
     return ActivityPage(items=items, total=total)
 
 
-@router.get("/customers/{source_id}/events", response_model=ActivityPage, tags=["customers"])
+@router.get("/customers/{source_id:path}/events", response_model=ActivityPage, tags=["customers"])
 def customer_events(
     session: SessionDep,
     limit: Limit = 50,
@@ -168,7 +171,7 @@ def customer_events(
     return ActivityPage(items=items, total=total)
 
 
-@router.get("/customers/{source_id}/ledger", response_model=ActivityPage, tags=["customers"])
+@router.get("/customers/{source_id:path}/ledger", response_model=ActivityPage, tags=["customers"])
 def customer_ledger(
     session: SessionDep,
     settings: SettingsDep,
@@ -182,7 +185,7 @@ def customer_ledger(
     return ActivityPage(items=items, total=total)
 
 
-@router.delete("/customers/{source_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["customers"])
+@customer_router.delete("/customers/{source_id:path}", status_code=status.HTTP_204_NO_CONTENT, tags=["customers"])
 def delete_customer(
     session: SessionDep, clock: ClockDep, principal: AdminDep, source_id: str = SourceId
 ) -> Response:

@@ -315,7 +315,7 @@ def size(
             for d, m, e, x in size_over_time(session, segment, first, last, zone)]  # fmt: skip
 
 
-@router.get("/segments/{segment_id}/explain/{source_id}", response_model=ExplainOut)
+@router.get("/segments/{segment_id}/explain/{source_id:path}", response_model=ExplainOut)
 def explain_saved(
     segment_id: str,
     source_id: str,
@@ -329,12 +329,12 @@ def explain_saved(
     return service.explain_saved(session, settings, clock, segment_id, source_id, principal, as_of)
 
 
-@router.get("/customers/{source_id}/segments", response_model=list[CustomerSegmentOut], tags=["customers"])
+@router.get("/customers/{source_id:path}/segments", response_model=list[CustomerSegmentOut], tags=["customers"])
 def customer_segments(source_id: str, session: SessionDep, principal: ReaderDep) -> list[CustomerSegmentOut]:
     return service.customer_segments(session, source_id, principal)
 
 
-@router.get("/customers/{source_id}/segment-history", response_model=list[MembershipChangeOut], tags=["customers"])
+@router.get("/customers/{source_id:path}/segment-history", response_model=list[MembershipChangeOut], tags=["customers"])
 def customer_history(
     source_id: str, session: SessionDep, principal: ReaderDep, limit: Limit = 100, offset: Offset = 0
 ) -> list[MembershipChangeOut]:

@@ -443,30 +443,7 @@ def customer_search(
     return page(request, "customers/search.html", principal, q=q, found=found)
 
 
-@router.get("/customers/{source_id}", response_class=HTMLResponse)
-def customer_page(
-    request: Request, source_id: str, session: SessionDep, settings: SettingsDep, principal: PageUser
-) -> HTMLResponse:
-    exponent = settings.currency_exponent
-    customer = profile.customer_with_groups(session, source_id, exponent, principal)
-    orders, order_total = customers.customer_orders(session, source_id, exponent, 20, 0)
-    events, event_total = customers.customer_events(session, source_id, None, 20, 0)
-    ledger, ledger_total = customers.customer_ledger(session, source_id, exponent, None, 20, 0)
-    dynamic = segments.list_segments(
-        session, settings, principal, SegmentFilters(type="dynamic", status="active"), limit=1000, offset=0
-    )[0]
-    context: dict[str, Any] = {
-        "c": customer, "orders": orders, "order_total": order_total, "events": events, "event_total": event_total,
-        "ledger": ledger, "ledger_total": ledger_total,
-        "memberships": segments.customer_segments(session, source_id, principal),
-        "history": segments.customer_history(session, source_id, 20, 0, principal),
-        "dynamic": [{"id": s.id, "name": s.name} for s in dynamic],
-        "programs": list(build_catalog(session).programs),
-    }  # fmt: skip
-    return page(request, "customers/detail.html", principal, **context)
-
-
-@router.get("/customers/{source_id}/why", response_class=HTMLResponse)
+@router.get("/customers/{source_id:path}/why", response_class=HTMLResponse)
 def why(
     request: Request,
     source_id: str,
@@ -481,7 +458,7 @@ def why(
     return page(request, "customers/_why.html", principal, e=explained, segment_name=name)
 
 
-@router.post("/customers/{source_id}/points", response_class=HTMLResponse)
+@router.post("/customers/{source_id:path}/points", response_class=HTMLResponse)
 def adjust_points(
     request: Request,
     source_id: str,
@@ -507,3 +484,27 @@ def adjust_points(
     )
     message = f"{done.points:+,} {done.program} points for {source_id}; balance {done.balance:,}.{moved}"
     return page(request, "_flash.html", principal, messages=[message], level="ok")
+
+
+# Last: the customer's id may hold slashes, so this path would otherwise take the pages above.
+@router.get("/customers/{source_id:path}", response_class=HTMLResponse)
+def customer_page(
+    request: Request, source_id: str, session: SessionDep, settings: SettingsDep, principal: PageUser
+) -> HTMLResponse:
+    exponent = settings.currency_exponent
+    customer = profile.customer_with_groups(session, source_id, exponent, principal)
+    orders, order_total = customers.customer_orders(session, source_id, exponent, 20, 0)
+    events, event_total = customers.customer_events(session, source_id, None, 20, 0)
+    ledger, ledger_total = customers.customer_ledger(session, source_id, exponent, None, 20, 0)
+    dynamic = segments.list_segments(
+        session, settings, principal, SegmentFilters(type="dynamic", status="active"), limit=1000, offset=0
+    )[0]
+    context: dict[str, Any] = {
+        "c": customer, "orders": orders, "order_total": order_total, "events": events, "event_total": event_total,
+        "ledger": ledger, "ledger_total": ledger_total,
+        "memberships": segments.customer_segments(session, source_id, principal),
+        "history": segments.customer_history(session, source_id, 20, 0, principal),
+        "dynamic": [{"id": s.id, "name": s.name} for s in dynamic],
+        "programs": list(build_catalog(session).programs),
+    }  # fmt: skip
+    return page(request, "customers/detail.html", principal, **context)

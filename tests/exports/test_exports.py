@@ -6,6 +6,9 @@ import csv
 import functools
 import io
 import json
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -288,3 +291,40 @@ def test_a_filtered_export_with_many_attributes(api: TestClient) -> None:
     segment_id = url(api).split("/")[-2]
     page = api.get(f"/api/v1/segments/{segment_id}/members", params=params)
     assert page.status_code == 200 and page.json()["total"] == 3
+
+
+def test_sqlite_exports_never_load_a_second_sqlite_library_into_the_process(tmp_path: Path) -> None:
+    """ADBC's SQLite driver carries its own SQLite; in the app's process it would drop the POSIX locks of the app's
+    own connections ("disk I/O error"). SQLite exports read it in a child process: after an export through the API,
+    the app's process has not loaded the driver, and its own connections still read and write."""
+    script = tmp_path / "export_once.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        from datetime import UTC, datetime
+        from fastapi.testclient import TestClient
+        from cohorta import db
+        from cohorta.app import create_app
+        from cohorta.clock import FrozenClock
+        from cohorta.config import Settings
+        from cohorta.membership.jobs import run_pending
+
+        url = "sqlite:///{tmp_path / 'app.db'}"
+        engine = db.create_db_engine(url)
+        db.upgrade(engine)
+        settings = Settings(database_url=url, admin_token="t", scheduler=False)
+        app = create_app(settings, clock=FrozenClock(datetime(2026, 3, 14, tzinfo=UTC)), engine=engine)
+        with TestClient(app, headers={{"Authorization": "Bearer t"}}) as api:
+            for i in range(30):
+                api.put(f"/api/v1/customers/c{{i}}", json={{"country": "PL"}})
+            segment = api.post("/api/v1/segments", json={{"name": "All", "text": 'profile.country in ("PL")'}}).json()
+            state = app.state
+            run_pending(state.session_factory, state.clock, state.settings, state.segment_index)
+            exported = api.get(f"/api/v1/segments/{{segment['id']}}/export", params={{"format": "csv"}})
+            assert exported.status_code == 200 and len(exported.text.splitlines()) == 31, exported.text[:300]
+            assert api.put("/api/v1/customers/c99", json={{"country": "PL"}}).status_code == 201
+            assert api.get("/api/v1/customers/c99").status_code == 200
+        print("adbc_driver_sqlite" in sys.modules)
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "False"

@@ -7,11 +7,14 @@ with a leading apostrophe.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -204,34 +207,9 @@ def _sqlite_typed_query(sql: str, columns: list[Column]) -> str:
 def _stream_adbc(
     dialect: str, target: str, sql: str, columns: list[Column], exponent: int
 ) -> Iterator[pa.RecordBatch]:
-    # The low-level ADBC API: the DB-API module imports polars and pandas when installed (about 65 MB of RSS).
-    import adbc_driver_manager
-
     schema = pa.schema([pa.field(c.name, _arrow_type(c.kind, exponent)) for c in columns])
     sqlite = dialect == "sqlite"
-    if sqlite:
-        import adbc_driver_sqlite
-
-        database = adbc_driver_sqlite.connect(target)
-    else:
-        import adbc_driver_postgresql
-
-        database = adbc_driver_postgresql.connect(target)
-    connection = adbc_driver_manager.AdbcConnection(database)  # autocommit: each statement its own transaction
-    statement = adbc_driver_manager.AdbcStatement(connection)
-    reader: pa.RecordBatchReader | None = None
-    try:
-        if sqlite:
-            # A long scan read once: a small page cache, and sorts spilled to disk, keep memory bounded.
-            for pragma in (f"cache_size=-{EXPORT_CACHE_KIB}", "temp_store=FILE", "busy_timeout=10000"):
-                statement.set_sql_query(f"PRAGMA {pragma}")
-                statement.execute_update()
-            statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
-            statement.set_sql_query(_sqlite_typed_query(sql, columns))
-        else:
-            statement.set_sql_query(sql.replace("%%", "%"))
-        stream, _ = statement.execute_query()
-        reader = pa.RecordBatchReader._import_from_c(stream.address)
+    with _sqlite_rows(target, sql, columns) if sqlite else _postgresql_rows(target, sql) as reader:
         converted = (
             pa.RecordBatch.from_arrays(
                 [_conform(a, c.kind, exponent, sqlite) for a, c in zip(arrays, columns, strict=True)], schema=schema
@@ -239,12 +217,62 @@ def _stream_adbc(
             for arrays in _adbc_columns(reader, typing_row=sqlite)
         )
         yield from _rebatch(converted, BATCH_ROWS)
+
+
+@contextlib.contextmanager
+def _postgresql_rows(target: str, sql: str) -> Iterator[pa.RecordBatchReader]:
+    # The low-level ADBC API: the DB-API module imports polars and pandas when installed (about 65 MB of RSS).
+    import adbc_driver_manager
+    import adbc_driver_postgresql
+
+    database = adbc_driver_postgresql.connect(target)
+    connection = adbc_driver_manager.AdbcConnection(database)
+    statement = adbc_driver_manager.AdbcStatement(connection)
+    reader: pa.RecordBatchReader | None = None
+    try:
+        statement.set_sql_query(sql.replace("%%", "%"))
+        stream, _ = statement.execute_query()
+        reader = pa.RecordBatchReader._import_from_c(stream.address)
+        yield reader
     finally:
         if reader is not None:
             reader.close()
         statement.close()
         connection.close()
         database.close()
+
+
+@contextlib.contextmanager
+def _sqlite_rows(path: str, sql: str, columns: list[Column]) -> Iterator[pa.RecordBatchReader]:
+    """The rows read through ADBC in a child process (``cohorta.exports.sqlite_reader``, which says why), streamed
+    back as Arrow IPC. A long scan read once: a small page cache, and sorts spilled to disk, keep memory bounded."""
+    request = {
+        "path": path, "sql": _sqlite_typed_query(sql, columns), "batch_rows": BATCH_ROWS,
+        "pragmas": [f"cache_size=-{EXPORT_CACHE_KIB}", "temp_store=FILE", "busy_timeout=10000"],
+    }  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-m", "cohorta.exports.sqlite_reader"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+    try:
+        child.stdin.write(json.dumps(request).encode() + b"\n")
+        child.stdin.close()
+        try:
+            reader = pa.ipc.open_stream(child.stdout)
+        except pa.ArrowInvalid as exc:
+            child.wait(timeout=60)
+            raise RuntimeError(f"export reader failed: {child.stderr.read().decode(errors='replace')[-2000:]}") from exc
+        yield reader
+        child.stdout.close()
+        if child.wait(timeout=60) != 0:
+            raise RuntimeError(f"export reader failed: {child.stderr.read().decode(errors='replace')[-2000:]}")
+    finally:
+        if child.poll() is None:  # stopped early (a client went away) or failed: the child is not needed any more
+            child.kill()
+            child.wait()
+        for pipe in (child.stdout, child.stderr):
+            pipe.close()
 
 
 def _adbc_columns(reader: Any, *, typing_row: bool) -> Iterator[list[pa.Array]]:

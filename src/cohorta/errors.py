@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 
 @dataclass
@@ -87,3 +90,17 @@ class Unavailable(CohortaError):
 
     status = 503
     title = "Service unavailable"
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], data: dict[str, Any], *prefix: str | int) -> M:
+    """``data`` parsed by ``model``; its errors as InvalidInput located under ``prefix``. Messages only: the input
+    (perhaps a secret) is never echoed."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(
+            [FieldError((*prefix, *e["loc"]), e["msg"].removeprefix("Value error, "), e["type"]) for e in exc.errors()]
+        ) from None

@@ -27,7 +27,6 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cohorta.access.service import Principal
@@ -37,7 +36,7 @@ from cohorta.config import Settings
 from cohorta.customers.models import Customer
 from cohorta.customers.summary import chunked
 from cohorta.db import InValues, new_id, table_of, unit_of_work
-from cohorta.errors import CohortaError, Conflict, FieldError, InvalidInput, NotFound
+from cohorta.errors import CohortaError, Conflict, FieldError, InvalidInput, NotFound, validated
 from cohorta.membership.service import list_ids
 from cohorta.segments import service as segments
 from cohorta.segments.models import Segment, SegmentStatus
@@ -129,21 +128,14 @@ def _check_name_free(session: Session, name: str, source_id: str | None) -> None
         raise Conflict(f"the name {name!r} is already used by source {taken}")
 
 
-def _validated(model: type[BaseModel], values: dict[str, Any], loc: str) -> BaseModel:
-    try:
-        return model.model_validate(values)
-    except ValidationError as exc:  # messages only: the input (maybe a secret) is never echoed
-        raise InvalidInput([FieldError((loc, *e["loc"]), e["msg"], e["type"]) for e in exc.errors()]) from None
-
-
 def _apply_definition(
     settings: Settings, row: Source, config: dict[str, Any], credentials: dict[str, str] | None, replace: bool
 ) -> None:
     """Validate and set the config, and (when ``replace``) the credentials, encrypted. Checks the whole is usable."""
-    model = _validated(CONFIGS[row.kind], config, "config")
+    model = validated(CONFIGS[row.kind], config, "config")
     row.config = model.model_dump(mode="json")
     if replace:
-        values = _validated(CREDENTIALS[row.kind], credentials or {}, "credentials").model_dump(exclude_none=True)
+        values = validated(CREDENTIALS[row.kind], credentials or {}, "credentials").model_dump(exclude_none=True)
         row.credentials = Vault(settings.secret_key).encrypt(values) if values else None
         row.credential_fields = sorted(values)
     missing = [name for name in required(row.kind, model) if name not in (row.credential_fields or [])]
@@ -324,7 +316,7 @@ def import_segment(
             "description": body.description or f"Imported from {definition.name} ({definition.kind}): {remote.name}",
             "customer_groups": body.customer_groups, "sync_period_seconds": body.sync_period_seconds,
         }  # fmt: skip
-        segment_in = _validated(SegmentIn, draft, "segment")
+        segment_in = validated(SegmentIn, draft, "segment")
         assert isinstance(segment_in, SegmentIn)
         segment = segments.create_segment(session, settings, clock, segment_in, principal)
         now = clock.now()

@@ -40,11 +40,11 @@ from cohorta.customers.schemas import (
     EventDefinitionOut,
 )
 from cohorta.deps import MAX_OFFSET, ClockDep, RowId, SessionDep, SettingsDep
-from cohorta.errors import CohortaError, FieldError, InvalidInput
+from cohorta.errors import CohortaError, FieldError, InvalidInput, validated
 from cohorta.segments import service as segments
 from cohorta.segments.models import Segment
 from cohorta.segments.schemas import SegmentFilters
-from cohorta.ui.auth import PageAdmin, PageUser, PageWriter, page_router, validated
+from cohorta.ui.auth import PageAdmin, PageUser, PageWriter, page_router
 from cohorta.ui.render import page
 from cohorta.webhooks import service as webhooks
 from cohorta.webhooks.models import EventType

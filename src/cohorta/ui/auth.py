@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from cohorta.access.models import Permission
@@ -129,7 +128,6 @@ def page_in_sight(
 PageUser = Annotated[Principal, Depends(page_principal)]
 PageWriter = Annotated[Principal, Depends(page_writer)]  # checked before the form is read
 PageAdmin = Annotated[Principal, Depends(page_admin)]
-M = TypeVar("M", bound=BaseModel)
 
 
 def page_router(**lookups: Callable[[Session, str, Principal], object]) -> APIRouter:
@@ -141,13 +139,3 @@ def page_router(**lookups: Callable[[Session, str, Principal], object]) -> APIRo
         include_in_schema=False,
         dependencies=[Depends(page_in_sight(param, lookup)) for param, lookup in lookups.items()],
     )
-
-
-def validated(model: type[M], data: dict[str, Any]) -> M:
-    """The schema the API would parse, from a form's fields; its errors as the API's InvalidInput."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidInput(
-            [FieldError(tuple(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
-        ) from exc

@@ -26,13 +26,13 @@ from cohorta.customers import service as customers
 from cohorta.customers.schemas import PointsAdjustmentIn
 from cohorta.customers.service import attribute_definitions
 from cohorta.deps import MAX_OFFSET, SESSION_COOKIE, ClockDep, RowId, SegmentIndexDep, SessionDep, SettingsDep
-from cohorta.errors import Conflict, InvalidInput, TooManyRequests, Unauthorized
+from cohorta.errors import Conflict, InvalidInput, TooManyRequests, Unauthorized, validated
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.segments import service as segments
 from cohorta.segments.models import Segment
 from cohorta.segments.schemas import SEGMENT_SORTS, CsvImportOut, SegmentFilters
 from cohorta.sources import service as sources
-from cohorta.ui.auth import PageUser, PageWriter, error_messages, page_router, validated
+from cohorta.ui.auth import PageUser, PageWriter, error_messages, page_router
 from cohorta.ui.render import page
 
 router = page_router(segment_id=segments.get_segment)

@@ -13,11 +13,11 @@ from starlette.concurrency import run_in_threadpool
 
 from cohorta.access.service import Principal
 from cohorta.deps import ClockDep, SessionDep, SessionFactoryDep, SettingsDep
-from cohorta.errors import CohortaError, FieldError, InvalidInput
+from cohorta.errors import CohortaError, FieldError, InvalidInput, validated
 from cohorta.segments import service as segments
 from cohorta.sources import service
 from cohorta.sources.schemas import ImportIn, SourceIn, SourcePatch
-from cohorta.ui.auth import PageAdmin, PageUser, PageWriter, error_messages, page_router, validated
+from cohorta.ui.auth import PageAdmin, PageUser, PageWriter, error_messages, page_router
 from cohorta.ui.render import page
 
 router = page_router(segment_id=segments.get_segment)

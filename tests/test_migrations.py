@@ -26,3 +26,41 @@ def test_migrations_downgrade_and_upgrade_again(store: sa.Engine) -> None:
     db.upgrade(store)
     assert db.current_revision(store) == head
     assert "customers" in sa.inspect(store).get_table_names()
+
+
+def test_the_size_over_time_counts_are_filled_from_past_membership_history(store: sa.Engine) -> None:
+    from datetime import UTC, date, datetime
+    from zoneinfo import ZoneInfo
+
+    from cohorta.customers.models import Customer
+    from cohorta.db import table_of
+    from cohorta.membership.service import size_over_time
+    from cohorta.segments.models import MembershipChange, Segment
+
+    db.downgrade(store, "0010")
+    now = datetime(2026, 3, 1, 8, tzinfo=UTC)
+    with store.begin() as connection:  # the tables 0011 reads are as the models declare them
+        connection.execute(sa.insert(table_of(Customer)), [
+            {"id": n, "source_id": f"c{n}", "created_at": now, "updated_at": now, "content_hash": "-"} for n in (1, 2)])
+        connection.execute(sa.insert(table_of(Segment)).values(
+            id="s1", name="S", type="dynamic", status="active", version=1, member_count=1, created_at=now,
+            updated_at=now, refresh_state="done", refresh_attempts=0))
+        # Two entries on 1 March (one quarter hour), one exit at 23:50 UTC on 2 March (00:50 on 3 March in Warsaw).
+        connection.execute(sa.insert(table_of(MembershipChange)), [
+            {"segment_id": "s1", "customer_id": customer, "entered": entered, "cause": "data", "version": 1,
+             "occurred_at": when}
+            for customer, entered, when in [
+                (1, True, datetime(2026, 3, 1, 8, 0, 5, tzinfo=UTC)),
+                (2, True, datetime(2026, 3, 1, 8, 14, 59, tzinfo=UTC)),
+                (1, False, datetime(2026, 3, 2, 23, 50, tzinfo=UTC)),
+            ]
+        ])  # fmt: skip
+    db.upgrade(store)
+    factory = db.make_session_factory(store)
+    with factory() as session:
+        segment = session.get(Segment, "s1")
+        assert segment is not None
+        utc = size_over_time(session, segment, date(2026, 2, 28), date(2026, 3, 3), ZoneInfo("UTC"))
+        warsaw = size_over_time(session, segment, date(2026, 3, 1), date(2026, 3, 3), ZoneInfo("Europe/Warsaw"))
+    assert [(n, e, x) for _, n, e, x in utc] == [(0, 0, 0), (2, 2, 0), (1, 0, 1), (1, 0, 0)]
+    assert [(n, e, x) for _, n, e, x in warsaw] == [(2, 2, 0), (2, 0, 0), (1, 0, 1)]  # 00:50 on 3 March there

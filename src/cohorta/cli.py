@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -22,10 +24,12 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 demo_app = typer.Typer(help="Demo data.", no_args_is_help=True)
 users_app = typer.Typer(help="People who log in.", no_args_is_help=True)
 clv_app = typer.Typer(help="Predicted customer lifetime value (BG/NBD x Gamma-Gamma).", no_args_is_help=True)
+analytics_app = typer.Typer(help="Segment analytics.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
 app.add_typer(users_app, name="users")
 app.add_typer(clv_app, name="clv")
+app.add_typer(analytics_app, name="analytics")
 console = Console()
 
 if TYPE_CHECKING:
@@ -56,9 +60,9 @@ def db_current() -> None:
     console.print(db.current_revision(engine) or "empty (no migrations applied)")
 
 
-def _load_demo(engine: sa.Engine, customers: int, seed: int) -> None:
-    from cohorta.demo.generator import load_demo
-
+@contextmanager
+def _progress_bars() -> Iterator[Callable[[str, int, int], None]]:
+    """Rich progress bars, one per stage: yields ``report(stage, done, total)``."""
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as progress:
@@ -69,7 +73,16 @@ def _load_demo(engine: sa.Engine, customers: int, seed: int) -> None:
                 tasks[stage] = progress.add_task(stage, total=total)
             progress.update(tasks[stage], completed=done, total=total)
 
+        yield report
+
+
+def _load_demo(engine: sa.Engine, customers: int, seed: int, timezone: str) -> None:
+    from cohorta.demo.generator import load_demo
+    from cohorta.membership.monthly import build_if_needed
+
+    with _progress_bars() as report:
         stats = load_demo(engine, customers=customers, seed=seed, now=datetime.now(UTC), progress=report)
+        build_if_needed(db.make_session_factory(engine), timezone, lambda done, total: report("months", done, total))
     console.print(f"[green]Demo data loaded:[/] {stats}")
 
 
@@ -85,7 +98,7 @@ def demo_load(
     if not _is_empty(engine):
         console.print("[red]The database already holds customers; demo data loads only into an empty one.[/]")
         raise typer.Exit(code=1)
-    _load_demo(engine, customers, seed)
+    _load_demo(engine, customers, seed, settings.timezone)
 
 
 def _is_empty(engine: sa.Engine) -> bool:
@@ -284,6 +297,25 @@ def clv_show() -> None:
     _show_model(row)
 
 
+@analytics_app.command("rebuild-months")
+def analytics_rebuild_months() -> None:
+    """Rebuild the month-by-month order figures kept per customer and per segment, in the project's time zone
+    (the scheduler builds them by itself when they are missing or the zone changed)."""
+    from cohorta.membership import monthly
+
+    settings = get_settings()
+    sql = _engine(settings)
+    db.upgrade(sql)
+    with _progress_bars() as report, db.unit_of_work(db.make_session_factory(sql)) as session:
+        customer_rows, segment_rows = monthly.rebuild(
+            session, settings.timezone, lambda done, total: report("months", done, total)
+        )
+    console.print(
+        f"[green]Month figures rebuilt in {settings.timezone}:[/] {customer_rows:,} customer months, "
+        f"{segment_rows:,} segment months"
+    )
+
+
 @users_app.command("create-admin")
 def create_admin(
     email: Annotated[str, typer.Option(prompt=True, help="The admin's email (the login)")],
@@ -335,7 +367,7 @@ def run(
     engine = _engine(settings)
     db.upgrade(engine)
     if _is_empty(engine) and demo_customers > 0:
-        _load_demo(engine, demo_customers, seed=7)
+        _load_demo(engine, demo_customers, 7, settings.timezone)
         _demo_segments(engine, settings)
     demo_password = _demo_admin(engine)
     address = f"http://{host or settings.host}:{port or settings.port}"

@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -129,6 +129,21 @@ def _processed_rows(dialect: Dialect, columns: list[sa.Column[Any]], rows: list[
             except TypeError:  # unhashable (JSON objects)
                 values[index] = process(value)
     return params
+
+
+def dialect_insert(connection: sa.Connection, table: sa.Table) -> Any:
+    """The dialect's own INSERT, which has ON CONFLICT (both PostgreSQL and SQLite spell it the same way)."""
+    return (postgresql if connection.dialect.name == "postgresql" else sqlite).insert(table)
+
+
+def add_into(connection: sa.Connection, table: sa.Table, keys: Sequence[str], rows: sa.Select[Any]) -> None:
+    """Insert the rows a SELECT gives (its columns named as the table's); where a row with the same ``keys`` exists
+    already, add the new values to its other columns instead (counters kept with membership)."""
+    statement = dialect_insert(connection, table)
+    names = [column.name for column in rows.selected_columns]
+    statement = statement.from_select(names, rows)
+    added = {name: table.c[name] + statement.excluded[name] for name in names if name not in keys}
+    connection.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=added))
 
 
 def insert_rows(connection: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:

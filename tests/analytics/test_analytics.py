@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from cohorta.clock import FrozenClock
+from cohorta.membership.service import recount_all_statistics
 from tests.support import admin_api, run_jobs
 
 
@@ -40,7 +41,8 @@ def segment(api: TestClient, name: str, text: str) -> str:
 
 def test_months_averages_and_size(api: TestClient) -> None:
     poles = segment(api, "Poles", 'profile.country in ("PL")')
-    report = api.get(f"/api/v1/segments/{poles}/analytics", params={"from": "2026-01-01", "to": "2026-03-14"})
+    window = {"from": "2026-01-01", "to": "2026-03-14"}
+    report = api.get(f"/api/v1/segments/{poles}/analytics", params=window)
     assert report.status_code == 200, report.text
     body = report.json()
     assert body["members"] == 3
@@ -51,12 +53,23 @@ def test_months_averages_and_size(api: TestClient) -> None:
     assert (feb["orders"], feb["revenue"], feb["average_order_value"], feb["buyers"]) == (2, "80.00", "40.00", 2)
     assert feb["purchase_frequency"] == pytest.approx(2 / 3)
     assert months["2026-03"]["average_order_value"] is None
+    recomputed_at = api.get(f"/api/v1/segments/{poles}").json()["statistics"]["as_of"]
     assert body["segment"] == {"customers": 3, "avg_transaction_value": "60.00", "avg_transactions": 1.0,
-                               "avg_spending": "60.00"}  # fmt: skip
+                               "avg_spending": "60.00", "as_of": recomputed_at}  # fmt: skip
     assert body["all_customers"] == {"customers": 4, "avg_transaction_value": "145.00", "avg_transactions": 1.0,
-                                     "avg_spending": "145.00"}  # fmt: skip
+                                     "avg_spending": "145.00", "as_of": None}  # counted now: no recount yet # fmt: skip
     assert body["clv"]["historical"] == "60.00" and body["clv"]["predicted"] is None
     assert body["size"][-1] == {"day": "2026-03-14", "members": 3, "entered": 3, "exited": 0}
+    # All customers' figures as of the periodic recount once one has run; the next recount brings in new orders.
+    state = api.app.state  # type: ignore[attr-defined]
+    recount_all_statistics(state.session_factory, state.clock.now())
+    late = {"id": "late", "customer": "c", "total": "55", "created_at": "2026-03-01T10:00:00Z"}
+    assert api.post("/api/v1/orders", json=late).status_code == 201
+    everyone = api.get(f"/api/v1/segments/{poles}/analytics", params=window).json()["all_customers"]
+    assert (everyone["avg_spending"], everyone["as_of"]) == ("145.00", "2026-03-14T12:00:00Z")
+    recount_all_statistics(state.session_factory, state.clock.now())
+    everyone = api.get(f"/api/v1/segments/{poles}/analytics", params=window).json()["all_customers"]
+    assert (everyone["avg_transactions"], everyone["avg_spending"]) == (1.25, "158.75")
     too_long = api.get(f"/api/v1/segments/{poles}/analytics", params={"from": "2010-01-01", "to": "2026-01-01"})
     assert too_long.status_code == 422
 

@@ -127,7 +127,7 @@ def write_world(store: Store, world: World) -> dict[str, int]:
         if world.customers:
             service.upsert_customers(session, clock, world.customers)
         if world.orders:
-            service.record_orders(session, clock, EXPONENT, world.orders)
+            service.record_orders(session, clock, EXPONENT, world.orders, timezone="UTC")
         if world.events:
             service.record_events(session, clock, world.events)
         if world.loyalty:

@@ -90,3 +90,19 @@ def test_safety_net_counts_drift(api: TestClient, store: sa.Engine, clock: Froze
     body = api.get(f"/api/v1/segments/{poles['id']}").json()
     assert (body["drift"]["entered"], body["drift"]["exited"]) == (1, 0)
     assert members(api, poles["id"]) == ["c0", "c2"]
+
+
+def test_erasing_a_member_is_an_exit_on_that_day_and_leaves_past_sizes_alone(
+    api: TestClient, clock: FrozenClock
+) -> None:
+    poles = create(api, name="Poles", text='profile.country in ("PL")')
+    run(api)  # day 0: c0 and c2 enter
+    day0 = clock.now().date()
+    clock.advance(timedelta(days=2))
+    assert api.delete("/api/v1/customers/c2").status_code == 204
+    points = api.get(
+        f"/api/v1/segments/{poles['id']}/size",
+        params={"from": day0.isoformat(), "to": clock.now().date().isoformat()},
+    ).json()
+    assert [(p["members"], p["entered"], p["exited"]) for p in points] == [(2, 2, 0), (2, 0, 0), (1, 0, 1)]
+    assert api.get(f"/api/v1/segments/{poles['id']}").json()["members"] == 1

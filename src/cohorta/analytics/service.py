@@ -21,9 +21,11 @@ from sqlalchemy.orm import Session
 from cohorta.access.service import Principal
 from cohorta.clv.service import PredictedClv, predicted_averages
 from cohorta.config import Settings
-from cohorta.customers.models import COUNTED_ORDER_STATUSES, CustomerSummary, Order
+from cohorta.customers.models import COUNTED_ORDER_STATUSES, Order
+from cohorta.db import table_of
 from cohorta.errors import FieldError, InvalidInput
-from cohorta.membership.service import divide_minor, size_over_time
+from cohorta.membership import monthly
+from cohorta.membership.service import divide_minor, kept_all_customer_sums, size_over_time
 from cohorta.money import from_minor
 from cohorta.segments.models import SegmentMember
 from cohorta.segments.schemas import SizePoint
@@ -38,6 +40,11 @@ class Averages(BaseModel):
     avg_transaction_value: Decimal | None = Field(description="Spending / transactions")
     avg_transactions: float | None = Field(description="Transactions per customer")
     avg_spending: Decimal | None = Field(description="Spending per customer (historical CLV)")
+    as_of: dt.datetime | None = Field(
+        default=None,
+        description="The last exact recount of these sums (entries and exits adjust a segment's at once; orders of "
+        "customers who stay count from the next recount, every COHORTA_STATS_PERIOD_SECONDS); null: counted now",
+    )
 
 
 class MonthPoint(BaseModel):
@@ -70,21 +77,36 @@ class Analytics(BaseModel):
     clv: Clv
 
 
-def _averages(customers: int, orders: int, spent: int, exponent: int) -> Averages:
+def _averages(customers: int, orders: int, spent: int, exponent: int, as_of: dt.datetime | None) -> Averages:
     return Averages(
         customers=customers,
         avg_transaction_value=from_minor(divide_minor(spent, orders), exponent) if orders else None,
         avg_transactions=orders / customers if customers else None,
         avg_spending=from_minor(divide_minor(spent, customers), exponent) if customers else None,
+        as_of=as_of,
     )
 
 
-def _month_starts(first: dt.date, last: dt.date) -> list[dt.date]:
-    months, day = [], first.replace(day=1)
-    while day <= last:
-        months.append(day)
-        day = (day + dt.timedelta(days=32)).replace(day=1)
-    return months
+def _months_from_orders(
+    session: Session, segment_id: str, months: Sequence[dt.date], zone: ZoneInfo
+) -> dict[dt.date, tuple[int, int, int]]:
+    """(orders, revenue, buyers) per month from the members' orders themselves: the answer when no month figures
+    are kept in the project's zone (being built, or built for another zone)."""
+    bucket = monthly.month_bucket(table_of(Order).c.created_at, months, zone).label("bucket")
+    members = sa.select(SegmentMember.customer_id).where(SegmentMember.segment_id == segment_id)
+    per_month = sa.select(
+        bucket,
+        sa.func.count(),
+        sa.func.coalesce(sa.func.sum(Order.total_minor), 0),
+        sa.func.count(sa.distinct(Order.customer_id)),
+    ).where(
+        Order.customer_id.in_(members),
+        Order.status.in_(COUNTED_ORDER_STATUSES),
+        Order.created_at >= monthly.month_bounds(months[0], zone)[0],
+        Order.created_at < monthly.month_bounds(months[-1], zone)[1],
+    )
+    rows = session.execute(per_month.group_by(bucket).having(bucket.is_not(None)))
+    return {monthly.as_date(m): (int(n), int(r), int(u)) for m, n, r, u in rows}
 
 
 def analytics(
@@ -97,31 +119,17 @@ def analytics(
         raise InvalidInput([FieldError(("from",), f"must be on or before 'to', at most {MAX_MONTHS} months apart")])
     if last.year >= dt.MAXYEAR:
         raise InvalidInput([FieldError(("to",), f"must be before {dt.MAXYEAR}")])
-    months = _month_starts(first, last)
+    months = monthly.months_between(first, last)
     exponent = settings.currency_exponent
-    edges = [dt.datetime.combine(m, dt.time(0), tzinfo=zone) for m in months]
-    edges.append(dt.datetime.combine((months[-1] + dt.timedelta(days=32)).replace(day=1), dt.time(0), tzinfo=zone))
-    bucket = sa.case(
-        *[((Order.created_at >= edges[i]) & (Order.created_at < edges[i + 1]), i) for i in range(len(months))],
-        else_=None,
-    ).label("bucket")
-    members = sa.select(SegmentMember.customer_id).where(SegmentMember.segment_id == segment.id)
-    per_month = sa.select(
-        bucket,
-        sa.func.count(),
-        sa.func.coalesce(sa.func.sum(Order.total_minor), 0),
-        sa.func.count(sa.distinct(Order.customer_id)),
-    ).where(
-        Order.customer_id.in_(members),
-        Order.status.in_(COUNTED_ORDER_STATUSES),
-        Order.created_at >= edges[0],
-        Order.created_at < edges[-1],
-    )
-    rows = {int(b): (int(n), int(r), int(u)) for b, n, r, u in session.execute(per_month.group_by(bucket))}
+    kept = monthly.kept_zone(session)
+    if kept is not None and kept.key == settings.timezone:
+        rows = monthly.segment_months(session, segment.id, months[0], months[-1])
+    else:
+        rows = _months_from_orders(session, segment.id, months, zone)
     member_count = segment.member_count or 0
     points = []
-    for i, month in enumerate(months):
-        n, revenue, buyers = rows.get(i, (0, 0, 0))
+    for month in months:
+        n, revenue, buyers = rows.get(month, (0, 0, 0))
         points.append(
             MonthPoint(
                 month=month.strftime("%Y-%m"),
@@ -132,19 +140,15 @@ def analytics(
                 buyers=buyers,
             )
         )
-    everyone = session.execute(
-        sa.select(
-            sa.func.count(),
-            sa.func.coalesce(sa.func.sum(CustomerSummary.order_count), 0),
-            sa.func.coalesce(sa.func.sum(CustomerSummary.total_spent_minor), 0),
-        )
-    ).one()
-    own = _averages(member_count, segment.stats_orders or 0, segment.stats_spent_minor or 0, exponent)
+    everyone, everyone_as_of = kept_all_customer_sums(session)
+    own = _averages(member_count, segment.stats_orders or 0, segment.stats_spent_minor or 0, exponent,
+                    segment.stats_at)  # fmt: skip
     size = [SizePoint(day=d.isoformat(), members=m, entered=e, exited=x)
             for d, m, e, x in size_over_time(session, segment, first, last, zone)]  # fmt: skip
     return Analytics(
         segment_id=segment.id, members=member_count, start=first, end=last, size=size, months=points, segment=own,
-        all_customers=_averages(int(everyone[0]), int(everyone[1]), int(everyone[2]), exponent),
+        all_customers=_averages(everyone["customers"], everyone["orders"], everyone["spent_minor"], exponent,
+                                everyone_as_of),
         clv=Clv(historical=own.avg_spending, method="historical: average spending per member",
                 predicted=predicted_averages(session, segment.avg_clv_minor, exponent)),
     )  # fmt: skip

@@ -171,6 +171,19 @@ class Order(Base):
     content_hash: Mapped[str] = mapped_column(sa.String(64), nullable=False)
 
 
+class CustomerMonth(Base):
+    """A customer's counted orders and their revenue in one calendar month (local, in the zone the month figures
+    were built in: ``cohorta.membership.monthly``). A row exists only for a month with at least one order."""
+
+    __tablename__ = "customer_months"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    customer_id: Mapped[int] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
+    month: Mapped[date] = mapped_column(sa.Date, primary_key=True, doc="The first day of the month")
+    orders: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    revenue_minor: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+
+
 class OrderItem(Base):
     """An order line. Customer, time and status are copied from the order so item rules need no join."""
 

@@ -190,7 +190,7 @@ def delete_customer(
     session: SessionDep, clock: ClockDep, principal: AdminDep, source_id: str = SourceId
 ) -> Response:
     """Erase the customer and all their activity, memberships and membership history."""
-    forget_customer(session, service.customer_id_for(session, source_id))
+    forget_customer(session, service.customer_id_for(session, source_id), clock.now())
     service.delete_customer(session, source_id)
     audit.record(session, clock.now(), principal.name, "customer.erase", "customer", source_id)
     session.commit()
@@ -276,7 +276,9 @@ def post_order(
     index: SegmentIndexDep,
 ) -> WriteResult:
     """Record an order. Idempotent by ``id``: the same order again is a duplicate; other content updates it."""
-    ingested = service.record_orders(session, clock, settings.currency_exponent, [body], loc_prefix=lambda _i: ())
+    ingested = service.record_orders(
+        session, clock, settings.currency_exponent, [body], timezone=settings.timezone, loc_prefix=lambda _i: ()
+    )
     live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "orders", index=index)
     session.commit()
     return _single_status(response, ingested.result.items[0])
@@ -287,7 +289,9 @@ def bulk_orders(
     body: OrderBulkIn, session: SessionDep, clock: ClockDep, settings: SettingsDep, index: SegmentIndexDep
 ) -> BulkResult:
     _check_bulk_size(len(body.items), settings.bulk_max_items)
-    ingested = service.record_orders(session, clock, settings.currency_exponent, body.items)
+    ingested = service.record_orders(
+        session, clock, settings.currency_exponent, body.items, timezone=settings.timezone
+    )
     live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "orders", index=index)
     session.commit()
     return ingested.result

@@ -12,6 +12,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -38,7 +39,6 @@ from cohorta.customers.models import (
     Order,
     OrderItem,
     PointsEntry,
-    ProjectSetting,
     ValueType,
 )
 from cohorta.customers.schemas import (
@@ -66,7 +66,9 @@ from cohorta.customers.schemas import (
 )
 from cohorta.db import InValues, insert_rows, table_of, update_rows
 from cohorta.errors import Conflict, FieldError, InvalidInput, NotFound
+from cohorta.membership import monthly
 from cohorta.money import from_minor, to_minor
+from cohorta.project_settings import get_setting, put_setting
 
 PROFILE_FIELDS: tuple[str, ...] = (
     "first_name",
@@ -99,23 +101,19 @@ class Ingested:
 
     result: BulkResult
     customer_ids: set[int] = field(default_factory=set)
+    # The written items' times, before (updates) and after the write: which months of the customers it touched.
+    times: list[datetime] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------- schemas
 
 
 def attributes_open(session: Session) -> bool:
-    setting = session.get(ProjectSetting, ATTRIBUTES_OPEN_KEY)
-    return bool(setting.value) if setting else False
+    return bool(get_setting(session, ATTRIBUTES_OPEN_KEY))
 
 
 def set_attributes_open(session: Session, is_open: bool) -> None:
-    setting = session.get(ProjectSetting, ATTRIBUTES_OPEN_KEY)
-    if setting is None:
-        session.add(ProjectSetting(key=ATTRIBUTES_OPEN_KEY, value=is_open))
-    else:
-        setting.value = is_open
-    session.flush()
+    put_setting(session, ATTRIBUTES_OPEN_KEY, is_open)
 
 
 def attribute_definitions(session: Session) -> dict[str, AttributeDefinition]:
@@ -605,12 +603,22 @@ def _apply(
         if children:
             insert_rows(session.connection(), child_table, children)
     session.flush()
-    return Ingested(result=result, customer_ids={p.customer_id for p in (*inserts, *updates)})
+    times = [p.row[time_column] for p in (*inserts, *updates)]
+    times += [existing[p.client_id][4] for p in updates]
+    return Ingested(result=result, customer_ids={p.customer_id for p in (*inserts, *updates)}, times=times)
 
 
 def record_orders(
-    session: Session, clock: Clock, exponent: int, orders: Sequence[OrderIn], *, loc_prefix: Any = None
+    session: Session,
+    clock: Clock,
+    exponent: int,
+    orders: Sequence[OrderIn],
+    *,
+    timezone: str,
+    loc_prefix: Any = None,
 ) -> Ingested:
+    """Record new and changed orders, then bring the customers' summaries and month-by-month figures up to date.
+    ``timezone``: the project's, for the month figures of a database that keeps none yet."""
     loc_of = loc_prefix or (lambda index: ("items", index))
     errors: list[FieldError] = []
     _repeated_ids(orders, loc_of, errors)
@@ -660,6 +668,7 @@ def record_orders(
             )
     if errors:
         raise InvalidInput(errors)
+    monthly.kept_zone(session, claim=timezone)  # before the first order is written: nothing to build yet
     ingested = _apply(
         session,
         Order,
@@ -672,6 +681,7 @@ def record_orders(
         loc_of=loc_of,
     )
     summary.refresh_summaries(session, sorted(ingested.customer_ids))
+    monthly.refresh_customers(session, ingested.customer_ids, ingested.times)
     return ingested
 
 

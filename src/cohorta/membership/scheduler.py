@@ -16,6 +16,7 @@ from cohorta.config import Settings
 from cohorta.exports.jobs import run_pending_exports
 from cohorta.membership.jobs import queue_safety_net, queue_window_edges, run_due_wakeups, run_pending
 from cohorta.membership.live import SegmentIndex
+from cohorta.membership.monthly import build_if_needed
 from cohorta.membership.service import recount_all_statistics
 from cohorta.sources.service import run_due_syncs
 from cohorta.webhooks.service import dispatch
@@ -50,6 +51,8 @@ class Scheduler:
             thread.join(timeout=30)
 
     def _membership(self) -> None:
+        # Month figures for the analytics: built once after the upgrade that added them, again if the zone changes.
+        build_if_needed(self.factory, self.settings.timezone)
         queue_window_edges(self.factory, self.clock)
         queue_safety_net(self.factory, self.clock, self.settings)
         run_pending(self.factory, self.clock, self.settings, self.index)

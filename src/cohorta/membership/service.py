@@ -20,15 +20,18 @@ from cohorta.clv.models import CustomerClv
 from cohorta.config import Settings
 from cohorta.customers.models import CustomerGroupAssignment, CustomerSummary
 from cohorta.customers.summary import chunked
-from cohorta.db import InValues, as_instant, insert_rows, table_of
+from cohorta.db import InValues, add_into, insert_rows, table_of
 from cohorta.evaluation import store
 from cohorta.evaluation.catalog import build_catalog
+from cohorta.membership import monthly
+from cohorta.project_settings import get_setting, put_setting
 from cohorta.segments.models import (
     ChangeCause,
     MembershipChange,
     Segment,
     SegmentListEntry,
     SegmentMember,
+    SegmentSizeChange,
     SegmentStatus,
     SegmentType,
 )
@@ -110,8 +113,11 @@ def apply_diff(
             for cid, entered_ in changes
         ],
     )
+    if entering or exiting:
+        count_size_change(session, [segment.id], now, len(entering), len(exiting))
     segment.member_count = (segment.member_count or 0) + len(entering) - len(exiting)
     for ids, sign in ((entering, 1), (exiting, -1)):
+        monthly.carry_members(session, segment.id, ids, sign)
         if ids:
             orders, spent, clv = _summary_sums(session, ids)
             segment.stats_orders = (segment.stats_orders or 0) + sign * orders
@@ -175,6 +181,9 @@ def recount_all_statistics(factory: Any, now: datetime) -> int:
         current = dict(session.execute(
             sa.select(Segment.id, Segment.member_count).where(Segment.status != SegmentStatus.archived.value)
         ).all())  # fmt: skip
+        everyone = all_customer_sums(session)
+    with factory.begin() as session:
+        put_setting(session, ALL_CUSTOMERS_KEY, {**everyone, "as_of": now.isoformat()})
     updated = 0
     for segment_id, member_count in current.items():
         n, orders, spent, clv = counted.get(segment_id, (0, 0, 0, None))
@@ -188,6 +197,33 @@ def recount_all_statistics(factory: Any, now: datetime) -> int:
             derive_averages(segment)
             updated += 1
     return updated
+
+
+ALL_CUSTOMERS_KEY = "all_customer_statistics"
+
+
+def all_customer_sums(session: Session) -> dict[str, int]:
+    """Customers, their orders and their spending (minor units), over every customer."""
+    summaries = table_of(CustomerSummary)
+    customers, orders, spent = session.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(summaries.c.order_count), 0),
+            sa.func.coalesce(sa.func.sum(summaries.c.total_spent_minor), 0),
+        )
+    ).one()
+    return {"customers": int(customers), "orders": int(orders), "spent_minor": int(spent)}
+
+
+def kept_all_customer_sums(session: Session) -> tuple[dict[str, int], datetime | None]:
+    """All customers' sums as of the last periodic recount (a grouped read of every summary, 0.2 s at 1,000,000
+    customers, is too slow for every analytics request), or counted now when no recount has run yet."""
+    setting = get_setting(session, ALL_CUSTOMERS_KEY)
+    if setting is None:
+        return all_customer_sums(session), None
+    kept = dict(setting)
+    as_of = datetime.fromisoformat(kept.pop("as_of"))
+    return {key: int(value) for key, value in kept.items()}, as_of
 
 
 def _counts(
@@ -262,44 +298,65 @@ def customer_segment_rows(session: Session, customer_id: int) -> list[dict[str, 
     return [dict(row._mapping) for row in session.execute(query)]
 
 
-def forget_customer(session: Session, customer_id: int) -> None:
-    """Before erasing a customer: take them out of the member counts of the segments they are in."""
+def forget_customer(session: Session, customer_id: int, now: datetime) -> None:
+    """Before erasing a customer: take them out of the member counts and month figures of the segments they are
+    in, and count their leaving now in the size over time (their own membership history goes with them)."""
+    monthly.forget_customer(session, customer_id)
     members = table_of(SegmentMember)
     segments = table_of(Segment)
     their_segments = sa.select(members.c.segment_id).where(members.c.customer_id == customer_id)
+    count_size_change(session, list(session.scalars(their_segments)), now, 0, 1)
     session.execute(
         sa.update(segments).where(segments.c.id.in_(their_segments)).values(member_count=segments.c.member_count - 1)
     )
 
 
+QUARTER = timedelta(minutes=15)
+
+
+def quarter_of(instant: datetime) -> datetime:
+    """The start of the quarter hour (UTC) the instant falls in."""
+    instant = instant.astimezone(UTC)
+    return instant.replace(minute=instant.minute - instant.minute % 15, second=0, microsecond=0)
+
+
+def count_size_change(session: Session, segment_ids: Sequence[str], now: datetime, entered: int, exited: int) -> None:
+    """Add entries and exits to these segments' counts for the quarter hour of ``now``."""
+    table = table_of(SegmentSizeChange)
+    connection = session.connection()
+    for segment_id in segment_ids:
+        rows = sa.select(
+            sa.literal(segment_id, sa.String).label("segment_id"),
+            sa.literal(quarter_of(now), table.c.quarter.type).label("quarter"),
+            sa.literal(entered, sa.BigInteger).label("entered"),
+            sa.literal(exited, sa.BigInteger).label("exited"),
+        )
+        add_into(connection, table, ("segment_id", "quarter"), rows)
+
+
 def size_over_time(
     session: Session, segment: Segment, first: date, last: date, zone: ZoneInfo
 ) -> list[tuple[date, int, int, int]]:
-    """(local day, members at the end of it, entered, exited) for each day from ``first`` to ``last``."""
-    history = table_of(MembershipChange)
+    """(local day, members at the end of it, entered, exited) for each day from ``first`` to ``last``, from the
+    quarter-hour counts of entries and exits."""
+    counts = table_of(SegmentSizeChange)
     start = datetime.combine(first, dt_time.min, zone).astimezone(UTC)
     end = datetime.combine(last + timedelta(days=1), dt_time.min, zone).astimezone(UTC)
-    signed = sa.case((history.c.entered, 1), else_=-1)
     before = session.execute(
-        sa.select(sa.func.coalesce(sa.func.sum(signed), 0)).where(
-            history.c.segment_id == segment.id, history.c.occurred_at < start
+        sa.select(sa.func.coalesce(sa.func.sum(counts.c.entered - counts.c.exited), 0)).where(
+            counts.c.segment_id == segment.id, counts.c.quarter < start
         )
     ).scalar_one()
-    # Changes grouped by minute in SQL (cheap even after a million-member recompute), then by local day here.
-    if session.get_bind().dialect.name == "sqlite":
-        minute: sa.ColumnElement[Any] = sa.func.substr(history.c.occurred_at, 1, 16)
-    else:
-        minute = sa.func.date_trunc("minute", history.c.occurred_at)
     rows = session.execute(
-        sa.select(minute, history.c.entered, sa.func.count())
-        .where(history.c.segment_id == segment.id, history.c.occurred_at >= start, history.c.occurred_at < end)
-        .group_by(minute, history.c.entered)
+        sa.select(counts.c.quarter, counts.c.entered, counts.c.exited).where(
+            counts.c.segment_id == segment.id, counts.c.quarter >= start, counts.c.quarter < end
+        )
     ).all()
     per_day: dict[date, list[int]] = defaultdict(lambda: [0, 0])
-    for at, entered, count in rows:
-        instant = as_instant(at if not isinstance(at, str) else at + ":00")
-        assert instant is not None
-        per_day[instant.astimezone(zone).date()][0 if entered else 1] += count
+    for quarter, entered, exited in rows:
+        counted = per_day[quarter.astimezone(zone).date()]
+        counted[0] += entered
+        counted[1] += exited
     points: list[tuple[date, int, int, int]] = []
     size = int(before)
     day = first

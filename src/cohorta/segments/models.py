@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -130,6 +130,34 @@ class SegmentMember(Base):
     segment_id: Mapped[str] = mapped_column(sa.ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
     customer_id: Mapped[int] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
     since: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class SegmentMonth(Base):
+    """The sums of the current members' ``customer_months`` for one month: kept with membership so the analytics'
+    month-by-month figures read one row per month (``cohorta.membership.monthly``)."""
+
+    __tablename__ = "segment_months"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    segment_id: Mapped[str] = mapped_column(sa.ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
+    month: Mapped[date] = mapped_column(sa.Date, primary_key=True)
+    orders: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    revenue_minor: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    buyers: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, doc="Members with an order in the month")
+
+
+class SegmentSizeChange(Base):
+    """Entries and exits per segment and quarter of an hour (UTC): the size over time without reading every
+    membership change (a million-member recompute is a million of them). Every zone's offset is a whole number of
+    quarters, so local days are unions of these."""
+
+    __tablename__ = "segment_size_changes"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    segment_id: Mapped[str] = mapped_column(sa.ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
+    quarter: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True, doc="Start of the quarter hour")
+    entered: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    exited: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
 
 
 class MembershipChange(Base):

@@ -1,0 +1,24 @@
+"""Small project-wide values changed at run time (``project_settings``): read and written in the caller's
+transaction. Not deployment configuration (that is :mod:`cohorta.config`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from cohorta.customers.models import ProjectSetting
+from cohorta.db import dialect_insert, table_of
+
+
+def get_setting(session: Session, key: str) -> Any | None:
+    """The value, or None when it was never set (read from the database, not the session's identity map)."""
+    table = table_of(ProjectSetting)
+    return session.execute(sa.select(table.c.value).where(table.c.key == key)).scalar_one_or_none()
+
+
+def put_setting(session: Session, key: str, value: Any) -> None:
+    """Set the value; two writers setting it at once do not fail (the later one wins)."""
+    statement = dialect_insert(session.connection(), table_of(ProjectSetting)).values(key=key, value=value)
+    session.execute(statement.on_conflict_do_update(index_elements=["key"], set_={"value": statement.excluded.value}))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import secrets
 import string
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import groupby
@@ -177,15 +177,19 @@ def insert_rows(connection: sa.Connection, table: sa.Table, rows: list[dict[str,
     def present(row: dict[str, Any]) -> tuple[str, ...]:
         return tuple(name for name, value in row.items() if value is not None)
 
-    for present_names, run in groupby(rows, key=present):
+    if any(None in row.values() for row in rows):
+        groups: Iterable[tuple[tuple[str, ...], Iterable[dict[str, Any]]]] = groupby(rows, key=present)
+    else:  # the common case (membership, history), checked at C speed: one group, no key per row
+        groups = [(tuple(rows[0]), rows)]
+    for present_names, run in groups:
         group = list(run)
         group_columns = [table.c[name] for name in present_names]
         params = _processed_rows(dialect, group_columns, group)
         placeholders = ", ".join(["?"] * len(group_columns))
         column_list = ", ".join(quote(column.name) for column in group_columns)
-        connection.exec_driver_sql(
-            f"INSERT INTO {quote(table.name)} ({column_list}) VALUES ({placeholders})", [tuple(v) for v in params]
-        )
+        # The driver's own executemany takes the lists as they are (SQLAlchemy's wants a tuple per row).
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.executemany(f"INSERT INTO {quote(table.name)} ({column_list}) VALUES ({placeholders})", params)
 
 
 def update_rows(connection: sa.Connection, table: sa.Table, key: str, rows: list[dict[str, Any]]) -> None:

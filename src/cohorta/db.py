@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import secrets
 import string
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -173,14 +174,23 @@ def insert_rows(connection: sa.Connection, table: sa.Table, rows: list[dict[str,
     # Binding a NULL costs about a microsecond in Python's sqlite3, more than the insert itself: rows are grouped by
     # which columns they leave NULL, and those columns are left out of that group's INSERT (they have no server
     # default, so the database stores NULL just the same).
-    # Only consecutive rows are grouped, so rows keep their order (and autoincrement ids follow the request).
     def present(row: dict[str, Any]) -> tuple[str, ...]:
         return tuple(name for name, value in row.items() if value is not None)
 
-    if any(None in row.values() for row in rows):
-        groups: Iterable[tuple[tuple[str, ...], Iterable[dict[str, Any]]]] = groupby(rows, key=present)
-    else:  # the common case (membership, history), checked at C speed: one group, no key per row
+    groups: Iterable[tuple[tuple[str, ...], Iterable[dict[str, Any]]]]
+    generated = table.autoincrement_column
+    if not any(None in row.values() for row in rows):  # checked at C speed: one group, no key per row
         groups = [(tuple(rows[0]), rows)]
+    elif generated is not None and generated.key not in rows[0]:
+        # Ids are generated in insertion order and follow the request: only consecutive rows are grouped.
+        groups = groupby(rows, key=present)
+    else:
+        # Order does not matter: one INSERT per pattern (attribute values alternate between typed value columns,
+        # which in request order made groups of one row each).
+        by_pattern: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            by_pattern[present(row)].append(row)
+        groups = by_pattern.items()
     for present_names, run in groups:
         group = list(run)
         group_columns = [table.c[name] for name in present_names]

@@ -48,6 +48,29 @@ def test_demo_load_fills_an_empty_database_once(sqlite_url: str) -> None:
     assert "already holds customers" in again.output
 
 
+def test_demo_load_builds_the_month_figures_and_they_can_be_rebuilt_in_another_zone(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert runner.invoke(app, ["demo", "load", "--customers", "60", "--seed", "3"]).exit_code == 0
+    engine = db.create_db_engine(sqlite_url)
+    counted = "SELECT COUNT(*) FROM orders WHERE status IN ('paid', 'fulfilled')"
+    with engine.connect() as connection:
+        orders = connection.execute(sa.text(counted)).scalar_one()
+        kept = connection.execute(sa.text("SELECT SUM(orders) FROM customer_months")).scalar_one()
+        zone = connection.execute(sa.text("SELECT value FROM project_settings WHERE key = 'order_months'")).scalar()
+    assert kept == orders > 0
+    assert '"UTC"' in zone
+    monkeypatch.setenv("COHORTA_TIMEZONE", "Asia/Tokyo")
+    get_settings.cache_clear()
+    rebuilt = runner.invoke(app, ["analytics", "rebuild-months"])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert "Month figures rebuilt in Asia/Tokyo" in rebuilt.output
+    with engine.connect() as connection:
+        zone = connection.execute(sa.text("SELECT value FROM project_settings WHERE key = 'order_months'")).scalar()
+        kept = connection.execute(sa.text("SELECT SUM(orders) FROM customer_months")).scalar_one()
+    assert '"Asia/Tokyo"' in zone and kept == orders
+
+
 def test_bad_configuration_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COHORTA_CURRENCY", "XYZ")
     get_settings.cache_clear()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import random
 import statistics
@@ -311,6 +312,9 @@ def run_engine(kind: str, args: argparse.Namespace, out: dict[str, list[list[str
                 problems = check_members(factory, ids, expected, args.customers)
                 full_s, found = recompute_all(factory, clock, settings, ids)
                 ratio = full_s / polars_s
+                out["problems"] += [
+                    [f"{kind}: stored membership differs from Polars in {problem}"] for problem in problems
+                ]
                 console.log(f"{kind}: recompute {full_s:.1f} s, Polars {polars_s:.2f} s (tables loaded in {load_s:.1f} "
                             f"s); problems: {problems[:5]}")  # fmt: skip
                 out["recompute"].append([
@@ -416,9 +420,10 @@ def main() -> None:
     parser.add_argument("--step-minutes", type=int, default=5)
     parser.add_argument("--writes-per-step", type=int, default=6)
     args = parser.parse_args()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     console.width = max(console.width, 200)
     console.print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()}, {os.cpu_count()} CPUs")
-    out: dict[str, list[list[str]]] = {"single": [], "bulk": [], "recompute": [], "day": []}
+    out: dict[str, list[list[str]]] = {"single": [], "bulk": [], "recompute": [], "day": [], "problems": []}
     for kind in args.engines.split(","):
         run_engine(kind, args, out)
     n = f"{args.customers:,} customers, {args.segments} active segments"
@@ -443,6 +448,10 @@ def main() -> None:
                      "ms/write", "median ms/pass", "safety-net pass s", "membership changes (entered, exited)",
                      "drift", "target"], out["day"])  # fmt: skip
     console.print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()}")
+    if out["problems"]:  # the ids check failed: the ratio compares different answers
+        for (problem,) in out["problems"][:20]:
+            console.print(f"[red]{problem}[/]")
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

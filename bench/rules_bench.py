@@ -16,6 +16,7 @@ The demo database is built once per size into ``$COHORTA_BENCH_CACHE`` (default 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -32,7 +33,22 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from bench.common import console, print_table
-from bench.rules_set import ACTIVITY, PROFILE, RULES, BenchRule, variants
+from bench.rules_set import (
+    ACTIVITY,
+    BRANDS,
+    CALENDAR,
+    CATEGORIES,
+    CITY_PREFIXES,
+    COUNTRIES,
+    INTERESTS,
+    OCCUPATIONS,
+    PROFILE,
+    RULES,
+    TIERS,
+    BenchRule,
+    pick,
+    variants,
+)
 from cohorta import db, rules
 from cohorta.clock import FrozenClock
 from cohorta.config import Settings
@@ -158,7 +174,7 @@ def load_frames(path: Path, tables: set[str] | None = None) -> dict[str, pl.Data
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Hand-written Polars queries: one per benchmark rule (k = 0), written from the rule's documented meaning.
+# Hand-written Polars queries: one per benchmark rule and variant k, written from the rule's documented meaning.
 
 AS_OF = NOW.replace(tzinfo=None)  # naive UTC, as stored
 TODAY = NOW.date()  # the rules run in UTC
@@ -229,6 +245,22 @@ def bucket(column: pl.Expr, seed: str) -> pl.Expr:
     return h % 10_000
 
 
+def period(name: str) -> tuple[datetime, datetime]:
+    """A calendar window (``this_year``, ``last_quarter`` ...) as [first instant, end), cut at ``as_of``."""
+    which, unit = name.split("_")
+    months = {"month": 1, "quarter": 3, "year": 12}[unit]
+    first_month = (TODAY.month - 1) // months * months  # months since January, 0-based
+    start = TODAY.year * 12 + first_month - (months if which == "last" else 0)
+    end = start + months
+    as_date = [date(m // 12, m % 12 + 1, 1) for m in (start, end)]
+    return day_start(as_date[0]), min(day_start(as_date[1]), AS_OF + timedelta(microseconds=1))
+
+
+def in_period(frame: pl.LazyFrame, column: str, name: str) -> pl.LazyFrame:
+    first, end = period(name)
+    return frame.filter(pl.col(column) >= first, pl.col(column) < end)
+
+
 def orders_last_days(f: Frames, days: int) -> pl.LazyFrame:
     return last_days(f["orders"].filter(pl.col("status").is_in(COUNTED)), "created_at", days)
 
@@ -239,112 +271,173 @@ def event_counts(f: Frames, name: str, days: int, events: pl.LazyFrame | None = 
     return rows.group_by("customer_id").agg(n=pl.len())
 
 
-def q_brand_spend(f: Frames) -> pl.LazyFrame:
-    items = f["order_items"].filter(pl.col("status").is_in(COUNTED), lower("brand") == "stride")
-    spend = last_days(items, "ordered_at", 90).group_by("customer_id").agg(pl.col("amount_minor").sum())
-    return ids(spend.filter(pl.col("amount_minor") > 50_000))
+def lowered(values: list[str]) -> list[str]:
+    return [v.lower() for v in values]
 
 
-def q_shoes_viewed(f: Frames) -> pl.LazyFrame:
-    shoes = f["event_property_values"].filter(pl.col("key") == "category", lower("value_string") == "shoes")
+def summaries(f: Frames, predicate: pl.Expr) -> pl.LazyFrame:
+    return ids(f["customer_summaries"].filter(predicate))
+
+
+def club(f: Frames) -> pl.LazyFrame:
+    return f["customer_program_summaries"].filter(pl.col("program") == "club")
+
+
+def attribute_in(f: Frames, name: str, values: list[str]) -> pl.LazyFrame:
+    return ids(attribute(f, name).filter(lower("value_string").is_in(lowered(values))))
+
+
+# Each query takes the variant number k of bench.rules_set (k = 0: the benchmark rule itself) and reads the values
+# that variant uses (the same countries, thresholds and windows); the logic is written here, not taken from Cohorta.
+
+
+def q_country_in(f: Frames, k: int) -> pl.LazyFrame:
+    return customers_where(f, lower("country").is_in(lowered(pick(COUNTRIES, k, 3 + k // len(COUNTRIES)))))
+
+
+def q_city_starts_with(f: Frames, k: int) -> pl.LazyFrame:
+    prefix = pick(CITY_PREFIXES, k)[0]
+    if k < len(CITY_PREFIXES):  # case-insensitive
+        return customers_where(f, lower("city").str.starts_with(prefix.lower()))
+    return customers_where(f, pl.col("city").str.starts_with(prefix if k < 30 else prefix.upper()))
+
+
+def q_birthday_week(f: Frames, k: int) -> pl.LazyFrame:
+    key = pl.col("birthdate").dt.month().cast(pl.Int32) * 100 + pl.col("birthdate").dt.day()
+    return customers_where(f, key.is_in(birthday_keys(7 + k)))
+
+
+def q_signed_up(f: Frames, k: int) -> pl.LazyFrame:
+    return customers_where(f, pl.col("created_at") < day_start(TODAY - timedelta(days=365 + 5 * k)))
+
+
+def q_loyalty_member(f: Frames, k: int) -> pl.LazyFrame:
+    member = pl.col("loyalty_member") == (k % 2 == 0)
+    if k < 2:
+        return customers_where(f, member)
+    return customers_where(f, member & (lower("country") == pick(COUNTRIES, k)[0].lower()))
+
+
+def q_married(f: Frames, k: int) -> pl.LazyFrame:
+    married = ids(attribute(f, "married").filter(pl.col("value_boolean") == (k % 2 == 0)))
+    if k < 2:
+        return married
+    return both(married, ids(attribute(f, "children").filter(pl.col("value_number") >= k % 19 * 0.25)))
+
+
+def q_surveyed(f: Frames, k: int) -> pl.LazyFrame:
+    return ids(attribute(f, "last_survey_at").filter(
+        pl.col("value_datetime") >= day_start(TODAY - timedelta(days=89 + k)),
+        pl.col("value_datetime") < day_start(TODAY + timedelta(days=1)),
+    ))  # fmt: skip
+
+
+def q_interests_all(f: Frames, k: int) -> pl.LazyFrame:
+    wanted = lowered(pick(INTERESTS, 3 + k, 2 + k // 15))
+    interests = attribute(f, "interests").with_columns(v=lower("value_string")).filter(pl.col("v").is_in(wanted))
+    return ids(interests.group_by("customer_id").agg(n=pl.col("v").n_unique()).filter(pl.col("n") == len(wanted)))
+
+
+def q_club_tier(f: Frames, k: int) -> pl.LazyFrame:
+    if k < 4:
+        return ids(club(f).filter(lower("tier").is_in(pick(TIERS, 2 + k, 2))))
+    tier = ids(club(f).filter(lower("tier") == pick(TIERS, k)[0]))
+    return both(tier, customers_where(f, lower("country") == pick(COUNTRIES, k)[0].lower()))
+
+
+def q_brand_spend(f: Frames, k: int) -> pl.LazyFrame:
+    brand = pick(BRANDS, k)[0].lower()
+    items = f["order_items"].filter(pl.col("status").is_in(COUNTED), lower("brand") == brand)
+    spend = last_days(items, "ordered_at", 90 + k // len(BRANDS))
+    return ids(spend.group_by("customer_id").agg(pl.col("amount_minor").sum()).filter(pl.col("amount_minor") > 50_000))
+
+
+def q_shoes_viewed(f: Frames, k: int) -> pl.LazyFrame:
+    category = pick(CATEGORIES, k)[0]
+    shoes = f["event_property_values"].filter(pl.col("key") == "category", lower("value_string") == category)
     events = f["events"].join(shoes, left_on="id", right_on="event_pk", how="semi")
-    return ids(event_counts(f, "product_viewed", 30, events).filter(pl.col("n") >= 2))
+    return ids(event_counts(f, "product_viewed", 30 + k // len(CATEGORIES), events).filter(pl.col("n") >= 2))
 
 
-def q_earned_points(f: Frames) -> pl.LazyFrame:
-    earned = f["loyalty_transactions"].filter(
-        pl.col("type") == "points", lower("entry") == "earn",
-        pl.col("occurred_at") >= day_start(date(TODAY.year, 1, 1)), pl.col("occurred_at") <= AS_OF,
-    )  # fmt: skip
-    return ids(earned.group_by("customer_id").agg(pl.col("points").sum()).filter(pl.col("points") > 500))
+def q_earned_points(f: Frames, k: int) -> pl.LazyFrame:
+    points = f["loyalty_transactions"].filter(pl.col("type") == "points", lower("entry") == "earn")
+    earned = in_period(points, "occurred_at", pick(CALENDAR, k)[0]).group_by("customer_id").agg(pl.col("points").sum())
+    return ids(earned.filter(pl.col("points") > 500 + 10 * (k // len(CALENDAR))))
 
 
-def q_redeemed_last_quarter(f: Frames) -> pl.LazyFrame:
-    first_month = 3 * ((TODAY.month - 1) // 3) + 1  # this quarter
-    this_quarter = date(TODAY.year, first_month, 1)
-    last_quarter = date(TODAY.year - (first_month == 1), (first_month - 4) % 12 + 1, 1)
-    rows = f["loyalty_transactions"].filter(
-        pl.col("type") == "redemption",
-        pl.col("occurred_at") >= day_start(last_quarter), pl.col("occurred_at") < day_start(this_quarter),
-    )  # fmt: skip
-    return ids(rows)
+def q_redeemed(f: Frames, k: int) -> pl.LazyFrame:
+    rows = in_period(f["loyalty_transactions"].filter(pl.col("type") == "redemption"), "occurred_at",
+                     pick(CALENDAR, 3 + k)[0])  # fmt: skip
+    return ids(rows.group_by("customer_id").agg(n=pl.len()).filter(pl.col("n") >= 1 + k // len(CALENDAR)))
 
 
-def q_nested_profile(f: Frames) -> pl.LazyFrame:
-    programs = f["customer_program_summaries"]
-    tier = programs.filter(pl.col("program") == "club", lower("tier").is_in(["gold", "platinum"]))
-    spent = f["customer_summaries"].filter(pl.col("total_spent_minor") > 200_000)
-    gamers = attribute(f, "interests").filter(lower("value_string") == "gaming")
+def q_nested_profile(f: Frames, k: int) -> pl.LazyFrame:
+    tier = club(f).filter(lower("tier").is_in(["gold", "platinum"]))
+    spent = f["customer_summaries"].filter(pl.col("total_spent_minor") > (2000 + 10 * k) * 100)
     return both(
-        customers_where(f, lower("country").is_in(["pl", "de"])),
+        customers_where(f, lower("country").is_in(lowered(pick(COUNTRIES, k % 9, 2)))),
         either(ids(tier), ids(spent)),
-        without(f, ids(gamers)),
+        without(f, attribute_in(f, "interests", pick(INTERESTS, 5 + k))),
     )
 
 
-def q_nested_activity(f: Frames) -> pl.LazyFrame:
-    newsletter = ids(event_counts(f, "newsletter_opened", 30).filter(pl.col("n") >= 2))
-    vip = ids(attribute(f, "club_level").filter(lower("value_string") == "vip"))
+def q_nested_activity(f: Frames, k: int) -> pl.LazyFrame:
+    newsletter = ids(event_counts(f, "newsletter_opened", 30).filter(pl.col("n") >= 2 + k % 3))
     return both(
         customers_where(f, pl.col("loyalty_member")),
-        without(f, ids(orders_last_days(f, 60))),
-        either(newsletter, vip),
+        without(f, ids(orders_last_days(f, 60 + k))),
+        either(newsletter, attribute_in(f, "club_level", ["vip"])),
     )
 
 
-POLARS_QUERIES: dict[str, Callable[[Frames], pl.LazyFrame]] = {
-    "country_in": lambda f: customers_where(f, lower("country").is_in(["pl", "de", "fr"])),
-    "city_starts_with": lambda f: customers_where(f, lower("city").str.starts_with("ma")),
-    "birthday_week": lambda f: customers_where(
-        f, (pl.col("birthdate").dt.month().cast(pl.Int32) * 100 + pl.col("birthdate").dt.day()).is_in(birthday_keys(7))
+def q_holdout(f: Frames, k: int) -> pl.LazyFrame:
+    country = lower("country") == pick(COUNTRIES, k)[0].lower()
+    return customers_where(f, country & (bucket(pl.col("id"), f"q4-holdout-{k // 50}") < (10 + k % 50) * 100))
+
+
+POLARS_VARIANTS: dict[str, Callable[[Frames, int], pl.LazyFrame]] = {
+    "country_in": q_country_in,
+    "city_starts_with": q_city_starts_with,
+    "birthday_week": q_birthday_week,
+    "signed_up_over_a_year_ago": q_signed_up,
+    "loyalty_member": q_loyalty_member,
+    "occupation_in": lambda f, k: attribute_in(f, "occupation", pick(OCCUPATIONS, 7 + k, 2 + k // 15)),
+    "children_at_least_2": lambda f, k: ids(attribute(f, "children").filter(pl.col("value_number") >= 2 + k * 0.25)),
+    "married": q_married,
+    "surveyed_last_90_days": q_surveyed,
+    "interests_any": lambda f, k: attribute_in(f, "interests", pick(INTERESTS, 1 + k, 2 + k // 15)),
+    "interests_all": q_interests_all,
+    "total_spent_over_1000": lambda f, k: summaries(f, pl.col("total_spent_minor") > (1000 + 25 * k) * 100),
+    "order_count_at_least_10": lambda f, k: summaries(f, pl.col("order_count") >= 10 + k),
+    "aov_50_to_100": lambda f, k: summaries(
+        f, pl.col("average_order_value_minor").is_between((50 + k) * 100, (100 + k) * 100)
     ),
-    "signed_up_over_a_year_ago": lambda f: customers_where(
-        f, pl.col("created_at") < day_start(TODAY - timedelta(days=365))
+    "last_order_over_180_days_ago": lambda f, k: summaries(
+        f, pl.col("last_order_at") < day_start(TODAY - timedelta(days=180 + 3 * k))
     ),
-    "loyalty_member": lambda f: customers_where(f, pl.col("loyalty_member")),
-    "occupation_in": lambda f: ids(attribute(f, "occupation").filter(lower("value_string").is_in(["developer",
-                                                                                                   "physician"]))),
-    "children_at_least_2": lambda f: ids(attribute(f, "children").filter(pl.col("value_number") >= 2)),
-    "married": lambda f: ids(attribute(f, "married").filter(pl.col("value_boolean"))),
-    "surveyed_last_90_days": lambda f: ids(attribute(f, "last_survey_at").filter(
-        pl.col("value_datetime") >= day_start(TODAY - timedelta(days=89)),
-        pl.col("value_datetime") < day_start(TODAY + timedelta(days=1)),
-    )),
-    "interests_any": lambda f: ids(attribute(f, "interests").filter(lower("value_string").is_in(["yoga", "cooking"]))),
-    "interests_all": lambda f: ids(
-        attribute(f, "interests").with_columns(v=lower("value_string")).filter(pl.col("v").is_in(["travel",
-                                                                                                 "photography"]))
-        .group_by("customer_id").agg(n=pl.col("v").n_unique()).filter(pl.col("n") == 2)
+    "points_balance_over_1000": lambda f, k: summaries(f, pl.col("points_balance") >= 1000 + 20 * k),
+    "club_points_below_100": lambda f, k: ids(
+        f["customers"].select(customer_id="id").join(club(f), on="customer_id", how="left")
+        .filter(pl.col("points_balance").fill_null(0) < 100 + 10 * k)
     ),
-    "total_spent_over_1000": lambda f: ids(f["customer_summaries"].filter(pl.col("total_spent_minor") > 100_000)),
-    "order_count_at_least_10": lambda f: ids(f["customer_summaries"].filter(pl.col("order_count") >= 10)),
-    "aov_50_to_100": lambda f: ids(
-        f["customer_summaries"].filter(pl.col("average_order_value_minor").is_between(5_000, 10_000))
-    ),
-    "last_order_over_180_days_ago": lambda f: ids(
-        f["customer_summaries"].filter(pl.col("last_order_at") < day_start(TODAY - timedelta(days=180)))
-    ),
-    "points_balance_over_1000": lambda f: ids(f["customer_summaries"].filter(pl.col("points_balance") >= 1000)),
-    "club_points_below_100": lambda f: ids(
-        f["customers"].select(customer_id="id")
-        .join(f["customer_program_summaries"].filter(pl.col("program") == "club"), on="customer_id", how="left")
-        .filter(pl.col("points_balance").fill_null(0) < 100)
-    ),
-    "club_tier_gold_plus": lambda f: ids(
-        f["customer_program_summaries"].filter(pl.col("program") == "club", lower("tier").is_in(["gold", "platinum"]))
-    ),
-    "no_orders_60_days": lambda f: without(f, ids(orders_last_days(f, 60))),
+    "club_tier_gold_plus": q_club_tier,
+    "no_orders_60_days": lambda f, k: without(f, ids(orders_last_days(f, 60 + k))),
     "brand_spend_90_days": q_brand_spend,
-    "product_viewed_3x_30_days": lambda f: ids(event_counts(f, "product_viewed", 30).filter(pl.col("n") >= 3)),
+    "product_viewed_3x_30_days": lambda f, k: ids(
+        event_counts(f, "product_viewed", 30 + k).filter(pl.col("n") >= 3)
+    ),
     "shoes_viewed_2x_30_days": q_shoes_viewed,
     "earned_points_this_year": q_earned_points,
-    "redeemed_last_quarter": q_redeemed_last_quarter,
+    "redeemed_last_quarter": q_redeemed,
     "nested_profile": q_nested_profile,
     "nested_activity": q_nested_activity,
-    "holdout_10_percent": lambda f: customers_where(
-        f, (lower("country") == "pl") & (bucket(pl.col("id"), "q4-holdout-0") < 1000)
-    ),
+    "holdout_10_percent": q_holdout,
 }  # fmt: skip
+
+#: The benchmark rules themselves (k = 0).
+POLARS_QUERIES: dict[str, Callable[[Frames], pl.LazyFrame]] = {
+    name: functools.partial(query, k=0) for name, query in POLARS_VARIANTS.items()
+}
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -2,12 +2,15 @@
 # Runs the benchmarks and prints their tables. Needs the project installed in ./.venv (bash scripts/test.sh does it)
 # and, for the PostgreSQL rows, the server named by COHORTA_BENCH_POSTGRES_URL (default: local, database test).
 #   bash bench/run.sh                 # all, at the default sizes
-#   bash bench/run.sh ingest          # one of: ingest, demo, rules, eligibility, export, analytics, clv
+#   bash bench/run.sh ingest          # one of: ingest, demo, rules, eligibility, export, analytics, clv, static, live
 #   CUSTOMERS=1000000 bash bench/run.sh demo
 #   CONCURRENCY=32 DURATION=20 WORKERS_LIST=1,2,4 bash bench/run.sh eligibility
 #   CUSTOMERS=1000000 bash bench/run.sh export   # the issue's size (builds a ~15 GB demo DB once, ~12 min)
 #   CUSTOMERS=1000000 bash bench/run.sh analytics   # segment list (SEGMENTS=1000) and analytics at the issue's size
 #   CUSTOMERS=1000000 bash bench/run.sh static      # a static segment of every customer (issue 4)
+#   bash bench/run.sh live          # live membership with 200 segments: writes, bulk events, full recompute vs
+#                                   # Polars, a simulated day and its safety net (LIVE_SEGMENTS, DAY_SEGMENTS, ENGINES)
+#   CUSTOMERS=1000000 DAY_SEGMENTS=27 bash bench/run.sh live   # the issue's size
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -39,4 +42,10 @@ if [ "$what" = all ] || [ "$what" = clv ]; then
 fi
 if [ "$what" = all ] || [ "$what" = static ]; then
   $PY -m bench.static_bench --customers "${CUSTOMERS:-100000}"
+fi
+if [ "$what" = all ] || [ "$what" = live ]; then
+  $PY -m bench.live_bench --customers "${CUSTOMERS:-100000}" --segments "${LIVE_SEGMENTS:-200}" \
+    --engines "${ENGINES:-sqlite,postgresql}" --parts "${PARTS:-recompute,writes,day}" --writes "${WRITES:-200}" \
+    --bulk-batches "${BULK_BATCHES:-5}" --bulk-size "${BULK_SIZE:-5000}" --day-segments "${DAY_SEGMENTS:-200}" \
+    --step-minutes "${STEP_MINUTES:-5}"
 fi

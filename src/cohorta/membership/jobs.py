@@ -116,11 +116,16 @@ def _run_one(factory: sessionmaker[Session], clock: Clock, settings: Settings, s
             now = clock.now()
             # A start or expiry passing is a change by time; everything else recomputes the definition.
             cause = ChangeCause.time if segment.refresh_reason == "window" else ChangeCause.definition
-            entered, exited = recompute(session, segment, now, settings, cause)
+            entering, exiting = recompute(session, segment, now, settings, cause)
+            entered, exited = len(entering), len(exiting)
             if segment.refresh_reason == "safety_net":
-                segment.drift_checked_at, segment.drift_entered, segment.drift_exited = now, entered, exited
-                if entered or exited:
-                    log.warning("drift in segment %s: %d members missing, %d extra", segment_id, entered, exited)
+                # A customer whose wake-up is due already is the time mechanism's pending work, not drift: the
+                # scheduler runs due wake-ups after recomputes, and a safety net over many segments takes a while.
+                pending = due_wakeups(session, segment_id, now)
+                missing, extra = len(entering - pending), len(exiting - pending)
+                segment.drift_checked_at, segment.drift_entered, segment.drift_exited = now, missing, extra
+                if missing or extra:
+                    log.warning("drift in segment %s: %d members missing, %d extra", segment_id, missing, extra)
             segment.refresh_state = RefreshState.done.value
             segment.refresh_finished_at = clock.now()
             segment.refresh_entered, segment.refresh_exited = entered, exited
@@ -145,6 +150,14 @@ def _run_one(factory: sessionmaker[Session], clock: Clock, settings: Settings, s
             else:
                 segment.refresh_state = RefreshState.failed.value
         return False
+
+
+def due_wakeups(session: Session, segment_id: str, now: datetime) -> set[int]:
+    """Customers whose wake-up in this segment is due (at or before ``now``) and not yet processed."""
+    query = sa.select(SegmentWakeup.customer_id).where(
+        SegmentWakeup.segment_id == segment_id, SegmentWakeup.due_at <= now
+    )
+    return set(session.scalars(query))
 
 
 def queue_safety_net(factory: sessionmaker[Session], clock: Clock, settings: Settings) -> list[str]:

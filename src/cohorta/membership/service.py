@@ -268,15 +268,17 @@ def recount_statistics(session: Session, now: datetime, segment_ids: Sequence[st
 
 def recompute(
     session: Session, segment: Segment, now: datetime, settings: Settings, cause: ChangeCause
-) -> tuple[int, int]:
-    """Bring stored membership to what it should be now, as one diff (atomic in the caller's transaction)."""
+) -> tuple[set[int], set[int]]:
+    """Bring stored membership to what it should be now, as one diff (atomic in the caller's transaction); returns
+    the customers who entered and those who exited."""
     started = time.perf_counter()
     target = target_ids(session, segment, now, settings)
     current = member_ids(session, segment.id)
-    counts = apply_diff(session, segment, target - current, current - target, cause=cause, now=now)
+    entered, exited = target - current, current - target
+    apply_diff(session, segment, entered, exited, cause=cause, now=now)
     recount_statistics(session, now, [segment.id])
     segment.refresh_duration_ms = int((time.perf_counter() - started) * 1000)
-    return counts
+    return entered, exited
 
 
 def customer_segment_rows(session: Session, customer_id: int) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cohorta import db
-from cohorta.analytics.service import _months_from_orders
+from cohorta.analytics.service import months_from_orders
 from cohorta.clock import FrozenClock
 from cohorta.customers.models import CustomerMonth, ProjectSetting
 from cohorta.membership import monthly
@@ -65,7 +65,7 @@ def kept_and_truth(client: TestClient, segment_id: str) -> tuple[dict[Any, Any],
     factory = client.app.state.session_factory  # type: ignore[attr-defined]
     with factory() as session:
         kept = monthly.segment_months(session, segment_id, FIRST, LAST)
-        truth = _months_from_orders(session, segment_id, MONTHS, ZoneInfo(ZONE))
+        truth = months_from_orders(session, segment_id, MONTHS, ZoneInfo(ZONE))
     return {m: v for m, v in kept.items() if v != (0, 0, 0)}, truth
 
 

@@ -87,7 +87,7 @@ def _averages(customers: int, orders: int, spent: int, exponent: int, as_of: dt.
     )
 
 
-def _months_from_orders(
+def months_from_orders(
     session: Session, segment_id: str, months: Sequence[dt.date], zone: ZoneInfo
 ) -> dict[dt.date, tuple[int, int, int]]:
     """(orders, revenue, buyers) per month from the members' orders themselves: the answer when no month figures
@@ -125,7 +125,7 @@ def analytics(
     if kept is not None and kept.key == settings.timezone:
         rows = monthly.segment_months(session, segment.id, months[0], months[-1])
     else:
-        rows = _months_from_orders(session, segment.id, months, zone)
+        rows = months_from_orders(session, segment.id, months, zone)
     member_count = segment.member_count or 0
     points = []
     for month in months:

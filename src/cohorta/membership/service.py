@@ -313,9 +313,6 @@ def forget_customer(session: Session, customer_id: int, now: datetime) -> None:
     )
 
 
-QUARTER = timedelta(minutes=15)
-
-
 def quarter_of(instant: datetime) -> datetime:
     """The start of the quarter hour (UTC) the instant falls in."""
     instant = instant.astimezone(UTC)

@@ -194,12 +194,13 @@ def plan_all_wakeups(factory: sessionmaker[Session], clock: Clock, settings: Set
             return 0
         ids = list(session.scalars(sa.select(Customer.id).order_by(Customer.id)))
     planned = 0
+    cache = rules.NextChangeCache()  # the same rule and instant for every chunk
     for start in range(0, len(ids), chunk_size):
         chunk = ids[start : start + chunk_size]
         with unit_of_work(factory, write_lock=True) as session:
             ctx = live.context(now, settings, index.catalog)
             snapshots = load_snapshots(session, chunk, live.requirements, segment_ids=memberships_of(session, chunk))
-            due = {cid: next_wakeup(live, snapshot, ctx) for cid, snapshot in snapshots.items()}
+            due = {cid: next_wakeup(live, snapshot, ctx, cache) for cid, snapshot in snapshots.items()}
             plan_wakeups(session, segment_id, {cid: at for cid, at in due.items() if at is not None})
             planned += sum(1 for at in due.values() if at is not None)
     return planned

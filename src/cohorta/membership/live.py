@@ -243,14 +243,19 @@ def evaluate(
                 changes[segment.id] = (previous[0] + counts[0], previous[1] + counts[1])
             if segment.requirements.time_dependent:
                 ctx = segment.context(now, settings, index.catalog)
-                due = {cid: next_wakeup(segment, snap, ctx) for cid, snap in snapshots.items()}
+                cache = rules.NextChangeCache()
+                due = {cid: next_wakeup(segment, snap, ctx, cache) for cid, snap in snapshots.items()}
                 plan_wakeups(session, segment.id, due)
     return changes
 
 
-def next_wakeup(segment: LiveSegment, snapshot: rules.CustomerSnapshot, ctx: rules.Context) -> datetime | None:
+def next_wakeup(
+    segment: LiveSegment, snapshot: rules.CustomerSnapshot, ctx: rules.Context, cache: rules.NextChangeCache
+) -> datetime | None:
+    """When this customer's answer in the segment may next change by time alone; ``cache``: one per segment and
+    context, shared across its customers."""
     # The segment's own start and expiry are handled by jobs.queue_window_edges for every type of segment.
-    return rules.next_change(segment.rule, snapshot, ctx)
+    return rules.next_change(segment.rule, snapshot, ctx, cache)
 
 
 def plan_wakeups(session: Session, segment_id: str, due: dict[int, datetime | None]) -> None:

@@ -54,7 +54,7 @@ from .catalog import Catalog, FieldSpec
 from .errors import Problem, RuleError
 from .explain import explain
 from .model import Activity, And, Condition, InSegment, Not, Or, Rule, Sample, json_schema, node_to_json
-from .next_change import next_change
+from .next_change import NextChangeCache, next_change
 from .plan import Requirements
 from .predicate import CustomerSnapshot, compile_predicate
 from .refs import assign_ids, find_cycle, segment_references, strip_ids
@@ -65,8 +65,36 @@ from .timeutil import Context
 from .validate import validate
 
 __all__ = [
-    "TABLES", "Activity", "And", "Catalog", "Condition", "Context", "CustomerSnapshot", "FieldSpec", "InSegment",
-    "Not", "Or", "Problem", "Requirements", "Rule", "RuleError", "Sample", "Tables", "assign_ids", "compile_batch",
-    "compile_predicate", "explain", "find_cycle", "json_schema", "next_change", "node_to_json", "parse_text",
-    "rule_requirements", "segment_references", "strip_ids", "to_text", "validate",
+    "TABLES",
+    "Activity",
+    "And",
+    "Catalog",
+    "Condition",
+    "Context",
+    "CustomerSnapshot",
+    "FieldSpec",
+    "InSegment",
+    "NextChangeCache",
+    "Not",
+    "Or",
+    "Problem",
+    "Requirements",
+    "Rule",
+    "RuleError",
+    "Sample",
+    "Tables",
+    "assign_ids",
+    "compile_batch",
+    "compile_predicate",
+    "explain",
+    "find_cycle",
+    "json_schema",
+    "next_change",
+    "node_to_json",
+    "parse_text",
+    "rule_requirements",
+    "segment_references",
+    "strip_ids",
+    "to_text",
+    "validate",
 ]  # fmt: skip

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -73,7 +74,19 @@ _OPPOSITE = {"this": "this", "last": "next", "next": "last"}
 Instant = dt.datetime  # naive UTC inside this module
 
 
-def next_change(rule: Rule | NodeType, snapshot: CustomerSnapshot, ctx: Context) -> dt.datetime | None:
+@dataclass
+class NextChangeCache:
+    """What :func:`next_change` can reuse across customers for one rule and one context (binding and compiling do
+    not depend on the customer, and cost more than the walk: 40% of re-evaluating 2,000 customers against 200
+    segments). A caller keeps one per rule and context; it grows with the distinct instants looked at."""
+
+    bound: dict[dt.datetime, Bound] = field(default_factory=dict)
+    compiled: dict[int, Callable[[CustomerSnapshot], bool]] = field(default_factory=dict)  # by id of a kept node
+
+
+def next_change(
+    rule: Rule | NodeType, snapshot: CustomerSnapshot, ctx: Context, cache: NextChangeCache | None = None
+) -> dt.datetime | None:
     """The earliest instant (aware, UTC) after ``ctx.as_of`` at which the rule's answer for ``snapshot`` may differ
     from its answer at ``ctx.as_of`` when no data changes; None when the clock alone can never change it.
 
@@ -81,12 +94,20 @@ def next_change(rule: Rule | NodeType, snapshot: CustomerSnapshot, ctx: Context)
     :func:`compile_predicate` when the rule does not fit the catalog.
     """
     root = rule.root if isinstance(rule, Rule) else rule
-    value, when = _Walker(snapshot, ctx).visit(root, bind(root, ctx))
+    cache = cache or NextChangeCache()  # one call alone still reuses within its refinement steps
+
+    def bound_at(at: Context) -> Bound:
+        found = cache.bound.get(at.as_of)
+        if found is None:
+            found = cache.bound[at.as_of] = bind(root, at)
+        return found
+
+    value, when = _Walker(snapshot, ctx, cache.compiled).visit(root, bound_at(ctx))
     for _ in range(MAX_REFINE_STEPS):
         if when is None:
             return None
         later = ctx.at(when.replace(tzinfo=UTC))
-        value_then, after = _Walker(snapshot, later).visit(root, bind(root, later))
+        value_then, after = _Walker(snapshot, later, cache.compiled).visit(root, bound_at(later))
         if value_then != value:
             break
         if after is not None and after <= when:  # pragma: no cover - defensive: candidates always move forward
@@ -178,11 +199,21 @@ def _safe_instant(f: Callable[[], Instant]) -> Instant | None:
 
 
 class _Walker:
-    def __init__(self, snapshot: CustomerSnapshot, ctx: Context) -> None:
+    def __init__(
+        self, snapshot: CustomerSnapshot, ctx: Context, compiled: dict[int, Callable[[CustomerSnapshot], bool]]
+    ) -> None:
         self.snapshot = snapshot
         self.ctx = ctx
         self.now: Instant = ctx.as_of_utc
         self._jump: dict[int, Instant | None] = {}
+        self._compiled = compiled
+
+    def compiled(self, b: Bound) -> Callable[[CustomerSnapshot], bool]:
+        """The node's predicate, compiled once per kept node (ids are stable: the cache holds the bound trees)."""
+        found = self._compiled.get(id(b))
+        if found is None:
+            found = self._compiled[id(b)] = compile_bound(b)
+        return found
 
     # instants of local days ---------------------------------------------------------------------------------------
     def day_start(self, day: dt.date | None) -> Instant | None:
@@ -236,7 +267,7 @@ class _Walker:
         if isinstance(m, Not) and isinstance(b, BNot):
             v, w = self.visit(m.not_, b.item)
             return not v, w
-        value = compile_bound(b)(self.snapshot)
+        value = self.compiled(b)(self.snapshot)
         if isinstance(m, Condition):
             if m.op in RELATIVE_OPERATORS and isinstance(b, BField):
                 raw = value_getter(b)(self.snapshot)
@@ -329,7 +360,7 @@ class _Walker:
     # activities -------------------------------------------------------------------------------------------------
     def activity(self, m: Activity, b: BActivity) -> Instant | None:
         rows = getattr(self.snapshot, ACTIVITY_ROWS[b.activity])
-        filters = [compile_bound(f) for f in b.filters]
+        filters = [self.compiled(f) for f in b.filters]
         row_relative = self.row_relative(m)
         member = self.membership(m, b)
         best: Instant | None = None

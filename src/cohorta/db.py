@@ -132,19 +132,25 @@ def _processed_rows(dialect: Dialect, columns: list[sa.Column[Any]], rows: list[
     return params
 
 
-def dialect_insert(connection: sa.Connection, table: sa.Table) -> Any:
-    """The dialect's own INSERT, which has ON CONFLICT (both PostgreSQL and SQLite spell it the same way)."""
-    return (postgresql if connection.dialect.name == "postgresql" else sqlite).insert(table)
+def dialect_insert(dialect: str, table: sa.Table) -> Any:
+    """The dialect's own INSERT (by dialect name), which has ON CONFLICT (PostgreSQL and SQLite spell it the same)."""
+    return (postgresql if dialect == "postgresql" else sqlite).insert(table)
 
 
-def add_into(connection: sa.Connection, table: sa.Table, keys: Sequence[str], rows: sa.Select[Any]) -> None:
-    """Insert the rows a SELECT gives (its columns named as the table's); where a row with the same ``keys`` exists
-    already, add the new values to its other columns instead (counters kept with membership)."""
-    statement = dialect_insert(connection, table)
+def add_into_statement(dialect: str, table: sa.Table, keys: Sequence[str], rows: sa.Select[Any]) -> Any:
+    """INSERT the rows a SELECT gives (its columns named as the table's); where a row with the same ``keys`` exists
+    already, add the new values to its other columns instead (counters kept with membership). Built once with bind
+    parameters where a statement runs on every write: building costs more than running it."""
+    statement = dialect_insert(dialect, table)
     names = [column.name for column in rows.selected_columns]
     statement = statement.from_select(names, rows)
     added = {name: table.c[name] + statement.excluded[name] for name in names if name not in keys}
-    connection.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=added))
+    return statement.on_conflict_do_update(index_elements=list(keys), set_=added)
+
+
+def add_into(connection: sa.Connection, table: sa.Table, keys: Sequence[str], rows: sa.Select[Any]) -> None:
+    """:func:`add_into_statement`, built and run once."""
+    connection.execute(add_into_statement(connection.dialect.name, table, keys, rows))
 
 
 def insert_rows(connection: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:

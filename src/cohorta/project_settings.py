@@ -20,5 +20,5 @@ def get_setting(session: Session, key: str) -> Any | None:
 
 def put_setting(session: Session, key: str, value: Any) -> None:
     """Set the value; two writers setting it at once do not fail (the later one wins)."""
-    statement = dialect_insert(session.connection(), table_of(ProjectSetting)).values(key=key, value=value)
+    statement = dialect_insert(session.connection().dialect.name, table_of(ProjectSetting)).values(key=key, value=value)
     session.execute(statement.on_conflict_do_update(index_elements=["key"], set_={"value": statement.excluded.value}))

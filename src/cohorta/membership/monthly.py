@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
 from time import perf_counter
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -32,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cohorta.customers.models import COUNTED_ORDER_STATUSES, CustomerMonth, Order
 from cohorta.customers.summary import chunked
-from cohorta.db import InValues, add_into, as_instant, table_of
+from cohorta.db import InValues, add_into, add_into_statement, as_instant, table_of
 from cohorta.project_settings import get_setting, put_setting
 from cohorta.segments.models import SegmentMember, SegmentMonth
 
@@ -148,21 +149,28 @@ def carry_members(session: Session, segment_id: str, customer_ids: Sequence[int]
     """These customers entered (sign 1) or left (-1) the segment: add or subtract all their months."""
     if not customer_ids or kept_zone(session) is None:
         return
-    kept, into = table_of(CustomerMonth), table_of(SegmentMonth)
     connection = session.connection()
+    statement = _carry_members_statement(connection.dialect.name)
     for chunk in chunked(list(customer_ids)):
-        rows = (
-            sa.select(
-                sa.literal(segment_id, sa.String).label("segment_id"),
-                kept.c.month,
-                (sign * sa.func.sum(kept.c.orders)).label("orders"),
-                (sign * sa.func.sum(kept.c.revenue_minor)).label("revenue_minor"),
-                (sign * sa.func.count()).label("buyers"),
-            )
-            .where(InValues(kept.c.customer_id, chunk))
-            .group_by(kept.c.month)
+        connection.execute(statement, {"segment_id": segment_id, "sign": sign, "ids": list(chunk)})
+
+
+@cache
+def _carry_members_statement(dialect: str) -> Any:
+    kept, into = table_of(CustomerMonth), table_of(SegmentMonth)
+    sign = sa.bindparam("sign", type_=sa.Integer)
+    rows = (
+        sa.select(
+            sa.bindparam("segment_id", type_=sa.String).label("segment_id"),
+            kept.c.month,
+            (sign * sa.func.sum(kept.c.orders)).label("orders"),
+            (sign * sa.func.sum(kept.c.revenue_minor)).label("revenue_minor"),
+            (sign * sa.func.count()).label("buyers"),
         )
-        add_into(connection, into, ("segment_id", "month"), rows)
+        .where(kept.c.customer_id.in_(sa.bindparam("ids", expanding=True)))
+        .group_by(kept.c.month)
+    )
+    return add_into_statement(dialect, into, ("segment_id", "month"), rows)
 
 
 def forget_customer(session: Session, customer_id: int) -> None:

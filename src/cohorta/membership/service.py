@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
 from decimal import ROUND_HALF_UP, Decimal
+from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,7 +21,7 @@ from cohorta.clv.models import CustomerClv
 from cohorta.config import Settings
 from cohorta.customers.models import CustomerGroupAssignment, CustomerSummary
 from cohorta.customers.summary import chunked
-from cohorta.db import InValues, add_into, insert_rows, table_of
+from cohorta.db import InValues, dialect_insert, insert_rows, table_of
 from cohorta.evaluation import store
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.membership import monthly
@@ -321,16 +322,20 @@ def quarter_of(instant: datetime) -> datetime:
 
 def count_size_change(session: Session, segment_ids: Sequence[str], now: datetime, entered: int, exited: int) -> None:
     """Add entries and exits to these segments' counts for the quarter hour of ``now``."""
-    table = table_of(SegmentSizeChange)
+    if not segment_ids:
+        return
     connection = session.connection()
-    for segment_id in segment_ids:
-        rows = sa.select(
-            sa.literal(segment_id, sa.String).label("segment_id"),
-            sa.literal(quarter_of(now), table.c.quarter.type).label("quarter"),
-            sa.literal(entered, sa.BigInteger).label("entered"),
-            sa.literal(exited, sa.BigInteger).label("exited"),
-        )
-        add_into(connection, table, ("segment_id", "quarter"), rows)
+    quarter = quarter_of(now)
+    rows = [{"segment_id": sid, "quarter": quarter, "entered": entered, "exited": exited} for sid in segment_ids]
+    connection.execute(_size_change_statement(connection.dialect.name), rows)
+
+
+@cache
+def _size_change_statement(dialect: str) -> Any:
+    table = table_of(SegmentSizeChange)
+    statement = dialect_insert(dialect, table)
+    added = {name: table.c[name] + statement.excluded[name] for name in ("entered", "exited")}
+    return statement.on_conflict_do_update(index_elements=["segment_id", "quarter"], set_=added)
 
 
 def size_over_time(

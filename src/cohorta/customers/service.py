@@ -668,7 +668,7 @@ def record_orders(
             )
     if errors:
         raise InvalidInput(errors)
-    monthly.kept_zone(session, claim=timezone)  # before the first order is written: nothing to build yet
+    zone = monthly.kept_zone(session, claim=timezone)  # before the first order is written: nothing to build yet
     ingested = _apply(
         session,
         Order,
@@ -681,7 +681,7 @@ def record_orders(
         loc_of=loc_of,
     )
     summary.refresh_summaries(session, sorted(ingested.customer_ids))
-    monthly.refresh_customers(session, ingested.customer_ids, ingested.times)
+    monthly.refresh_customers(session, zone, ingested.customer_ids, ingested.times)
     return ingested
 
 

@@ -94,13 +94,7 @@ def _carry_to_segments(
     kept, members, into = table_of(CustomerMonth), table_of(SegmentMember), table_of(SegmentMonth)
     in_months = [] if months is None else [kept.c.month.in_(list(months))]
     rows = (
-        sa.select(
-            members.c.segment_id,
-            kept.c.month,
-            (sign * sa.func.sum(kept.c.orders)).label("orders"),
-            (sign * sa.func.sum(kept.c.revenue_minor)).label("revenue_minor"),
-            (sign * sa.func.count()).label("buyers"),
-        )
+        sa.select(members.c.segment_id, kept.c.month, *_signed_sums(sa.literal(sign, sa.Integer)))
         .join(members, members.c.customer_id == kept.c.customer_id)
         .where(InValues(kept.c.customer_id, customer_ids), *in_months)
         .group_by(members.c.segment_id, kept.c.month)
@@ -108,10 +102,22 @@ def _carry_to_segments(
     add_into(connection, into, ("segment_id", "month"), rows)
 
 
-def refresh_customers(session: Session, customer_ids: Iterable[int], order_times: Iterable[datetime]) -> None:
+def _signed_sums(sign: sa.ColumnElement[Any]) -> list[sa.ColumnElement[Any]]:
+    """What carrying customers' months adds to a segment's (subtracts, with sign -1): orders, revenue, buyers."""
+    kept = table_of(CustomerMonth)
+    return [
+        (sign * sa.func.sum(kept.c.orders)).label("orders"),
+        (sign * sa.func.sum(kept.c.revenue_minor)).label("revenue_minor"),
+        (sign * sa.func.count()).label("buyers"),
+    ]
+
+
+def refresh_customers(
+    session: Session, zone: ZoneInfo | None, customer_ids: Iterable[int], order_times: Iterable[datetime]
+) -> None:
     """After orders of these customers were written: recompute their months that the written orders' times (before
-    and after the write) fall in, and carry the difference to their segments."""
-    zone = kept_zone(session)
+    and after the write) fall in, and carry the difference to their segments. ``zone``: :func:`kept_zone` as the
+    writer found it before writing (None: nothing kept)."""
     ids = sorted(set(customer_ids))
     if zone is None or not ids:
         return
@@ -158,15 +164,9 @@ def carry_members(session: Session, segment_id: str, customer_ids: Sequence[int]
 @cache
 def _carry_members_statement(dialect: str) -> Any:
     kept, into = table_of(CustomerMonth), table_of(SegmentMonth)
-    sign = sa.bindparam("sign", type_=sa.Integer)
+    segment_id = sa.bindparam("segment_id", type_=sa.String).label("segment_id")
     rows = (
-        sa.select(
-            sa.bindparam("segment_id", type_=sa.String).label("segment_id"),
-            kept.c.month,
-            (sign * sa.func.sum(kept.c.orders)).label("orders"),
-            (sign * sa.func.sum(kept.c.revenue_minor)).label("revenue_minor"),
-            (sign * sa.func.count()).label("buyers"),
-        )
+        sa.select(segment_id, kept.c.month, *_signed_sums(sa.bindparam("sign", type_=sa.Integer)))
         .where(kept.c.customer_id.in_(sa.bindparam("ids", expanding=True)))
         .group_by(kept.c.month)
     )
@@ -193,9 +193,7 @@ def as_date(value: Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
 
 
-def rebuild(
-    session: Session, timezone: str, progress: Callable[[int, int], None] | None = None
-) -> tuple[int, int]:
+def rebuild(session: Session, timezone: str, progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
     """Build both tables from the orders and the stored membership, in the zone, and record the zone; in the
     caller's transaction, with the orders and memberships locked against writes on PostgreSQL (SQLite has one
     writer anyway). Returns (customer month rows, segment month rows)."""

@@ -126,16 +126,23 @@ class AttributeDefinition(Base):
 
 class CustomerAttributeValue(TypedValueColumns, Base):
     __tablename__ = "customer_attribute_values"
-    # Partial indexes: a row holds one typed value, so it enters only the index of its own type.
+    # Partial indexes: a row holds one typed value, so it enters only the index of its own type. Each ends with
+    # customer_id so a rule's "which customers have this attribute value" reads the index alone. Strings are
+    # indexed lowercased: rules compare text case-insensitively unless told otherwise (LOWER(value) IN (...)).
     __table_args__ = tuple(
         sa.Index(
-            f"ix_customer_attribute_values_name_{column.removeprefix('value_')}",
+            f"ix_customer_attribute_values_name_{name}",
             "name",
-            column,
+            value,
+            "customer_id",
             sqlite_where=sa.text(f"{column} IS NOT NULL"),
             postgresql_where=sa.text(f"{column} IS NOT NULL"),
         )
-        for column in ("value_string", "value_number", "value_date", "value_datetime")
+        for name, column, value in (
+            ("lower_string", "value_string", sa.text("lower(value_string)")),
+            *((column.removeprefix("value_"), column, column)
+              for column in ("value_number", "value_boolean", "value_date", "value_datetime")),
+        )
     )
 
     customer_id: Mapped[int] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
@@ -158,7 +165,8 @@ class Order(Base):
     __tablename__ = "orders"
     __table_args__ = (
         sa.Index("ix_orders_customer_created", "customer_id", "created_at"),
-        sa.Index("ix_orders_created_at", "created_at"),
+        # Covers a rule's "orders in a window" (count, sum, average of totals) without reading the table.
+        sa.Index("ix_orders_created_covering", "created_at", "customer_id", "status", "total_minor"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -188,7 +196,14 @@ class OrderItem(Base):
     """An order line. Customer, time and status are copied from the order so item rules need no join."""
 
     __tablename__ = "order_items"
-    __table_args__ = (sa.Index("ix_order_items_customer_ordered", "customer_id", "ordered_at"),)
+    __table_args__ = (
+        sa.Index("ix_order_items_customer_ordered", "customer_id", "ordered_at"),
+        # Covers a rule's "items in a window" filtered by status, brand or category, measured by quantity or amount.
+        sa.Index(
+            "ix_order_items_ordered_covering",
+            "ordered_at", "customer_id", "status", "brand", "category", "quantity", "amount_minor",
+        ),
+    )  # fmt: skip
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     order_pk: Mapped[int] = mapped_column(sa.ForeignKey("orders.id", ondelete="CASCADE"), nullable=False, index=True)
@@ -208,7 +223,8 @@ class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
         sa.Index("ix_events_customer_name_occurred", "customer_id", "name", "occurred_at"),
-        sa.Index("ix_events_name_occurred", "name", "occurred_at"),
+        # Covers a rule's "events of this name in a window", counted per customer, without reading the table.
+        sa.Index("ix_events_name_occurred_customer", "name", "occurred_at", "customer_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -237,7 +253,13 @@ class LoyaltyTransaction(Base):
     """
 
     __tablename__ = "loyalty_transactions"
-    __table_args__ = (sa.Index("ix_loyalty_transactions_customer_type_occurred", "customer_id", "type", "occurred_at"),)
+    # Covers a rule's points and redemptions (by type, window, program and entry, summing points) per customer.
+    __table_args__ = (
+        sa.Index(
+            "ix_loyalty_transactions_customer_type_occurred_covering",
+            "customer_id", "type", "occurred_at", "program", "entry", "points",
+        ),
+    )  # fmt: skip
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     transaction_id: Mapped[str] = mapped_column(sa.String(255), unique=True, nullable=False)

@@ -53,15 +53,20 @@ def count_matching(session: Session, rule: rules.Rule | Any, ctx: rules.Context,
 
 
 def sample_matching(session: Session, sql: str, columns: list[str], limit: int) -> list[dict[str, Any]]:
-    """The first ``limit`` customers of a compiled rule's SQL (by internal id: stable between calls)."""
+    """Up to ``limit`` customers of a compiled rule's SQL: the first the database finds, listed by internal id.
+
+    The limit sits inside the subquery so the database stops at the ``limit``-th match instead of finding every
+    match and sorting them (which cost as much as the count itself: at 1,000,000 customers, hundreds of ms). The
+    same data and plan give the same sample; it is not necessarily the lowest ids.
+    """
     if limit <= 0:
         return []
     quote = session.get_bind().dialect.identifier_preparer.quote
     column_list = ", ".join(quote(column) for column in columns)
     result = run_sql(
         session,
-        f"SELECT {column_list} FROM customers WHERE id IN (SELECT customer_id FROM ({sql}) AS matching) "
-        f"ORDER BY id LIMIT {int(limit)}",
+        f"SELECT {column_list} FROM customers WHERE id IN "
+        f"(SELECT customer_id FROM ({sql}) AS matching LIMIT {int(limit)}) ORDER BY id",
     )
     keys = list(result.keys())
     return [dict(zip(keys, row, strict=True)) for row in result]

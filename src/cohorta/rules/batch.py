@@ -55,9 +55,12 @@ def _or_all(parts: list[ir.BooleanValue]) -> ir.BooleanValue:
     return out
 
 
-def _holds(col: Any, test: Test) -> ir.BooleanValue:
-    """Two-valued "the value is present and passes": never NULL."""
-    return (col.notnull() & test.expr(col)).fill_null(False)
+def _holds(col: Any, test: Test, exact: bool) -> ir.BooleanValue:
+    """"The value is present and passes". ``exact``: two-valued, never NULL, as needed under a NOT. Otherwise NULL
+    may stand for false: the condition only filters rows through AND and OR, where a NULL drops the row just as
+    false does; leaving out the COALESCE lets the database seek an index on the column instead of scanning it."""
+    holds = col.notnull() & test.expr(col)
+    return holds.fill_null(False) if exact else holds
 
 
 def _keyed(key: Any, table: ir.Table, key_col: str, predicate: ir.BooleanValue, default_passes: bool) -> Any:
@@ -73,20 +76,23 @@ class _BatchCompiler:
     def __init__(self, tables: Tables) -> None:
         self.t = tables
 
-    def node(self, b: Bound, row: ir.Table | None = None) -> ir.BooleanValue:
-        """Boolean over ``customers`` (or over an activity table ``row`` for where conditions)."""
+    def node(self, b: Bound, row: ir.Table | None = None, exact: bool = False) -> ir.BooleanValue:
+        """Boolean over ``customers`` (or over an activity table ``row`` for where conditions), used as a filter.
+
+        ``exact``: the value must be two-valued (true or false, never NULL); everything below a NOT is.
+        """
         t = self.t
         c = t.customers
         if isinstance(b, BConst):
             return ibis.literal(b.value)
         if isinstance(b, BAnd):
-            return _and_all([self.node(x, row) for x in b.items])
+            return _and_all([self.node(x, row, exact) for x in b.items])
         if isinstance(b, BOr):
-            return _or_all([self.node(x, row) for x in b.items])
+            return _or_all([self.node(x, row, exact) for x in b.items])
         if isinstance(b, BNot):
-            return ~self.node(b.item, row)
+            return ~self.node(b.item, row, exact=True)
         if isinstance(b, BField):
-            return self.field(b, row)
+            return self.field(b, row, exact)
         if isinstance(b, BList):
             return self.list_value(b, row)
         if isinstance(b, BSegment):
@@ -107,23 +113,25 @@ class _BatchCompiler:
         pv = t.event_property_values
         return row.id, pv.filter(pv.key == b.name), "event_pk", VALUE_COLUMN[typ]
 
-    def field(self, b: BField, row: ir.Table | None) -> ir.BooleanValue:
+    def field(self, b: BField, row: ir.Table | None, exact: bool) -> ir.BooleanValue:
+        # Inside _keyed's subquery the test filters rows (not exact), except when the default passes: then the
+        # subquery holds the rows that fail it, a negation.
         t = self.t
         if b.source == "profile":
-            return _holds(t.customers[b.name], b.test)
+            return _holds(t.customers[b.name], b.test, exact)
         if b.source == "row":
             assert row is not None
-            return _holds(row[b.name], b.test)
+            return _holds(row[b.name], b.test, exact)
         if b.source == "summary":
             s = t.customer_summaries
-            return _keyed(t.customers.id, s, "customer_id", _holds(s[b.name], b.test), False)
+            return _keyed(t.customers.id, s, "customer_id", _holds(s[b.name], b.test, False), False)
         if b.source == "program":
             ps = t.customer_program_summaries
             ps = ps.filter(ps.program == b.program)
             default_passes = b.default is not None and b.test.py()(b.default)
-            return _keyed(t.customers.id, ps, "customer_id", _holds(ps[b.name], b.test), default_passes)
+            return _keyed(t.customers.id, ps, "customer_id", _holds(ps[b.name], b.test, default_passes), default_passes)
         key, eav, key_col, vcol = self._eav(b, row)
-        return _keyed(key, eav, key_col, _holds(eav[vcol], b.test), False)
+        return _keyed(key, eav, key_col, _holds(eav[vcol], b.test, False), False)
 
     def list_value(self, b: BList, row: ir.Table | None) -> ir.BooleanValue:
         key, eav, key_col, vcol = self._eav(b, row)
@@ -131,9 +139,11 @@ class _BatchCompiler:
         if b.mode == "present":
             return _keyed(key, eav, key_col, col.notnull(), False)
         v = col.lower() if b.lower else col
+        # Row filters of a subquery (never negated): "present and in" lets the partial index on present values serve.
+        listed = col.notnull() & v.isin(list(b.values))
         if b.mode == "any":
-            return _keyed(key, eav, key_col, v.isin(list(b.values)).fill_null(False), False)
-        hits = eav.filter(eav[key_col].notnull(), v.isin(list(b.values)).fill_null(False))
+            return _keyed(key, eav, key_col, listed, False)
+        hits = eav.filter(eav[key_col].notnull(), listed)
         hv = hits[vcol].lower() if b.lower else hits[vcol]
         agg = hits.group_by(hits[key_col].name("k")).aggregate(n=hv.nunique())
         return key.isin(agg.filter(agg.n == len(b.values)).k)
@@ -177,14 +187,16 @@ class _BatchCompiler:
         else:
             agg = g.aggregate(m=vcol.max())
         default_passes = b.default is not None and b.test.py()(b.default)
-        return _keyed(c.id, agg, "customer_id", _holds(agg.m, b.test), default_passes)
+        return _keyed(c.id, agg, "customer_id", _holds(agg.m, b.test, default_passes), default_passes)
 
 
 def compile_bound_batch(b: Bound, tables: Tables = TABLES) -> ir.Table:
     c = tables.customers
     pred = _BatchCompiler(tables).node(b)
     out = c if isinstance(b, BConst) and b.value else c.filter(pred)
-    return out.select(customer_id=out.id).distinct()
+    # Only ``customers`` is filtered (other tables enter as semi and anti joins), so the ids are distinct already:
+    # a DISTINCT would make PostgreSQL hash every match for nothing.
+    return out.select(customer_id=out.id)
 
 
 def compile_batch(rule: Rule | NodeType, ctx: Context, tables: Tables = TABLES) -> ir.Table:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
+from pydantic import BaseModel
 
 from cohorta.audit import service as audit
+from cohorta.bodies import described, json_body
 from cohorta.customers import profile, service
 from cohorta.customers.schemas import (
     ActivityPage,
@@ -56,12 +59,20 @@ router = APIRouter()
 EDITOR = [Depends(editor)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
+F = TypeVar("F", bound=Callable[..., Any])
 SourceId = Path(min_length=1, max_length=255, description="The customer's id in the client's own systems")
 
 
 def _check_bulk_size(count: int, limit: int) -> None:
     if count > limit:
         raise InvalidInput([FieldError(("items",), f"has {count} items; at most {limit} are accepted per request")])
+
+
+def _bulk_route(path: str, model: type[BaseModel], tag: str) -> Callable[[F], F]:
+    """A bulk write for editors whose body is validated straight from its bytes (cohorta.bodies)."""
+    return router.post(
+        path, response_model=BulkResult, tags=[tag], dependencies=EDITOR, openapi_extra=described(model)
+    )
 
 
 def _single_status(response: Response, result: WriteResult) -> WriteResult:
@@ -97,9 +108,13 @@ def put_customer(
     return profile.customer_with_groups(session, source_id, settings.currency_exponent, principal)
 
 
-@router.post("/customers/bulk", response_model=BulkResult, tags=["customers"], dependencies=EDITOR)
+@_bulk_route("/customers/bulk", CustomerBulkIn, "customers")
 def bulk_customers(
-    body: CustomerBulkIn, session: SessionDep, clock: ClockDep, settings: SettingsDep, index: SegmentIndexDep
+    body: Annotated[CustomerBulkIn, json_body(CustomerBulkIn)],
+    session: SessionDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+    index: SegmentIndexDep,
 ) -> BulkResult:
     """Create or update many customers, all or nothing."""
     _check_bulk_size(len(body.items), settings.bulk_max_items)
@@ -315,9 +330,13 @@ def post_event(
     return _single_status(response, ingested.result.items[0])
 
 
-@router.post("/events/bulk", response_model=BulkResult, tags=["activity"], dependencies=EDITOR)
+@_bulk_route("/events/bulk", EventBulkIn, "activity")
 def bulk_events(
-    body: EventBulkIn, session: SessionDep, clock: ClockDep, settings: SettingsDep, index: SegmentIndexDep
+    body: Annotated[EventBulkIn, json_body(EventBulkIn)],
+    session: SessionDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+    index: SegmentIndexDep,
 ) -> BulkResult:
     _check_bulk_size(len(body.items), settings.bulk_max_items)
     ingested = service.record_events(session, clock, body.items)

@@ -89,6 +89,7 @@ PROFILE_FIELDS: tuple[str, ...] = (
     "loyalty_member",
     "member_since",
 )
+_PROFILE_FIELD_SET = frozenset(PROFILE_FIELDS)
 ATTRIBUTES_OPEN_KEY = "customer_attributes_open"
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
@@ -276,7 +277,10 @@ def upsert_customers(
     new_rows: list[dict[str, Any]] = []
     updated_rows: list[dict[str, Any]] = []
     for item, changes in zip(items, attribute_changes, strict=True):
-        sent = item.model_dump(exclude_unset=True, exclude={"source_id", "attributes"})
+        # The profile fields the client sent (model_dump(exclude_unset=True) without its per-item serialisation: the
+        # fields are plain values, and a JSON object goes into its column as it is).
+        fields = item.__dict__
+        sent = {name: fields[name] for name in item.model_fields_set if name in _PROFILE_FIELD_SET}
         current = existing.get(item.source_id)
         if current is None:
             row = dict.fromkeys(PROFILE_FIELDS)
@@ -313,7 +317,7 @@ def upsert_customers(
         ids.update(created_ids)
         summary.ensure_summary_rows(session, list(created_ids.values()))
 
-    _write_attribute_changes(session, definitions, items, attribute_changes, ids, set(existing))
+    _write_attribute_changes(session, definitions, items, attribute_changes, ids, existing_attributes)
     changed_ids = {ids[r.id] for r in result.items if r.result != "unchanged"}
     session.flush()
     return Ingested(result=result, customer_ids=changed_ids)
@@ -325,24 +329,33 @@ def _write_attribute_changes(
     items: Sequence[CustomerBulkItem],
     attribute_changes: list[dict[str, Any]],
     ids: dict[str, int],
-    existed: set[str],
+    stored: dict[int, dict[str, Any]],
 ) -> None:
+    """Store the attribute values sent. A value equal to the one stored (``stored``: by customer id) is left as it
+    is; another replaces the stored rows; None removes them."""
     replaced: dict[str, list[int]] = defaultdict(list)  # attribute name -> customers whose old value goes
-    inserts: list[dict[str, Any]] = []
+    # Rows by the value column they fill: one INSERT each, the other value columns left out (NULL).
+    inserts: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for item, changes in zip(items, attribute_changes, strict=True):
         customer_id = ids[item.source_id]
+        current = stored.get(customer_id)
         for name, value in changes.items():
-            if item.source_id in existed:
+            if current is not None:
+                if values.same(current.get(name), value):
+                    continue
                 replaced[name].append(customer_id)
             if value is not None:
-                for row in values.to_rows(definitions[name], value):
-                    inserts.append({"customer_id": customer_id, "name": name, **row})
+                value_type = definitions[name]
+                column = values.column_for(value_type)
+                rows = inserts[column]
+                for position, element in values.positioned(value_type, value):
+                    rows.append({"customer_id": customer_id, "name": name, "position": position, column: element})
     table = table_of(CustomerAttributeValue)
     for name, customer_ids in replaced.items():
         for chunk in summary.chunked(customer_ids):
             session.execute(sa.delete(table).where(table.c.name == name, InValues(table.c.customer_id, chunk)))
-    if inserts:
-        insert_rows(session.connection(), table, inserts)
+    for rows in inserts.values():
+        insert_rows(session.connection(), table, rows)
 
 
 def _customers_by_source_id(session: Session, source_ids: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -97,6 +97,21 @@ def to_rows(value_type: ValueType, value: Any) -> list[dict[str, Any]]:
     return [{**_EMPTY_ROW, column: value}]
 
 
+def positioned(value_type: ValueType, value: Any) -> Iterable[tuple[int, Any]]:
+    """The (position, element) pairs an already coerced value is stored as: one per list item, else one."""
+    if value_type is ValueType.string_list:
+        return enumerate(value)
+    return ((0, value),)
+
+
+def same(stored: Any, value: Any) -> bool:
+    """Whether a stored value (``from_rows``; None when absent) is the coerced ``value``, down to the sign of a zero
+    (0.0 == -0.0, but they are stored and read back differently)."""
+    if stored != value:
+        return False
+    return not isinstance(value, float) or math.copysign(1, value) == math.copysign(1, stored)
+
+
 def from_rows(value_type: ValueType, rows: Iterable[Mapping[str, Any]]) -> Any:
     column = column_for(value_type)
     ordered = sorted(rows, key=lambda row: row["position"])

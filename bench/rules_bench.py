@@ -80,6 +80,16 @@ def demo_database(customers: int, rebuild: bool = False) -> tuple[Path, float | 
 
     path = CACHE / f"demo-{customers}.db"
     if path.exists() and not rebuild:
+        # A cached database built before a migration gets it (new indexes, say) and fresh planner statistics.
+        engine = db.create_db_engine(f"sqlite:///{path}")
+        before = db.current_revision(engine)
+        db.upgrade(engine)
+        if db.current_revision(engine) != before:
+            console.log(f"cached demo database upgraded from revision {before}")
+            with engine.connect() as connection:
+                connection.exec_driver_sql("ANALYZE")
+                connection.commit()
+        engine.dispose()
         return path, None
     CACHE.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".building.db")

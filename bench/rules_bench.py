@@ -16,6 +16,7 @@ The demo database is built once per size into ``$COHORTA_BENCH_CACHE`` (default 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import hashlib
 import json
@@ -665,17 +666,31 @@ class Bench:
             started = time.perf_counter()
             snapshots = load_snapshots(session, ids_, requirements)
             load_s = time.perf_counter() - started
-        per_customer: list[float] = []
-        matches = 0
-        for snapshot in snapshots.values():  # one warm-up pass, then the timed one
+        # Timed twice. First evaluation: each snapshot as loaded, so the activity indexes the predicates keep on it
+        # (built on first use, shared by the rules with the same rows) are built inside the timing, as when a
+        # customer is evaluated once. Then again over the same snapshots, indexes kept (the code already warm).
+        fresh = [dataclasses.replace(s) for s in snapshots.values()]  # copies without indexes: nothing kept yet
+        for snapshot in snapshots.values():  # warm-up pass (builds the indexes of the originals)
             for p in predicate_fns:
                 p(snapshot)
+        first: list[float] = []
+        first_matches = 0
+        for snapshot in fresh:
+            started = time.perf_counter()
+            for p in predicate_fns:
+                first_matches += p(snapshot)
+            first.append(time.perf_counter() - started)
+        per_customer: list[float] = []
+        matches = 0
         for snapshot in snapshots.values():
             started = time.perf_counter()
             for p in predicate_fns:
                 matches += p(snapshot)
             per_customer.append(time.perf_counter() - started)
+        if first_matches != matches:
+            self.problems.append(f"real time: {first_matches} matches on first evaluation, {matches} again")
         med, high = statistics.median(per_customer) * 1e6, p90(per_customer) * 1e6
+        first_med, first_high = statistics.median(first) * 1e6, p90(first) * 1e6
         # Where the time goes: the mean cost of one predicate evaluation, by benchmark rule (all its variants).
         by_rule: dict[str, float] = {}
         for (name, _), fn in zip(specs, predicate_fns, strict=True):
@@ -701,7 +716,8 @@ class Bench:
               f"{by_rule[r.name] / sum(by_rule.values()):.0%}"] for r in RULES if r.name in by_rule],
         )
         self.results["realtime_by_rule_us"] = per_eval
-        self.results["realtime"] = {"median_us": med, "p90_us": high, "customers": len(snapshots),
+        self.results["realtime"] = {"median_us": med, "p90_us": high, "first_median_us": first_med,
+                                    "first_p90_us": first_high, "customers": len(snapshots),
                                     "predicates": len(predicate_fns), "compile_s": compile_s, "load_s": load_s,
                                     "matches": matches}
         print_table(
@@ -709,8 +725,10 @@ class Bench:
             f"({len(snapshots)} customers)",
             ["measure", "value"],
             [
-                ["median µs per customer (target < 250)", f"{med:,.0f}"],
-                ["p90 µs per customer", f"{high:,.0f}"],
+                ["median µs per customer, first evaluation (target < 250)", f"{first_med:,.0f}"],
+                ["p90 µs per customer, first evaluation", f"{first_high:,.0f}"],
+                ["median µs per customer, again (indexes kept)", f"{med:,.0f}"],
+                ["p90 µs per customer, again", f"{high:,.0f}"],
                 ["µs per predicate (median / 1000)", f"{med / len(predicate_fns):.2f}"],
                 ["compile 1,000 rules (validate + compile_predicate), s", f"{compile_s:.2f}"],
                 [f"load_snapshots of {len(snapshots)} customers (union of requirements), s", f"{load_s:.2f}"],

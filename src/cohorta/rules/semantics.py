@@ -28,6 +28,11 @@ from .model import CALENDAR_PERIODS, LIST_VALUE_OPERATORS, NO_VALUE_OPERATORS
 _PY_CMP: dict[str, Callable[[Any, Any], bool]] = {
     "lt": operator.lt, "lte": operator.le, "gt": operator.gt, "gte": operator.ge, "is": operator.eq,
 }  # fmt: skip
+#: The same comparisons as Python operators, for generated code (see :meth:`Test.source`).
+_PY_SYMBOL = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "is": "=="}
+
+#: Names a value for generated code: returns the identifier under which the value is passed to it.
+Const = Callable[[Any], str]
 
 
 def _ibis_cmp(op: str, left: Any, right: Any) -> ir.BooleanValue:
@@ -51,6 +56,14 @@ class Test(ABC):
     @abstractmethod
     def expr(self, col: Any) -> ir.BooleanValue: ...
 
+    def source(self, v: str, const: Const) -> str:
+        """The Python form as the text of an expression over the variable named ``v``, for generated code.
+
+        Every value of the test is passed through ``const``, which binds it to a name of the generated code and
+        returns that name: nothing of the rule is written into the source. Same answer as :meth:`py`.
+        """
+        return f"{const(self.py())}({v})"
+
 
 @dataclass(frozen=True)
 class Present(Test):
@@ -59,6 +72,9 @@ class Present(Test):
 
     def expr(self, col: Any) -> ir.BooleanValue:
         return ibis.literal(True)
+
+    def source(self, v: str, const: Const) -> str:
+        return "True"
 
 
 @dataclass(frozen=True)
@@ -71,6 +87,10 @@ class InSet(Test):
         if self.lower:
             return lambda v: v.lower() in s
         return lambda v: v in s
+
+    def source(self, v: str, const: Const) -> str:
+        values = const(frozenset(self.values))
+        return f"({v}.lower() in {values})" if self.lower else f"({v} in {values})"
 
     def expr(self, col: Any) -> ir.BooleanValue:
         c = col.lower() if self.lower else col
@@ -87,6 +107,9 @@ class Compare(Test):
     def py(self) -> Callable[[Any], bool]:
         f, b = _PY_CMP[self.op], self.bound
         return lambda v: f(v, b)
+
+    def source(self, v: str, const: Const) -> str:
+        return f"({v} {_PY_SYMBOL[self.op]} {const(self.bound)})"
 
     def expr(self, col: Any) -> ir.BooleanValue:
         return _ibis_cmp(self.op, col, self.bound)
@@ -110,6 +133,14 @@ class Range(Test):
             return not (hi is not None and (v > hi if hi_i else v >= hi))
 
         return test
+
+    def source(self, v: str, const: Const) -> str:
+        parts = []  # written as the negations py() tests, which differ from lo <= v for unordered values (NaN)
+        if self.lo is not None:
+            parts.append(f"not ({v} {'<' if self.lo_incl else '<='} {const(self.lo)})")
+        if self.hi is not None:
+            parts.append(f"not ({v} {'>' if self.hi_incl else '>='} {const(self.hi)})")
+        return f"({' and '.join(parts)})" if parts else "True"
 
     def expr(self, col: Any) -> ir.BooleanValue:
         parts: list[ir.BooleanValue] = []
@@ -143,6 +174,14 @@ class Text(Test):
         if self.kind == "starts_with":
             return (lambda v: v.lower().startswith(t)) if self.lower else (lambda v: v.startswith(t))
         return (lambda v: v.lower().endswith(t)) if self.lower else (lambda v: v.endswith(t))
+
+    def source(self, v: str, const: Const) -> str:
+        t = const(self.text)
+        subject = f"{v}.lower()" if self.lower else v
+        if self.kind == "contains":
+            return f"({t} in {subject})"
+        method = "startswith" if self.kind == "starts_with" else "endswith"
+        return f"{subject}.{method}({t})"
 
     def expr(self, col: Any) -> ir.BooleanValue:
         c = col.lower() if self.lower else col

@@ -51,6 +51,7 @@ from bench.rules_set import (
     variants,
 )
 from cohorta import db, rules
+from cohorta.access.service import Principal, Role
 from cohorta.clock import FrozenClock
 from cohorta.config import Settings
 from cohorta.evaluation import store
@@ -73,6 +74,10 @@ REALTIME_TARGET_US = 250.0
 
 # --------------------------------------------------------------------------------------------------------------------
 # The data
+
+
+#: Previews run as an admin (every team visible), as the API's admin token would.
+BENCH_PRINCIPAL = Principal(name="bench", role=Role.admin, teams=None)
 
 
 def demo_database(customers: int, rebuild: bool = False) -> tuple[Path, float | None]:
@@ -519,7 +524,7 @@ class Bench:
 
                 def run(draft: PreviewIn = draft) -> Any:
                     with self.session() as session:
-                        return preview(session, self.settings, self.clock, draft)
+                        return preview(session, self.settings, self.clock, draft, BENCH_PRINCIPAL)
 
                 try:
                     times, result = timed(run, self.runs, self.warmup)

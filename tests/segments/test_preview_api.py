@@ -166,3 +166,16 @@ def test_a_preview_does_not_wait_for_writers(shop: TestClient, store: sa.Engine)
         response = shop.post("/api/v1/segments/preview", json={"text": 'profile.country in ("PL")'})
         assert response.status_code == 200 and response.json()["count"] == 3
         writer.rollback()
+
+
+@pytest.mark.parametrize("sample_size", [0, 1, 2, 3, 10])
+def test_the_count_does_not_depend_on_the_sample_size(shop: TestClient, sample_size: int) -> None:
+    # Count and sample come from one statement: a sample smaller than the matches, none at all, or larger.
+    body = shop.post(
+        "/api/v1/segments/preview", json={"text": 'profile.country in ("PL")', "sample_size": sample_size}
+    ).json()
+    assert body["count"] == 3
+    sampled = [row["source_id"] for row in body["sample"]]
+    assert len(sampled) == min(sample_size, 3)
+    assert set(sampled) <= {"ala", "cy", "ed"}
+    assert sampled == sorted(sampled)  # listed by internal id, the order they were created in

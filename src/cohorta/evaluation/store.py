@@ -52,24 +52,31 @@ def count_matching(session: Session, rule: rules.Rule | Any, ctx: rules.Context,
     return int(run_sql(session, f"SELECT COUNT(*) FROM ({sql}) AS matching").scalar_one())
 
 
-def sample_matching(session: Session, sql: str, columns: list[str], limit: int) -> list[dict[str, Any]]:
-    """Up to ``limit`` customers of a compiled rule's SQL: the first the database finds, listed by internal id.
+def count_and_sample(session: Session, sql: str, columns: list[str], limit: int) -> tuple[int, list[dict[str, Any]]]:
+    """How many customers a compiled rule's SQL matches, and up to ``limit`` of them (listed by internal id).
 
-    The limit sits inside the subquery so the database stops at the ``limit``-th match instead of finding every
-    match and sorting them (which cost as much as the count itself: at 1,000,000 customers, hundreds of ms). The
-    same data and plan give the same sample; it is not necessarily the lowest ids.
+    One statement evaluates the rule once: its ids are materialised, counted, and the first ``limit`` found are
+    joined to ``customers``. Counting and sampling separately evaluated it twice, which for a rule whose matches are
+    gathered before they are read (an aggregate, an attribute) doubled the preview (1 s more at 1,000,000
+    customers). The sample is the first the database finds: the same for the same data and query plan, not
+    necessarily the lowest ids.
     """
     if limit <= 0:
-        return []
+        return int(run_sql(session, f"SELECT COUNT(*) FROM ({sql}) AS matching").scalar_one()), []
     quote = session.get_bind().dialect.identifier_preparer.quote
-    column_list = ", ".join(quote(column) for column in columns)
+    column_list = ", ".join(f"c.{quote(column)}" for column in columns)
     result = run_sql(
         session,
-        f"SELECT {column_list} FROM customers WHERE id IN "
-        f"(SELECT customer_id FROM ({sql}) AS matching LIMIT {int(limit)}) ORDER BY id",
+        f"WITH matching AS MATERIALIZED ({sql}) "
+        f"SELECT (SELECT COUNT(*) FROM matching) AS matching_count, {column_list} "
+        f"FROM (SELECT customer_id FROM matching LIMIT {int(limit)}) AS sampled "
+        f"JOIN customers AS c ON c.id = sampled.customer_id ORDER BY c.id",
     )
-    keys = list(result.keys())
-    return [dict(zip(keys, row, strict=True)) for row in result]
+    keys = list(result.keys())[1:]
+    rows = result.all()
+    # No row means no match at all: the sample only comes back empty when nothing matches.
+    count = int(rows[0][0]) if rows else 0
+    return count, [dict(zip(keys, row[1:], strict=True)) for row in rows]
 
 
 def warm_up() -> None:

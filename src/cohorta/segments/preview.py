@@ -85,8 +85,8 @@ def preview(session: Session, settings: Settings, clock: Clock, draft: PreviewIn
     catalog = build_catalog(session)
     rule = checked_rule(draft, settings, catalog, live_segment_ids(session, principal))
     ctx = context(draft, settings, clock, catalog)
-    sql = store.matching_sql(session, rule, ctx)  # compiled once for the count and the sample
-    count = store.count_matching(session, rule, ctx, sql=sql)
+    sql = store.matching_sql(session, rule, ctx)
+    count, sample = store.count_and_sample(session, sql, SAMPLE_COLUMNS, draft.sample_size)
     population = store.population(session)
     nodes = _node_counts(session, rule, ctx) if draft.dropoff else []
     return PreviewOut(
@@ -97,7 +97,7 @@ def preview(session: Session, settings: Settings, clock: Clock, draft: PreviewIn
         timezone=str(ctx.tz),
         rule=rules.node_to_json(rule),
         text=rules.to_text(rule),
-        sample=store.sample_matching(session, sql, SAMPLE_COLUMNS, draft.sample_size),
+        sample=sample,
         nodes=nodes,
         warnings=_warnings(session, rule, count, population),
         duration_ms=round((time.perf_counter() - started) * 1000, 1),

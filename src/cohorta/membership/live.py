@@ -33,7 +33,7 @@ from cohorta.customers.summary import chunked
 from cohorta.db import InValues, insert_rows, table_of
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.evaluation.snapshots import load_snapshots
-from cohorta.membership.service import apply_diff, in_window
+from cohorta.membership.service import apply_diffs, in_window
 from cohorta.segments.models import ChangeCause, Segment, SegmentMember, SegmentStatus, SegmentType, SegmentWakeup
 
 WRITE_KINDS = ("profile", "orders", "events", "loyalty")
@@ -52,7 +52,8 @@ class LiveSegment:
     events: set[str]
     uses: set[str]
     requirements: rules.Requirements
-    _predicates: dict[int, Callable[[rules.CustomerSnapshot], bool]] = field(default_factory=dict)
+    _predicates: dict[datetime, Callable[[rules.CustomerSnapshot], bool]] = field(default_factory=dict)
+    _next_change: dict[datetime, tuple[rules.Context, rules.NextChangeCache]] = field(default_factory=dict)
 
     def context(self, now: datetime, settings: Settings, catalog: rules.Catalog) -> rules.Context:
         return rules.Context(
@@ -62,21 +63,40 @@ class LiveSegment:
     def predicate(
         self, now: datetime, settings: Settings, catalog: rules.Catalog
     ) -> Callable[[rules.CustomerSnapshot], bool]:
-        """The compiled predicate for this instant. Relative thresholds are fixed when a rule compiles, so
-        predicates are cached per second: a stream of writes compiles each rule once a second at most."""
-        second = int(now.timestamp())
-        predicate = self._predicates.get(second)
+        """The predicate live evaluation uses at ``now``: compiled for :func:`evaluation_instant` (the end of the
+        current second), so one compiled predicate serves every write of that second exactly (relative thresholds
+        are fixed when a rule compiles, and compiling per write would cost more than evaluating)."""
+        at = evaluation_instant(now)
+        predicate = self._predicates.get(at)
         if predicate is None:
-            ctx = rules.Context(as_of=now, timezone=self.timezone, currency_exponent=settings.currency_exponent,
-                                catalog=catalog)  # fmt: skip
-            predicate = rules.compile_predicate(self.rule, ctx)
-            self._predicates = {second: predicate}
+            predicate = rules.compile_predicate(self.rule, self.context(at, settings, catalog))
+            self._predicates = {at: predicate}
         return predicate
+
+    def next_change_tools(
+        self, now: datetime, settings: Settings, catalog: rules.Catalog
+    ) -> tuple[rules.Context, rules.NextChangeCache]:
+        """The context and :class:`rules.NextChangeCache` for wake-ups planned at ``now``, at the same instant as
+        :meth:`predicate` and kept as long: the rule is bound and compiled once for every customer of that second."""
+        at = evaluation_instant(now)
+        found = self._next_change.get(at)
+        if found is None:
+            found = (self.context(at, settings, catalog), rules.NextChangeCache())
+            self._next_change = {at: found}
+        return found
 
     def reads(self, kind: str, event_names: set[str] | None) -> bool:
         if kind not in self.kinds:
             return False
         return kind != "events" or event_names is None or bool(self.events & event_names)
+
+
+def evaluation_instant(now: datetime) -> datetime:
+    """The instant live membership is decided at for a write or wake-up at ``now``: the last microsecond of its
+    second. Every write of one second shares it, so compiled rules are reused, and it is never earlier than the
+    write: activity stamped up to ``now`` always counts (an instant fixed by an earlier write of the same second would
+    ignore it). Relative thresholds are therefore up to a second ahead of the clock."""
+    return now.replace(microsecond=999_999)
 
 
 def _kinds(requirements: rules.Requirements, catalog: rules.Catalog) -> set[str]:
@@ -213,6 +233,7 @@ def evaluate(
         return {}
     _lock_segments(session, [s.id for s in affected])
     requirements = _union([s.requirements for s in affected])
+    timed = [s for s in affected if s.requirements.time_dependent]
     changes: dict[str, tuple[int, int]] = {}
     for chunk in chunked(list(ids), 1_000):
         memberships = memberships_of(session, chunk)
@@ -222,6 +243,7 @@ def evaluate(
         for customer_id, snapshot in snapshots.items():
             member_of[customer_id] = set(snapshot.segment_ids)
             snapshot.segment_ids = member_of[customer_id]
+        diffs: dict[str, tuple[list[int], list[int]]] = {}
         for segment in affected:
             predicate = segment.predicate(now, settings, index.catalog)
             live = in_window(segment.starts_at, segment.expires_at, now)  # the index holds active ones only
@@ -236,16 +258,20 @@ def evaluate(
                     exited.append(customer_id)
                     member_of[customer_id].discard(segment.id)
             if entered or exited:
-                row = session.get(Segment, segment.id)
-                assert row is not None
-                counts = apply_diff(session, row, entered, exited, cause=cause, now=now)
-                previous = changes.get(segment.id, (0, 0))
-                changes[segment.id] = (previous[0] + counts[0], previous[1] + counts[1])
-            if segment.requirements.time_dependent:
-                ctx = segment.context(now, settings, index.catalog)
-                cache = rules.NextChangeCache()
-                due = {cid: next_wakeup(segment, snap, ctx, cache) for cid, snap in snapshots.items()}
-                plan_wakeups(session, segment.id, due)
+                diffs[segment.id] = (entered, exited)
+        if diffs:  # the database rows of every segment that changed, in one set of statements
+            rows = session.scalars(sa.select(Segment).where(Segment.id.in_(sorted(diffs)))).all()
+            applied = apply_diffs(session, [(row, *diffs[row.id]) for row in rows], cause=cause, now=now)
+            for row, counts in zip(rows, applied, strict=True):
+                previous = changes.get(row.id, (0, 0))
+                changes[row.id] = (previous[0] + counts[0], previous[1] + counts[1])
+        if timed:
+            due: dict[tuple[str, int], datetime | None] = {}
+            for segment in timed:
+                ctx, cache = segment.next_change_tools(now, settings, index.catalog)
+                for cid, snapshot in snapshots.items():
+                    due[segment.id, cid] = next_wakeup(segment, snapshot, ctx, cache)
+            plan_wakeups(session, [s.id for s in timed], list(snapshots), due)
     return changes
 
 
@@ -258,17 +284,23 @@ def next_wakeup(
     return rules.next_change(segment.rule, snapshot, ctx, cache)
 
 
-def plan_wakeups(session: Session, segment_id: str, due: dict[int, datetime | None]) -> None:
-    """Replace these customers' wake-ups in this segment (None: the answer cannot change by time alone)."""
+def plan_wakeups(
+    session: Session,
+    segment_ids: Sequence[str],
+    customer_ids: Sequence[int],
+    due: dict[tuple[str, int], datetime | None],
+) -> None:
+    """Replace the wake-ups of these customers in these segments by ``due`` ((segment, customer) -> instant; missing
+    or None: the answer cannot change by time alone). One delete and one insert for all the segments."""
     table = table_of(SegmentWakeup)
-    for chunk in chunked(sorted(due), 1_000):
+    for chunk in chunked(sorted(customer_ids), 1_000):
         session.connection().execute(
-            sa.delete(table).where(table.c.segment_id == segment_id, InValues(table.c.customer_id, chunk))
+            sa.delete(table).where(InValues(table.c.segment_id, segment_ids), InValues(table.c.customer_id, chunk))
         )
     insert_rows(
         session.connection(),
         table,
-        [{"segment_id": segment_id, "customer_id": cid, "due_at": at} for cid, at in sorted(due.items()) if at],
+        [{"segment_id": sid, "customer_id": cid, "due_at": at} for (sid, cid), at in sorted(due.items()) if at],
     )
 
 

@@ -35,7 +35,7 @@ from cohorta.customers.models import COUNTED_ORDER_STATUSES, CustomerMonth, Orde
 from cohorta.customers.summary import chunked
 from cohorta.db import InValues, add_into, add_into_statement, as_instant, table_of
 from cohorta.project_settings import get_setting, put_setting
-from cohorta.segments.models import SegmentMember, SegmentMonth
+from cohorta.segments.models import Segment, SegmentMember, SegmentMonth
 
 SETTING_KEY = "order_months"
 log = logging.getLogger("cohorta.monthly")
@@ -151,24 +151,28 @@ def refresh_customers(
         _carry_to_segments(connection, chunk, months, 1)
 
 
-def carry_members(session: Session, segment_id: str, customer_ids: Sequence[int], sign: int) -> None:
-    """These customers entered (sign 1) or left (-1) the segment: add or subtract all their months."""
-    if not customer_ids or kept_zone(session) is None:
+def carry_members(session: Session, segment_ids: Sequence[str], customer_ids: Sequence[int], sign: int) -> None:
+    """These customers entered (sign 1) or left (-1) each of these segments: add or subtract all their months (one
+    statement for all the segments)."""
+    if not customer_ids or not segment_ids or kept_zone(session) is None:
         return
     connection = session.connection()
     statement = _carry_members_statement(connection.dialect.name)
     for chunk in chunked(list(customer_ids)):
-        connection.execute(statement, {"segment_id": segment_id, "sign": sign, "ids": list(chunk)})
+        connection.execute(statement, {"segment_ids": list(segment_ids), "sign": sign, "ids": list(chunk)})
 
 
 @cache
 def _carry_members_statement(dialect: str) -> Any:
-    kept, into = table_of(CustomerMonth), table_of(SegmentMonth)
-    segment_id = sa.bindparam("segment_id", type_=sa.String).label("segment_id")
+    kept, into, segments = table_of(CustomerMonth), table_of(SegmentMonth), table_of(Segment)
+    # Every (segment, month of a customer) pair: the segments table, restricted to the given ids, is the list of them.
     rows = (
-        sa.select(segment_id, kept.c.month, *_signed_sums(sa.bindparam("sign", type_=sa.Integer)))
+        sa.select(
+            segments.c.id.label("segment_id"), kept.c.month, *_signed_sums(sa.bindparam("sign", type_=sa.Integer))
+        )
+        .select_from(kept.join(segments, segments.c.id.in_(sa.bindparam("segment_ids", expanding=True))))
         .where(kept.c.customer_id.in_(sa.bindparam("ids", expanding=True)))
-        .group_by(kept.c.month)
+        .group_by(segments.c.id, kept.c.month)
     )
     return add_into_statement(dialect, into, ("segment_id", "month"), rows)
 

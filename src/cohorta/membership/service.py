@@ -36,7 +36,7 @@ from cohorta.segments.models import (
     SegmentStatus,
     SegmentType,
 )
-from cohorta.webhooks.service import enqueue_membership
+from cohorta.webhooks.service import enqueue_memberships
 
 
 def member_ids(session: Session, segment_id: str) -> set[int]:
@@ -90,44 +90,70 @@ def apply_diff(
     now: datetime,
 ) -> tuple[int, int]:
     """Add and remove members, with one history row per change; returns (entered, exited) counts."""
-    entering, exiting = sorted(set(entered)), sorted(set(exited))
+    return apply_diffs(session, [(segment, entered, exited)], cause=cause, now=now)[0]
+
+
+def apply_diffs(
+    session: Session,
+    diffs: Sequence[tuple[Segment, Iterable[int], Iterable[int]]],
+    *,
+    cause: ChangeCause,
+    now: datetime,
+) -> list[tuple[int, int]]:
+    """:func:`apply_diff` for several segments at once, in one set of statements: a write that moves a customer in
+    or out of ten segments pays for each kind of row once, not once per segment. Segments that enter or leave the
+    same customers share their statements (a single customer's write: one of each). Returns the counts per diff."""
+    prepared = [(segment, sorted(set(entered)), sorted(set(exited))) for segment, entered, exited in diffs]
     members, history = table_of(SegmentMember), table_of(MembershipChange)
     connection = session.connection()
-    for chunk in chunked(exiting):
-        connection.execute(
-            sa.delete(members).where(members.c.segment_id == segment.id, InValues(members.c.customer_id, chunk))
-        )
-    insert_rows(connection, members, [{"segment_id": segment.id, "customer_id": cid, "since": now} for cid in entering])
-    changes = [(cid, True) for cid in entering] + [(cid, False) for cid in exiting]
-    insert_rows(
-        connection,
-        history,
-        [
-            {
-                "segment_id": segment.id,
-                "customer_id": cid,
-                "entered": entered_,
-                "cause": cause.value,
-                "version": segment.version,
-                "occurred_at": now,
-            }
-            for cid, entered_ in changes
-        ],
+    exits = _by_customers((segment.id, exiting) for segment, _, exiting in prepared)
+    for customer_ids, segment_ids in exits.items():
+        for chunk in chunked(list(customer_ids)):
+            connection.execute(
+                sa.delete(members).where(
+                    InValues(members.c.segment_id, segment_ids), InValues(members.c.customer_id, chunk)
+                )
+            )
+    insert_rows(connection, members, [
+        {"segment_id": segment.id, "customer_id": cid, "since": now}
+        for segment, entering, _ in prepared for cid in entering
+    ])  # fmt: skip
+    insert_rows(connection, history, [
+        {"segment_id": segment.id, "customer_id": cid, "entered": entered_, "cause": cause.value,
+         "version": segment.version, "occurred_at": now}
+        for segment, entering, exiting in prepared
+        for cids, entered_ in ((entering, True), (exiting, False)) for cid in cids
+    ])  # fmt: skip
+    count_size_changes(
+        session, now, [(segment.id, len(entering), len(exiting)) for segment, entering, exiting in prepared]
     )
-    if entering or exiting:
-        count_size_change(session, [segment.id], now, len(entering), len(exiting))
-    segment.member_count = (segment.member_count or 0) + len(entering) - len(exiting)
-    for ids, sign in ((entering, 1), (exiting, -1)):
-        monthly.carry_members(session, segment.id, ids, sign)
-        if ids:
-            orders, spent, clv = _summary_sums(session, ids)
-            segment.stats_orders = (segment.stats_orders or 0) + sign * orders
-            segment.stats_spent_minor = (segment.stats_spent_minor or 0) + sign * spent
-            if clv is not None:
-                segment.stats_clv_minor = (segment.stats_clv_minor or 0) + sign * clv
-    derive_averages(segment)
-    enqueue_membership(session, segment, entering, exiting, cause.value, now)  # same transaction: the outbox
-    return len(entering), len(exiting)
+    entries = _by_customers((segment.id, entering) for segment, entering, _ in prepared)
+    sums: dict[tuple[int, ...], tuple[int, int, int | None]] = {}
+    for groups, sign in ((entries, 1), (exits, -1)):
+        for customer_ids, segment_ids in groups.items():
+            monthly.carry_members(session, segment_ids, customer_ids, sign)
+            sums[customer_ids] = _summary_sums(session, customer_ids)
+    for segment, entering, exiting in prepared:
+        segment.member_count = (segment.member_count or 0) + len(entering) - len(exiting)
+        for ids, sign in ((entering, 1), (exiting, -1)):
+            if ids:
+                orders, spent, clv = sums[tuple(ids)]
+                segment.stats_orders = (segment.stats_orders or 0) + sign * orders
+                segment.stats_spent_minor = (segment.stats_spent_minor or 0) + sign * spent
+                if clv is not None:
+                    segment.stats_clv_minor = (segment.stats_clv_minor or 0) + sign * clv
+        derive_averages(segment)
+    enqueue_memberships(session, prepared, cause.value, now)  # same transaction: the outbox
+    return [(len(entering), len(exiting)) for _, entering, exiting in prepared]
+
+
+def _by_customers(changes: Iterable[tuple[str, list[int]]]) -> dict[tuple[int, ...], list[str]]:
+    """Segments grouped by the exact (sorted) customers that enter or leave them; empty lists are left out."""
+    grouped: dict[tuple[int, ...], list[str]] = defaultdict(list)
+    for segment_id, customer_ids in changes:
+        if customer_ids:
+            grouped[tuple(customer_ids)].append(segment_id)
+    return grouped
 
 
 def _summary_sums(session: Session, customer_ids: Sequence[int]) -> tuple[int, int, int | None]:
@@ -322,12 +348,16 @@ def quarter_of(instant: datetime) -> datetime:
 
 def count_size_change(session: Session, segment_ids: Sequence[str], now: datetime, entered: int, exited: int) -> None:
     """Add entries and exits to these segments' counts for the quarter hour of ``now``."""
-    if not segment_ids:
-        return
-    connection = session.connection()
-    quarter = quarter_of(now)
-    rows = [{"segment_id": sid, "quarter": quarter, "entered": entered, "exited": exited} for sid in segment_ids]
-    connection.execute(_size_change_statement(connection.dialect.name), rows)
+    count_size_changes(session, now, [(segment_id, entered, exited) for segment_id in segment_ids])
+
+
+def count_size_changes(session: Session, now: datetime, changes: Sequence[tuple[str, int, int]]) -> None:
+    """Add (segment, entered, exited) to the segments' counts for the quarter hour of ``now`` (one statement)."""
+    rows = [{"segment_id": sid, "quarter": quarter_of(now), "entered": entered, "exited": exited}
+            for sid, entered, exited in changes if entered or exited]  # fmt: skip
+    if rows:
+        connection = session.connection()
+        connection.execute(_size_change_statement(connection.dialect.name), rows)
 
 
 @cache

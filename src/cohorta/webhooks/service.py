@@ -162,54 +162,73 @@ def deliveries(session: Session, subscription_id: str, limit: int, offset: int) 
 # --- the outbox ------------------------------------------------------------------------------------------------------
 
 
+#: Active subscriptions: (id, event types, segment ids or None for every segment).
+Subscriptions = list[tuple[str, list[str], list[str] | None]]
+
+
 def _listening(session: Session, segment_id: str) -> dict[EventType, list[str]]:
     """The active subscriptions that hear about this segment, by event type (one query for all types)."""
+    return _hearing(_subscriptions(session), segment_id)
+
+
+def _subscriptions(session: Session) -> Subscriptions:
+    """Every active subscription: (id, event types, segment ids or none for all)."""
     rows = session.execute(
         sa.select(Subscription.id, Subscription.event_types, Subscription.segment_ids).where(Subscription.active)
     ).all()
-    heard = [(sid, types) for sid, types, segments in rows if not segments or segment_id in segments]
+    return [(sid, types, segments) for sid, types, segments in rows]
+
+
+def _hearing(subscriptions: Subscriptions, segment_id: str) -> dict[EventType, list[str]]:
+    heard = [(sid, types) for sid, types, segments in subscriptions if not segments or segment_id in segments]
     return {kind: [sid for sid, types in heard if kind.value in types] for kind in EventType}
 
 
-def enqueue_membership(
-    session: Session, segment: Segment, entered: Sequence[int], exited: Sequence[int], cause: str, now: datetime
+def enqueue_memberships(
+    session: Session, diffs: Sequence[tuple[Segment, Sequence[int], Sequence[int]]], cause: str, now: datetime
 ) -> int:
-    """Outbox rows for these entries and exits, for every active subscription listening; returns how many."""
-    listening = _listening(session, segment.id)
-    listeners = {
-        EventType.entered: listening[EventType.entered] if entered else [],
-        EventType.exited: listening[EventType.exited] if exited else [],
-    }
-    if not listeners[EventType.entered] and not listeners[EventType.exited]:
+    """Outbox rows for these segments' entries and exits, for every active subscription listening (one insert for
+    all of them); returns how many."""
+    if not any(entered or exited for _, entered, exited in diffs):
+        return 0
+    subscriptions = _subscriptions(session)
+    if not subscriptions:
+        return 0
+    planned: list[tuple[Segment, EventType, str, Sequence[int]]] = []
+    for segment, entered, exited in diffs:
+        listening = _hearing(subscriptions, segment.id)
+        for event_type, customer_ids in ((EventType.entered, entered), (EventType.exited, exited)):
+            if customer_ids:
+                planned.extend((segment, event_type, sid, customer_ids) for sid in listening[event_type])
+    if not planned:
         return 0
     source_ids: dict[int, str] = {}
     customers = table_of(Customer)
-    for chunk in chunked(sorted({*entered, *exited})):
+    for chunk in chunked(sorted({cid for *_, customer_ids in planned for cid in customer_ids})):
         query = sa.select(customers.c.id, customers.c.source_id).where(InValues(customers.c.id, chunk))
         source_ids.update({customer_id: source_id for customer_id, source_id in session.execute(query)})
     rows: list[dict[str, Any]] = []
-    segment_view = {"id": segment.id, "name": segment.name, "version": segment.version}
-    for event_type, customer_ids in ((EventType.entered, entered), (EventType.exited, exited)):
-        for subscription_id in listeners[event_type]:
-            rows.extend(
-                {
-                    "subscription_id": subscription_id,
-                    "event_type": event_type.value,
-                    "payload": {
-                        "type": event_type.value,
-                        "occurred_at": now.isoformat(),
-                        "segment": segment_view,
-                        "customer": source_ids[cid],
-                        "cause": cause,
-                    },
-                    "occurred_at": now,
-                    "state": OutboxState.pending.value,
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                }
-                for cid in customer_ids
-                if cid in source_ids
-            )
+    for segment, event_type, subscription_id, customer_ids in planned:
+        segment_view = {"id": segment.id, "name": segment.name, "version": segment.version}
+        rows.extend(
+            {
+                "subscription_id": subscription_id,
+                "event_type": event_type.value,
+                "payload": {
+                    "type": event_type.value,
+                    "occurred_at": now.isoformat(),
+                    "segment": segment_view,
+                    "customer": source_ids[cid],
+                    "cause": cause,
+                },
+                "occurred_at": now,
+                "state": OutboxState.pending.value,
+                "attempts": 0,
+                "next_attempt_at": now,
+            }
+            for cid in customer_ids
+            if cid in source_ids
+        )
     insert_rows(session.connection(), table_of(OutboxEvent), rows)
     return len(rows)
 

@@ -171,6 +171,11 @@ def _listening(session: Session, segment_id: str) -> dict[EventType, list[str]]:
     return {kind: [sid for sid, types in heard if kind.value in types] for kind in EventType}
 
 
+def hears_entries(session: Session, segment_id: str) -> bool:
+    """Whether an active subscription hears about customers entering this segment."""
+    return bool(_listening(session, segment_id)[EventType.entered])
+
+
 def enqueue_membership(
     session: Session, segment: Segment, entered: Sequence[int], exited: Sequence[int], cause: str, now: datetime
 ) -> int:

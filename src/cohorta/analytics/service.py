@@ -230,7 +230,7 @@ def overlap(session: Session, principal: Principal, segment_ids: Sequence[str]) 
 
     The database reads each segment's members in index order and hands them over as one value per segment; the
     masks are counted with NumPy. Grouping the members by customer in SQL (one sort of every member row) took
-    1.4-2.1 s at 1,000,000 customers on SQLite (docs/design.md, "Overlap: the database reads, NumPy counts")."""
+    1.4-2.1 s at 1,000,000 customers on SQLite (docs/design.md, "Overlap and a new segment's month sums")."""
     ids = list(dict.fromkeys(segment_ids))
     if not 2 <= len(ids) <= MAX_OVERLAP_SEGMENTS:
         raise InvalidInput([FieldError(("segments",), f"give 2 to {MAX_OVERLAP_SEGMENTS} different segments")])

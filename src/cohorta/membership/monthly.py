@@ -169,8 +169,8 @@ def carry_all_members(session: Session, segment_id: str) -> None:
 
     The database joins and hands over each column as one text value; NumPy sums per month. Grouping the joined rows
     by month in SQL is a sort of all of them: 3.4 M rows for a 244,424-member segment of heavy buyers at 1,000,000
-    customers took 3.7-6.5 s on SQLite, against 0.5-0.9 s to read them (docs/design.md, "Overlap: the database
-    reads, NumPy counts")."""
+    customers took 3.7-6.5 s on SQLite, against 0.5-0.9 s to read them (docs/design.md, "Overlap and a new
+    segment's month sums")."""
     if kept_zone(session) is None:
         return
     kept, members = table_of(CustomerMonth), table_of(SegmentMember)

@@ -6,7 +6,7 @@ Targets (the issue): the segment list answers in under 100 ms (median) with 1,00
 each analytics answer in under 1 s (median) at 1,000,000 customers.
 
 Usage: python -m bench.analytics_bench [--customers 100000] [--segments 1000] [--list-runs 50]
-       [--analytics-runs 10] [--runs N (both)] [--rebuild]
+       [--analytics-runs 10] [--runs N (both)] [--rebuild] [--only-analytics]
    or: bash bench/run.sh analytics   (CUSTOMERS, SEGMENTS, LIST_RUNS, ANALYTICS_RUNS)
    The issue's size: python -m bench.analytics_bench --customers 1000000
    (builds the 1,000,000-customer demo database once, about 12 minutes and 15 GB in $COHORTA_BENCH_CACHE, then
@@ -418,8 +418,10 @@ def twelve_months(today: date) -> tuple[date, date]:
     return date(month // 12, month % 12 + 1, 1), today
 
 
-def run(demo_db: Path, *, segments: int = 1000, list_runs: int = 50, analytics_runs: int = 10) -> Results:
-    """The whole benchmark on a copy of ``demo_db`` (a demo database; the copy is removed afterwards)."""
+def run(demo_db: Path, *, segments: int = 1000, list_runs: int = 50, analytics_runs: int = 10,
+        only_analytics: bool = False) -> Results:  # fmt: skip
+    """The whole benchmark on a copy of ``demo_db`` (a demo database; the copy is removed afterwards);
+    ``only_analytics``: without the segment list and UI cases."""
     load_average: dict[str, tuple[float, float, float]] = {"start": os.getloadavg()}
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="cohorta-analytics-") as name:
@@ -440,11 +442,13 @@ def run(demo_db: Path, *, segments: int = 1000, list_runs: int = 50, analytics_r
             health = Case("floor", "health (HTTP and client floor)", f"GET {API}/health", None)
             cases.append(measure(client, health, lambda c, i: c.get(f"{API}/health"), list_runs, lambda b: "ok"))
             load_average["list"] = os.getloadavg()
-            cases += list_cases(client, list_runs, customers, today)
+            if not only_analytics:
+                cases += list_cases(client, list_runs, customers, today)
             load_average["analytics"] = os.getloadavg()
             cases += analytics_cases(client, analytics_runs, real, window)
             load_average["ui"] = os.getloadavg()
-            cases += ui_cases(client, list_runs, real, customers)
+            if not only_analytics:
+                cases += ui_cases(client, list_runs, real, customers)
         load_average["end"] = os.getloadavg()
     return Results(customers, real, synthetic, len(real) + synthetic, statuses, seconds, cases, list_runs,
                    analytics_runs, window, load_average)  # fmt: skip
@@ -561,13 +565,15 @@ def main() -> None:
     parser.add_argument("--analytics-runs", type=int, default=10, help="Timed requests per analytics case")
     parser.add_argument("--runs", type=int, default=None, help="Both --list-runs and --analytics-runs")
     parser.add_argument("--rebuild", action="store_true", help="Rebuild the cached demo database")
+    parser.add_argument("--only-analytics", action="store_true", help="Skip the segment list and UI cases")
     args = parser.parse_args()
     if args.runs is not None:
         args.list_runs = args.analytics_runs = args.runs
     if args.list_runs < 1 or args.analytics_runs < 1:
         parser.error("runs must be at least 1")
     path, build_s = demo_database(args.customers, rebuild=args.rebuild)
-    results = run(path, segments=args.segments, list_runs=args.list_runs, analytics_runs=args.analytics_runs)
+    results = run(path, segments=args.segments, list_runs=args.list_runs, analytics_runs=args.analytics_runs,
+                  only_analytics=args.only_analytics)
     report(results, build_s)
 
 

@@ -57,8 +57,8 @@ def combine(
     body: CombineIn, session: SessionDep, settings: SettingsDep, clock: ClockDep, principal: EditorDep
 ) -> SegmentOut:
     """Save the intersection, union or difference of segments, as they are now, as a new static segment."""
-    ids = service.combined_ids(session, principal, body.operation, body.segments)
+    members = service.combination(session, principal, body.operation, body.segments)
     definition = SegmentIn(name=body.name, description=body.description, team=body.team, type="static")
-    segment = segments.create_segment(session, settings, clock, definition, principal, member_ids=ids)
+    segment = segments.create_segment(session, settings, clock, definition, principal, member_query=members)
     session.commit()
     return segments.to_out(segment, settings.currency_exponent)

@@ -28,12 +28,14 @@ from time import perf_counter
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
+import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from cohorta.customers.models import COUNTED_ORDER_STATUSES, CustomerMonth, Order
 from cohorta.customers.summary import chunked
-from cohorta.db import InValues, add_into, add_into_statement, as_instant, table_of
+from cohorta.db import InValues, add_into, add_into_statement, as_instant, dialect_insert, table_of
 from cohorta.project_settings import get_setting, put_setting
 from cohorta.segments.models import Segment, SegmentMember, SegmentMonth
 
@@ -160,6 +162,70 @@ def carry_members(session: Session, segment_ids: Sequence[str], customer_ids: Se
     statement = _carry_members_statement(connection.dialect.name)
     for chunk in chunked(list(customer_ids)):
         connection.execute(statement, {"segment_ids": list(segment_ids), "sign": sign, "ids": list(chunk)})
+
+
+def carry_all_members(session: Session, segment_id: str) -> None:
+    """Add all the months of the segment's current members to its figures: for a segment whose members have just
+    all entered (a new static segment), one join of its members with their months instead of lists of ids.
+
+    The database joins and hands over each column as one text value; NumPy sums per month. Grouping the joined rows
+    by month in SQL is a sort of all of them: 3.4 M rows for a 244,424-member segment of heavy buyers at 1,000,000
+    customers took 3.7-6.5 s on SQLite, against 0.5-0.9 s to read them (docs/design.md, "Overlap and a new
+    segment's month sums")."""
+    if kept_zone(session) is None:
+        return
+    kept, members = table_of(CustomerMonth), table_of(SegmentMember)
+    def listed(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.func.aggregate_strings(sa.cast(column, sa.String), ",")
+
+    connection = session.connection()
+    count, numbers, orders, revenue = connection.execute(
+        sa.select(sa.func.count(), listed(kept.c.month), listed(kept.c.orders), listed(kept.c.revenue_minor))
+        .select_from(members)
+        .join(kept, kept.c.customer_id == members.c.customer_id)
+        .where(members.c.segment_id == segment_id)
+    ).one()
+    if not count:
+        return
+    months = month_numbers(numbers, count)
+    order_counts, revenue_minor = (np.fromstring(value, dtype=np.int64, sep=",") for value in (orders, revenue))
+    if order_counts.size != count or revenue_minor.size != count:  # a partial parse would be a wrong figure
+        raise RuntimeError(f"segment {segment_id}: read {order_counts.size}, {revenue_minor.size} values of {count}")
+    first = int(months.min())
+    index = months - first
+    buyers = np.bincount(index)
+    sums = np.zeros((2, buyers.size), dtype=np.int64)  # exact integer sums (bincount's weights are floats)
+    np.add.at(sums[0], index, order_counts)
+    np.add.at(sums[1], index, revenue_minor)
+    rows = [
+        {"segment_id": segment_id, "month": date((first + i) // 12, (first + i) % 12 + 1, 1), "orders": int(sums[0][i]),
+         "revenue_minor": int(sums[1][i]), "buyers": int(buyers[i])}
+        for i in np.flatnonzero(buyers).tolist()
+    ]  # fmt: skip
+    connection.execute(_add_months_statement(connection.dialect.name), rows)
+
+
+def month_numbers(text: str, count: int) -> npt.NDArray[np.int64]:
+    """``year * 12 + month - 1`` of each of ``count`` comma-separated ``YYYY-MM-DD`` dates (a date column as text on
+    SQLite and PostgreSQL), read as a fixed-width byte grid; anything else is an error, never a wrong month."""
+    grid = np.frombuffer((text + ",").encode("ascii"), dtype=np.uint8)
+    if grid.size != 11 * count:
+        raise RuntimeError(f"expected {count} dates of the form YYYY-MM-DD, got {len(text)} characters")
+    grid = grid.reshape(count, 11)
+    digits = grid[:, [0, 1, 2, 3, 5, 6]].astype(np.int64) - ord("0")
+    dashes = (grid[:, 4] == ord("-")) & (grid[:, 7] == ord("-")) & (grid[:, 10] == ord(","))
+    if not dashes.all() or digits.min() < 0 or digits.max() > 9:
+        raise RuntimeError("expected dates of the form YYYY-MM-DD")
+    years = digits[:, 0] * 1000 + digits[:, 1] * 100 + digits[:, 2] * 10 + digits[:, 3]
+    return years * 12 + digits[:, 4] * 10 + digits[:, 5] - 1
+
+
+@cache
+def _add_months_statement(dialect: str) -> Any:
+    into = table_of(SegmentMonth)
+    statement = dialect_insert(dialect, into)
+    added = {name: into.c[name] + statement.excluded[name] for name in ("orders", "revenue_minor", "buyers")}
+    return statement.on_conflict_do_update(index_elements=["segment_id", "month"], set_=added)
 
 
 @cache

@@ -21,7 +21,7 @@ from cohorta.clv.models import CustomerClv
 from cohorta.config import Settings
 from cohorta.customers.models import CustomerGroupAssignment, CustomerSummary
 from cohorta.customers.summary import chunked
-from cohorta.db import InValues, dialect_insert, insert_rows, table_of
+from cohorta.db import InValues, UTCDateTime, dialect_insert, insert_rows, table_of
 from cohorta.evaluation import store
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.membership import monthly
@@ -36,7 +36,7 @@ from cohorta.segments.models import (
     SegmentStatus,
     SegmentType,
 )
-from cohorta.webhooks.service import enqueue_memberships
+from cohorta.webhooks.service import enqueue_memberships, hears_entries
 
 
 def member_ids(session: Session, segment_id: str) -> set[int]:
@@ -154,6 +154,47 @@ def _by_customers(changes: Iterable[tuple[str, list[int]]]) -> dict[tuple[int, .
         if customer_ids:
             grouped[tuple(customer_ids)].append(segment_id)
     return grouped
+
+
+def enter_list(session: Session, segment: Segment, now: datetime, cause: ChangeCause) -> int:
+    """A new static or external segment's first membership: if it is live, its whole explicit list enters at once.
+    The same rows and figures as :func:`recompute` writes (members, history, the quarter-hour count, month figures,
+    statistics, outbox rows), each by one statement inside the database (``INSERT ... SELECT`` from the list, the
+    month figures and statistics by a join on the new members) instead of ids carried through Python and back.
+    The segment must have no members yet. Returns how many entered."""
+    started = time.perf_counter()
+    live = is_live(segment, now)
+    if live:
+        entries, members, history = table_of(SegmentListEntry), table_of(SegmentMember), table_of(MembershipChange)
+        listed = entries.c.segment_id == segment.id
+        at = sa.literal(now, UTCDateTime())
+        connection = session.connection()
+        connection.execute(
+            sa.insert(members).from_select(
+                ["segment_id", "customer_id", "since"],
+                sa.select(entries.c.segment_id, entries.c.customer_id, at).where(listed),
+            )
+        )
+        connection.execute(
+            sa.insert(history).from_select(
+                ["segment_id", "customer_id", "entered", "cause", "version", "occurred_at"],
+                sa.select(
+                    entries.c.segment_id, entries.c.customer_id, sa.literal(True, sa.Boolean),
+                    sa.literal(cause.value, sa.String), sa.literal(segment.version, sa.Integer), at,
+                ).where(listed),
+            )
+        )  # fmt: skip
+    recount_statistics(session, now, [segment.id])  # member count, sums and averages: one join on the members
+    entered = segment.member_count or 0
+    if live and entered:
+        count_size_change(session, [segment.id], now, entered, 0)
+        monthly.carry_all_members(session, segment.id)
+        if hears_entries(session, segment.id):
+            query = sa.select(members.c.customer_id).where(members.c.segment_id == segment.id)
+            entered_ids = list(connection.execute(query).scalars())
+            enqueue_memberships(session, [(segment, entered_ids, [])], cause.value, now)
+    segment.refresh_duration_ms = int((time.perf_counter() - started) * 1000)
+    return entered
 
 
 def _summary_sums(session: Session, customer_ids: Sequence[int]) -> tuple[int, int, int | None]:

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import ibis
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -26,12 +27,19 @@ from cohorta.customers.models import Customer, ValueType
 from cohorta.customers.service import attribute_definitions, customer_id_for
 from cohorta.customers.summary import chunked
 from cohorta.customers.values import column_for
-from cohorta.db import InValues, as_instant, insert_rows, new_id, table_of
+from cohorta.db import InValues, UTCDateTime, as_instant, insert_rows, new_id, table_of
 from cohorta.errors import Conflict, FieldError, InvalidInput, NotFound
 from cohorta.evaluation import store
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.membership import jobs
-from cohorta.membership.service import apply_diff, customer_segment_rows, list_ids, member_ids, recompute
+from cohorta.membership.service import (
+    apply_diff,
+    customer_segment_rows,
+    enter_list,
+    list_ids,
+    member_ids,
+    recompute,
+)
 from cohorta.money import from_minor
 from cohorta.rules.model import walk
 from cohorta.segments.models import (
@@ -163,9 +171,11 @@ def create_segment(
     body: SegmentIn,
     principal: Principal,
     member_ids: set[int] | None = None,
+    member_query: sa.Select[Any] | None = None,
 ) -> Segment:
     """Create a segment. A static one takes its members from its rule (a snapshot), ``customers`` or, from other
-    services (overlaps), ``member_ids``."""
+    services, ``member_ids`` (a CSV upload) or ``member_query``, a query of distinct customer ids that the database
+    writes into the list itself (a saved combination of segments)."""
     now, actor = clock.now(), principal.name
     check_team(session, principal, body.team)
     _check_name_free(session, body.name, None)
@@ -222,12 +232,13 @@ def create_segment(
             )
             ids = store.matching_ids(session, rule, ctx)
             segment.rule_text = rules.to_text(rule)  # kept to say where the snapshot came from
-        elif member_ids is not None:
-            ids = member_ids
+            _set_static_list(session, segment, ids, now)
+        elif member_query is not None:
+            _set_static_list_from(session, segment, member_query, now)
         else:
-            ids = _resolve_all(session, body.customers or [], ("customers",))
-        _set_static_list(session, segment, ids, now)
-        recompute(session, segment, now, settings, ChangeCause.manual)
+            ids = member_ids if member_ids is not None else _resolve_all(session, body.customers or [], ("customers",))
+            _set_static_list(session, segment, ids, now)
+        enter_list(session, segment, now, ChangeCause.manual)
     elif body.type == SegmentType.dynamic.value and body.status == SegmentStatus.active.value:
         jobs.queue(segment, now)
     session.flush()
@@ -320,8 +331,8 @@ def _digest(ids: set[int]) -> str:
     return hashlib.sha256(",".join(map(str, sorted(ids))).encode()).hexdigest()
 
 
-def _set_static_list(session: Session, segment: Segment, ids: set[int], now: datetime) -> None:
-    digest = _digest(ids)
+def _refuse_twin(session: Session, segment: Segment, digest: str, size: int) -> None:
+    """Conflict when another static segment (not archived) has exactly this list; else the digest is the segment's."""
     twin = session.scalar(
         sa.select(Segment.id).where(
             Segment.type == SegmentType.static.value,
@@ -331,9 +342,39 @@ def _set_static_list(session: Session, segment: Segment, ids: set[int], now: dat
         )
     )
     if twin:
-        raise Conflict(f"static segment {twin} already has exactly these {len(ids)} members")
+        raise Conflict(f"static segment {twin} already has exactly these {size} members")
     segment.list_digest = digest
+
+
+def _set_static_list(session: Session, segment: Segment, ids: set[int], now: datetime) -> None:
+    _refuse_twin(session, segment, _digest(ids), len(ids))
     _replace_list(session, segment, ids, now)
+
+
+def _set_static_list_from(session: Session, segment: Segment, member_query: sa.Select[Any], now: datetime) -> None:
+    """A new static segment's list from a query of distinct customer ids, written by the database (INSERT ...
+    SELECT); the ids come back to Python only as one text value, the sorted list the twin check's digest is made
+    of."""
+    entries = table_of(SegmentListEntry)
+    found = member_query.subquery("found")
+    connection = session.connection()
+    connection.execute(
+        sa.insert(entries).from_select(
+            ["segment_id", "customer_id", "added_at"],
+            sa.select(sa.literal(segment.id, sa.String), found.c.customer_id, sa.literal(now, UTCDateTime())),
+        )
+    )
+    listed = sa.func.aggregate_strings(sa.cast(entries.c.customer_id, sa.String), ",")
+    count, text = connection.execute(
+        sa.select(sa.func.count(), listed).where(entries.c.segment_id == segment.id)
+    ).one()
+    ids = np.fromstring(text or "", dtype=np.int64, sep=",")
+    if ids.size != count:
+        raise RuntimeError(f"segment {segment.id}: read {ids.size} list ids of {count}")
+    if not (ids[1:] > ids[:-1]).all():  # in the primary key's order already, as a rule
+        text = ",".join(map(str, np.sort(ids).tolist()))
+    digest = hashlib.sha256((text or "").encode()).hexdigest()  # as _digest(): the sorted ids, comma-separated
+    _refuse_twin(session, segment, digest, int(count))
 
 
 def _replace_list(session: Session, segment: Segment, ids: set[int], now: datetime) -> tuple[int, int]:

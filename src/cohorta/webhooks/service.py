@@ -184,6 +184,11 @@ def _hearing(subscriptions: Subscriptions, segment_id: str) -> dict[EventType, l
     return {kind: [sid for sid, types in heard if kind.value in types] for kind in EventType}
 
 
+def hears_entries(session: Session, segment_id: str) -> bool:
+    """Whether an active subscription hears about customers entering this segment."""
+    return bool(_listening(session, segment_id)[EventType.entered])
+
+
 def enqueue_memberships(
     session: Session, diffs: Sequence[tuple[Segment, Sequence[int], Sequence[int]]], cause: str, now: datetime
 ) -> int:

@@ -296,9 +296,3 @@ def combination(session: Session, principal: Principal, operation: str, segment_
     parts = [walk(sid, [], biggest_first[:i]) for i, sid in enumerate(biggest_first)]
     united = sa.union_all(*parts).subquery("united")
     return sa.select(united.c.customer_id)
-
-
-def combined_ids(session: Session, principal: Principal, operation: str, segment_ids: Sequence[str]) -> set[int]:
-    """The customer ids of :func:`combination`."""
-    query = combination(session, principal, operation, segment_ids)
-    return {int(customer_id) for customer_id in session.connection().execute(query).scalars()}

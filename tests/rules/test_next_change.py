@@ -17,6 +17,8 @@ from rule_strategies import FIELDS, RULES, activity, condition
 from rules_harness import ANCHOR, CATALOG, make_store, snapshots
 
 from cohorta.rules import Context, CustomerSnapshot, Rule, compile_predicate, next_change, validate
+from cohorta.rules.next_change import NextChangeCache, _Walker
+from cohorta.rules.plan import bind
 
 UTC = dt.UTC
 ZONES = ["Europe/Warsaw", "America/Los_Angeles", "UTC"]
@@ -261,6 +263,31 @@ def test_answer_never_changes_before_next_change(rule: dict, seed: int, tz: str,
             assert pred(t)(snap) == before, (rule, ctx.as_of, at, t, snap)
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rule=st.one_of(RULES, TIME_RULES, TIME_RULES), seed=st.integers(0, 5), tz=st.sampled_from(ZONES),
+       era=st.sampled_from(sorted(ERAS)), shift=AS_OF_SHIFTS, sample_seed=st.integers(0, 2**32))
+@example(rule={"and": [{"activity": "orders", "window": {"last_days": 30}, "op": "gte", "value": 2},
+                       {"field": "profile.country", "op": "is", "value": "PL"}]},
+         seed=0, tz="UTC", era="2024", shift=dt.timedelta(0), sample_seed=0)
+def test_walk_claims_exact_only_where_the_answer_flips(rule: dict, seed: int, tz: str, era: str,
+                                                       shift: dt.timedelta, sample_seed: int) -> None:
+    """Where one walk of the rule says its instant is exact (so next_change skips refining it), the answer is the
+    same a microsecond before and different at that instant."""
+    rnd = random.Random(sample_seed)
+    parsed = validate(rule, CATALOG, 2)
+    ctx = Context(ERAS[era] + shift, tz, 2, CATALOG)
+    bound = bind(parsed, ctx)
+    cache = NextChangeCache()
+    days = sorted(_rule_days(rule))
+    for snap in _world(seed, tz, era)[:4] + [_dense_snapshot(rnd, 100 + i, ctx, days) for i in range(4)]:
+        value, when, exact = _Walker(snap, ctx, cache).visit(parsed.root, bound)
+        assert value == compile_predicate(parsed, ctx)(snap)
+        if exact and when is not None:
+            at = when.replace(tzinfo=UTC)
+            assert compile_predicate(parsed, ctx.at(at - US))(snap) == value, (rule, ctx.as_of, at, snap)
+            assert compile_predicate(parsed, ctx.at(at))(snap) != value, (rule, ctx.as_of, at, snap)
+
+
 # -- exact instants ---------------------------------------------------------------------------------------------------
 
 
@@ -408,3 +435,18 @@ def test_count_that_does_not_flip_is_skipped() -> None:
     snap = _orders(_at(2026, 1, 20), _at(2026, 1, 25), _at(2026, 1, 28))
     rule = {"activity": "orders", "window": {"last_days": 10}, "op": "gte", "value": 1}
     _exact(rule, snap, _at(2026, 2, 1), "UTC", _at(2026, 2, 7) + US)
+
+
+def test_group_waiting_on_two_children_is_refined() -> None:
+    """An "and" that is false because of two children is not exact at the first child's change: next_change refines
+    it to the instant the second one changes too."""
+    order = {"status": "paid", "created_at": _at(2026, 2, 5).replace(tzinfo=None), "total_minor": 100}
+    event = {"name": "app_opened", "occurred_at": _at(2026, 2, 9).replace(tzinfo=None), "properties": {}}
+    snap = CustomerSnapshot(9, orders=[order], events=[event])
+    rule = {"and": [{"activity": "orders", "window": {"last_days": 30}, "op": "gte", "value": 1},
+                    {"activity": "events", "event": "app_opened", "op": "gte", "value": 1}]}
+    parsed = validate(rule, CATALOG, 2)
+    ctx = Context(_at(2026, 2, 1), "UTC", 2, CATALOG)
+    value, when, exact = _Walker(snap, ctx, NextChangeCache()).visit(parsed.root, bind(parsed, ctx))
+    assert (value, when, exact) == (False, _at(2026, 2, 5).replace(tzinfo=None), False)
+    _exact(rule, snap, _at(2026, 2, 1), "UTC", _at(2026, 2, 9))

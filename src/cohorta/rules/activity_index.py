@@ -226,22 +226,21 @@ class ColumnIndex:
         self.counts = list(accumulate((v is not None for v in values), initial=0))
 
 
-def window_measure(
+def window_measure_at(
     spec: RowSpec,
     fn: str,
     column: str | None,
     prop: bool,
     number: bool,
     avg_pair: bool,
-    lo: Any,
-    hi: Any,
     plain: Measure,
-) -> Callable[[Any], Any]:
-    """snapshot -> the measure over the window ``[lo, hi)`` of ``spec``'s rows; same answer as ``plain`` (the
-    measure over the rows of the plain scan), which is used for what prefix sums cannot give exactly."""
+) -> Callable[[Any, Any, Any], Any]:
+    """(snapshot, lo, hi) -> the measure over the window ``[lo, hi)`` of ``spec``'s rows; same answer as ``plain``
+    (the measure over the rows of the plain scan), which is used for what prefix sums cannot give exactly. Taking
+    the window as arguments lets one function serve every instant (next-change scans move the window)."""
     if fn == "count":
 
-        def count(s: Any) -> int:
+        def count(s: Any, lo: Any, hi: Any) -> int:
             i, j = spec.fetch(s).window(lo, hi)
             return j - i
 
@@ -253,7 +252,7 @@ def window_measure(
         exact_fn = None
     fetch = spec.fetch
 
-    def measure(s: Any) -> Any:
+    def measure(s: Any, lo: Any, hi: Any) -> Any:
         ix = fetch(s)
         times = ix.times
         i = 0 if lo is None else bisect_left(times, lo)

@@ -17,28 +17,38 @@ value and the next instant it may change:
 * anniversaries (date values) are true on a union of day intervals around each yearly occurrence of the month and
   day (Feb 29 occurs on Feb 28 in other years), again exact;
 * an activity's counted rows change when a row arrives (activity after ``as_of`` is ignored until then), enters or
-  leaves its window, or when a time-dependent ``where`` condition on the row changes. Per row this is exact for every
-  window kind; for ``last_days`` (wall-clock arithmetic in the zone) the window start moves in step with the clock
-  except at DST-related jumps, which are returned as candidates themselves (safe, possibly early);
+  leaves its window, or when a time-dependent ``where`` condition on the row changes. For windows that slide by plain
+  arithmetic (``last_days``, all time, ``between`` two dates) without time-dependent ``where`` conditions, the rows'
+  arrival and leaving instants are walked in order over the sorted row index and the measure tested at each, so the
+  result is the exact instant the condition flips (a count dropping from 5 to 4 under ``count >= 3`` is skipped).
+  Otherwise the earliest row change is a candidate. For ``last_days`` (wall-clock arithmetic in the zone) the window
+  start moves in step with the clock except at DST-related jumps, which are returned as candidates (safe, early);
 * ``and``/``or``/``not`` take the minimum over their children, except that a child that can never change and
   already decides the group (a constant false in an ``and``, a constant true in an ``or``) makes the group constant;
 * plain comparisons, ``in_segment`` and ``sample`` never change with time.
 
-A candidate is only a point where some part of the rule *may* change (a count going from 3 to 2 may not flip
-``count >= 1``). :func:`next_change` therefore re-evaluates the whole rule at the candidate and, if the answer is
-unchanged, continues from there (at most :data:`MAX_REFINE_STEPS` times): the result stays safe and is usually the
-exact instant of change.
+Each node also says whether its instant is *exact* (its value does change there): relative dates, anniversaries,
+sliding windows and constants are; a group is exact when the first child to change does so exactly and decides
+the group (an ``and`` that is true flips at its first child's flip; an ``and`` that is false because of a
+single child flips when that child does, if every other child keeps its value until then). An exact root is the
+answer. Otherwise the instant is a candidate where some part of the rule *may* change (a count going from 3 to 2 may
+not flip ``count >= 1`` under a calendar window), so :func:`next_change` re-evaluates the whole rule there and, if
+the answer is unchanged, continues from there (at most :data:`MAX_REFINE_STEPS` times): the result stays safe and is
+usually the exact instant of change. Refining binds and compiles the rule at each candidate, which cost most of wake-up
+planning before exact instants made it rare (about 1 walk in 200 in the live benchmark's bulk events).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from .activity_index import RowSpec
 from .model import (
     Activity,
     And,
@@ -53,7 +63,7 @@ from .model import (
     Rule,
 )
 from .plan import BActivity, BAnd, BField, BNot, BOr, Bound, bind
-from .predicate import ACTIVITY_ROWS, CustomerSnapshot, compile_bound, value_getter
+from .predicate import ACTIVITY_ROWS, CustomerSnapshot, activity_spec, activity_test_at, compile_bound, value_getter
 from .semantics import Present, coerce_value
 from .timeutil import UTC, Context, calendar_period, to_utc_naive
 
@@ -62,6 +72,8 @@ RELATIVE_OPERATORS = ("exactly_days_ago", "less_than_days_ago", "more_than_days_
 #: How many times :func:`next_change` re-evaluates the rule at a candidate where nothing changed before giving up
 #: and returning that (safe, early) candidate.
 MAX_REFINE_STEPS = 32
+#: How many instants where a sliding window's rows change are tested before a candidate is returned for refinement.
+MAX_SLIDING_STEPS = 256
 #: How far ahead time-zone transitions are searched for ``last_days`` windows; later candidates are capped here.
 TRANSITION_HORIZON = dt.timedelta(days=400)
 
@@ -81,7 +93,12 @@ class NextChangeCache:
     segments). A caller keeps one per rule and context; it grows with the distinct instants looked at."""
 
     bound: dict[dt.datetime, Bound] = field(default_factory=dict)
-    compiled: dict[int, Callable[[CustomerSnapshot], bool]] = field(default_factory=dict)  # by id of a kept node
+    # by id of a kept bound node (the bound trees above keep them alive, so ids are not reused)
+    compiled: dict[int, Callable[[CustomerSnapshot], bool]] = field(default_factory=dict)
+    getters: dict[int, Callable[[Any], Any]] = field(default_factory=dict)
+    activities: dict[int, tuple[Callable[[CustomerSnapshot, Any, Any], bool], RowSpec]] = field(default_factory=dict)
+    # (instant, n days) -> the next jump of a ``last_days n`` window's start (see _Walker.last_days_jump)
+    jumps: dict[tuple[Instant, int], Instant | None] = field(default_factory=dict)
 
 
 def next_change(
@@ -102,17 +119,21 @@ def next_change(
             found = cache.bound[at.as_of] = bind(root, at)
         return found
 
-    value, when = _Walker(snapshot, ctx, cache.compiled).visit(root, bound_at(ctx))
+    value, when, exact = _Walker(snapshot, ctx, cache).visit(root, bound_at(ctx))
+    if exact:  # the walk proved the answer flips at ``when``: nothing to refine
+        return None if when is None else when.replace(tzinfo=UTC)
     for _ in range(MAX_REFINE_STEPS):
         if when is None:
             return None
         later = ctx.at(when.replace(tzinfo=UTC))
-        value_then, after = _Walker(snapshot, later, cache.compiled).visit(root, bound_at(later))
+        value_then, after, exact = _Walker(snapshot, later, cache).visit(root, bound_at(later))
         if value_then != value:
             break
         if after is not None and after <= when:  # pragma: no cover - defensive: candidates always move forward
             break
         when = after
+        if exact:
+            break
     return None if when is None else when.replace(tzinfo=UTC)
 
 
@@ -195,24 +216,37 @@ def _safe_instant(f: Callable[[], Instant]) -> Instant | None:
         return None
 
 
+def _between_end(ctx: Context, w: BetweenDates) -> Instant:
+    """The exclusive end of a ``between`` window (as :func:`cohorta.rules.plan.bind` computes it)."""
+    last = w.between[1]
+    return ctx.instant(last) + ONE_MICROSECOND if isinstance(last, dt.datetime) else ctx.day_start(last + ONE_DAY)
+
+
 # -- the walk ------------------------------------------------------------------------------------------------------
 
 
 class _Walker:
-    def __init__(
-        self, snapshot: CustomerSnapshot, ctx: Context, compiled: dict[int, Callable[[CustomerSnapshot], bool]]
-    ) -> None:
+    """One walk of a rule at one instant. :meth:`visit` gives each node's value, the next instant it may change and
+    whether that instant is *exact* (the node's value does change there); exact answers at the root spare
+    :func:`next_change` its refinement steps, which bind and compile the rule again at each candidate."""
+
+    def __init__(self, snapshot: CustomerSnapshot, ctx: Context, cache: NextChangeCache) -> None:
         self.snapshot = snapshot
         self.ctx = ctx
         self.now: Instant = ctx.as_of_utc
-        self._jump: dict[int, Instant | None] = {}
-        self._compiled = compiled
+        self._cache = cache
 
     def compiled(self, b: Bound) -> Callable[[CustomerSnapshot], bool]:
         """The node's predicate, compiled once per kept node (ids are stable: the cache holds the bound trees)."""
-        found = self._compiled.get(id(b))
+        found = self._cache.compiled.get(id(b))
         if found is None:
-            found = self._compiled[id(b)] = compile_bound(b)
+            found = self._cache.compiled[id(b)] = compile_bound(b)
+        return found
+
+    def getter(self, b: BField) -> Callable[[Any], Any]:
+        found = self._cache.getters.get(id(b))
+        if found is None:
+            found = self._cache.getters[id(b)] = value_getter(b)
         return found
 
     # instants of local days ---------------------------------------------------------------------------------------
@@ -255,30 +289,44 @@ class _Walker:
         return _interval_next(self.now, enter, leave)
 
     # nodes ------------------------------------------------------------------------------------------------------
-    def visit(self, m: NodeType, b: Bound) -> tuple[bool, Instant | None]:
+    def visit(self, m: NodeType, b: Bound) -> tuple[bool, Instant | None, bool]:
+        """(value now, next instant it may change or None, whether it does change then)."""
         if isinstance(m, And | Or) and isinstance(b, BAnd | BOr):
             items = m.and_ if isinstance(m, And) else m.or_
             results = [self.visit(c, cb) for c, cb in zip(items, b.items, strict=True)]
             deciding = isinstance(m, Or)  # the child value that decides the group
-            value = any(v for v, _ in results) if deciding else all(v for v, _ in results)
-            if any(v is deciding and w is None for v, w in results):
-                return value, None
-            return value, _min(w for _, w in results)
+            value = any(v for v, _, _ in results) if deciding else all(v for v, _, _ in results)
+            if any(v is deciding and w is None for v, w, _ in results):
+                return value, None, True
+            when = _min(w for _, w, _ in results)
+            if when is None:
+                return value, None, True
+            if value is not deciding:
+                # every child agrees with the group: the first child to flip (if that is exact) flips the group
+                return value, when, any(e and w == when for _, w, e in results)
+            # decided by the children holding the deciding value: exact only for a single holder that flips
+            # (exactly) while every other child keeps its value
+            holders = [(w, e) for v, w, e in results if v is deciding]
+            if len(holders) != 1:
+                return value, when, False
+            held_until, exact = holders[0]
+            others = [w for v, w, _ in results if v is not deciding and w is not None]
+            return value, when, exact and held_until is not None and all(o > held_until for o in others)
         if isinstance(m, Not) and isinstance(b, BNot):
-            v, w = self.visit(m.not_, b.item)
-            return not v, w
+            v, w, e = self.visit(m.not_, b.item)
+            return not v, w, e
         value = self.compiled(b)(self.snapshot)
         if isinstance(m, Condition):
             if m.op in RELATIVE_OPERATORS and isinstance(b, BField):
-                raw = value_getter(b)(self.snapshot)
-                return value, self.relative(m, b.typ, raw)
-            return value, None
+                raw = self.getter(b)(self.snapshot)
+                return value, self.relative(m, b.typ, raw), True
+            return value, None, True
         if isinstance(m, Activity):
             inner = b.item if isinstance(b, BNot) else b
             if isinstance(inner, BActivity):  # an empty window may fill as the clock moves: never skipped
-                return value, self.activity(m, inner)
-            return value, None
-        return value, None  # in_segment, sample
+                return (value, *self.activity(m, inner, value if inner is b else not value))
+            return value, None, True
+        return value, None, True  # in_segment, sample
 
     # relative date conditions ----------------------------------------------------------------------------------
     def relative(self, m: Condition, typ: str, raw: Any) -> Instant | None:
@@ -358,10 +406,13 @@ class _Walker:
         return None  # pragma: no cover - the years looked at always contain a later occurrence
 
     # activities -------------------------------------------------------------------------------------------------
-    def activity(self, m: Activity, b: BActivity) -> Instant | None:
+    def activity(self, m: Activity, b: BActivity, value: bool) -> tuple[Instant | None, bool]:
+        """Next change of an activity condition whose value now is ``value``, and whether it is exact."""
+        row_relative = self.row_relative(m)
+        if not row_relative and not b.empty and (m.window is None or isinstance(m.window, LastDays | BetweenDates)):
+            return self.sliding(m, b, value)
         rows = getattr(self.snapshot, ACTIVITY_ROWS[b.activity])
         filters = [self.compiled(f) for f in b.filters]
-        row_relative = self.row_relative(m)
         member = self.membership(m, b)
         best: Instant | None = None
         for r in rows:
@@ -378,7 +429,59 @@ class _Walker:
                 best = cand
         if best is not None and isinstance(m.window, LastDays):
             best = min(best, self.now + TRANSITION_HORIZON)  # time-zone jumps were only searched this far
-        return best
+        return best, False
+
+    def sliding(self, m: Activity, b: BActivity, value: bool) -> tuple[Instant | None, bool]:
+        """Exact next change of an activity whose window moves with the clock by plain arithmetic: ``last_days``
+        (until its next time-zone jump), all time, or between two dates (whose end caps the moving "now" edge).
+
+        While the clock advances by ``d``, the window is ``[lo + d, hi + d)`` (``lo`` fixed unless ``last_days``;
+        ``hi`` capped by a ``between`` end). Its rows change only where ``hi + d`` passes a later row (it arrives) or
+        ``lo + d`` passes a row (it leaves); between those instants the measure is constant. The rows are the
+        counted ones, sorted (the index the predicate uses), so the instants come in order from two sorted lists and
+        the measure is tested at each until it flips.
+        """
+        found = self._cache.activities.get(id(b))
+        if found is None:
+            found = self._cache.activities[id(b)] = (activity_test_at(b), activity_spec(b))
+        test_at, spec = found
+        snapshot, now, lo0, hi0, w = self.snapshot, self.now, b.lo, b.hi, m.window
+        times = spec.fetch(snapshot).times
+        moving_lo = isinstance(w, LastDays)
+        cap = _between_end(self.ctx, w) if isinstance(w, BetweenDates) else None
+        # arrivals: rows in [hi0, cap); leaves (last_days): rows from lo0 on
+        a, a_end = bisect_left(times, hi0), len(times) if cap is None else bisect_left(times, cap)
+        if moving_lo:
+            assert isinstance(w, LastDays) and lo0 is not None
+            l_, l_end = bisect_left(times, lo0), len(times)
+            # the start moves with the clock only until the zone's next jump (rows just below it could re-enter)
+            jump = self.last_days_jump(w.last_days) if times and times[-1] >= lo0 - _REENTRY_MARGIN else None
+            limit: Instant | None = _min((jump, now + TRANSITION_HORIZON))
+        else:
+            l_ = l_end = 0
+            jump = limit = None
+        for _ in range(MAX_SLIDING_STEPS):
+            if a < a_end:
+                d = times[a] - hi0
+                if l_ < l_end:
+                    d = min(d, times[l_] - lo0)
+            elif l_ < l_end:
+                d = times[l_] - lo0
+            else:  # no row will ever enter or leave (until a jump, where rows just below the start may re-enter)
+                return (jump, False) if jump is not None else (None, True)
+            while a < a_end and times[a] - hi0 == d:
+                a += 1
+            while l_ < l_end and times[l_] - lo0 == d:
+                l_ += 1
+            d += ONE_MICROSECOND  # the first instant the edge has passed the row
+            at = now + d
+            if limit is not None and at >= limit:
+                return limit, False
+            lo = lo0 + d if moving_lo else lo0
+            hi = hi0 + d if cap is None else min(hi0 + d, cap)
+            if test_at(snapshot, lo, hi) != value:
+                return at, True
+        return now + d, False  # scanned long enough: a safe, early candidate (refined by the caller)
 
     def row_relative(self, m: Activity) -> list[Callable[[Any], Instant | None]]:
         """For each time-dependent ``where`` condition: row -> next change of that condition on the row."""
@@ -409,9 +512,7 @@ class _Walker:
             return lambda t: t if t > now else None
         if isinstance(w, BetweenDates):
             lo = b.lo
-            last = w.between[1]
-            b_end = ctx.instant(last) + ONE_MICROSECOND if isinstance(last, dt.datetime) \
-                else ctx.day_start(last + ONE_DAY)
+            b_end = _between_end(ctx, w)
             return lambda t: t if t > now and (lo is None or t >= lo) and t < b_end else None
         if isinstance(w, DaysAgo):
             near, far = sorted(w.days_ago)
@@ -450,9 +551,10 @@ class _Walker:
     def last_days_jump(self, n_days: int) -> Instant | None:
         """The first instant after ``now`` where the start of a ``last_days n`` window (local wall clock of ``as_of``
         minus n days) stops moving in step with the clock: a transition of the zone at ``as_of`` (and the end of a
-        repeated hour), or ``as_of`` - n days crossing a transition. Cached per n."""
-        if n_days in self._jump:
-            return self._jump[n_days]
+        repeated hour), or ``as_of`` - n days crossing a transition. Kept in the shared cache per (instant, n)."""
+        key = (self.now, n_days)
+        if key in self._cache.jumps:
+            return self._cache.jumps[key]
         tz, now = self.ctx.tz, self.now
         shift = dt.timedelta(days=n_days)
         points: list[Instant] = []
@@ -470,5 +572,5 @@ class _Walker:
                         if p is not None:
                             points.append(p)
         result = _min(p for p in points if p > now)
-        self._jump[n_days] = result
+        self._cache.jumps[key] = result
         return result

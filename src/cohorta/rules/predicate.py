@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from .activity_index import Group, RowSpec, row_spec, window_measure
+from .activity_index import Group, RowSpec, row_spec, window_measure_at
 from .model import NodeType, Rule
 from .plan import (
     BActivity,
@@ -258,28 +258,42 @@ def _group(f: Bound) -> Group | None:
     return Group((f.source, f.name, f.test.lower), value_getter(f), f.test.lower, f.test.values)
 
 
-def activity_measure(b: BActivity) -> Callable[[CustomerSnapshot], Any]:
-    """snapshot -> the measure of ``b`` (as ``measure_value(b)(measure_rows(b)(snapshot))``), from the indexes."""
+def activity_measure_at(b: BActivity) -> Callable[[CustomerSnapshot, Any, Any], Any]:
+    """(snapshot, lo, hi) -> the measure of ``b`` over the window ``[lo, hi)``, from the indexes (as
+    ``measure_value(b)(measure_rows(b)(snapshot))`` when ``lo, hi`` are the bound window)."""
     number = b.typ == "number"
-    return window_measure(activity_spec(b), b.fn, b.column, b.activity == "events", number,
-                          isinstance(b.test, AvgTest) or not number, b.lo, b.hi, measure_value(b))
+    return window_measure_at(activity_spec(b), b.fn, b.column, b.activity == "events", number,
+                             isinstance(b.test, AvgTest) or not number, measure_value(b))
 
 
-def _activity(b: BActivity) -> Callable[[CustomerSnapshot], bool]:
-    measure = activity_measure(b)
+def activity_measure(b: BActivity) -> Callable[[CustomerSnapshot], Any]:
+    """snapshot -> the measure of ``b`` over its bound window."""
+    measure, lo, hi = activity_measure_at(b), b.lo, b.hi
+    return lambda s: measure(s, lo, hi)
+
+
+def activity_test_at(b: BActivity) -> Callable[[CustomerSnapshot, Any, Any], bool]:
+    """(snapshot, lo, hi) -> whether ``b``'s measure over the window ``[lo, hi)`` passes its test: the activity
+    condition at any instant whose window that is (a missing measure, min/max/avg over no rows, fails)."""
+    measure = activity_measure_at(b)
     if isinstance(b.test, AvgTest):
         avg_test = b.test.py()
 
-        def test_avg(s: CustomerSnapshot) -> bool:
-            m = measure(s)
+        def test_avg(s: CustomerSnapshot, lo: Any, hi: Any) -> bool:
+            m = measure(s, lo, hi)
             return m is not None and avg_test(*m)
         return test_avg
     test = b.test.py()
 
-    def run(s: CustomerSnapshot) -> bool:
-        m = measure(s)
+    def run(s: CustomerSnapshot, lo: Any, hi: Any) -> bool:
+        m = measure(s, lo, hi)
         return m is not None and test(m)
     return run
+
+
+def _activity(b: BActivity) -> Callable[[CustomerSnapshot], bool]:
+    test, lo, hi = activity_test_at(b), b.lo, b.hi
+    return lambda s: test(s, lo, hi)
 
 
 def _compile(b: Bound) -> Callable[[Any], bool]:

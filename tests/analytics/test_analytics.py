@@ -11,25 +11,14 @@ from fastapi.testclient import TestClient
 
 from cohorta.clock import FrozenClock
 from cohorta.membership.service import recount_all_statistics
+from tests.analytics.shop import SHOP_ORDERS, shop_api
 from tests.support import admin_api, run_jobs
 
 
 @pytest.fixture
 def api(store: sa.Engine, clock: FrozenClock) -> Iterator[TestClient]:
     """Poles a, b, c and German d. Orders: a 100 (Jan) + 50 (Feb), b 30 (Feb), d 400 (Feb); a cancelled one."""
-    with admin_api(store, clock, timezone="Europe/Warsaw") as client:
-        for source_id, country in (("a", "PL"), ("b", "PL"), ("c", "PL"), ("d", "DE")):
-            client.put(f"/api/v1/customers/{source_id}", json={"country": country})
-        orders = [
-            ("a", "100", "2026-01-15T10:00:00Z", "paid"),
-            ("a", "50", "2026-01-31T23:30:00Z", "paid"),  # 00:30 on 1 February in Warsaw
-            ("b", "30", "2026-02-10T10:00:00Z", "fulfilled"),
-            ("d", "400", "2026-02-10T10:00:00Z", "paid"),
-            ("c", "999", "2026-02-11T10:00:00Z", "cancelled"),
-        ]
-        for n, (customer, total, at, state) in enumerate(orders):
-            body = {"id": f"o{n}", "customer": customer, "total": total, "created_at": at, "status": state}
-            assert client.post("/api/v1/orders", json=body).status_code == 201
+    with shop_api(store, clock, [*SHOP_ORDERS, ("c", "999", "2026-02-11T10:00:00Z", "cancelled")]) as client:
         yield client
 
 

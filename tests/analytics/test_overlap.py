@@ -22,6 +22,7 @@ from cohorta.membership import monthly
 from cohorta.membership.service import list_ids, member_ids
 from cohorta.segments.models import MembershipChange, SegmentSizeChange
 from cohorta.webhooks.models import OutboxEvent
+from tests.analytics.shop import SHOP_ORDERS, shop_api
 from tests.support import admin_api, run_jobs
 
 CUSTOMERS = [f"c{n:02d}" for n in range(24)]
@@ -118,19 +119,7 @@ def test_overlaps_and_combinations_match_set_arithmetic(people: TestClient) -> N
 @pytest.fixture
 def shop(store: sa.Engine, clock: FrozenClock) -> Iterator[TestClient]:
     """a, b, c Poles; a, b, d buyers (orders in January and February, Warsaw months); a webhook listening."""
-    with admin_api(store, clock, timezone="Europe/Warsaw") as client:
-        for source_id, country in (("a", "PL"), ("b", "PL"), ("c", "PL"), ("d", "DE")):
-            client.put(f"/api/v1/customers/{source_id}", json={"country": country})
-        orders = [
-            ("a", "100", "2026-01-15T10:00:00Z", "paid"),
-            ("a", "50", "2026-01-31T23:30:00Z", "paid"),  # 00:30 on 1 February in Warsaw
-            ("b", "30", "2026-02-10T10:00:00Z", "fulfilled"),
-            ("b", "20", "2026-03-01T10:00:00Z", "cancelled"),
-            ("d", "400", "2026-02-10T10:00:00Z", "paid"),
-        ]
-        for n, (customer, total, at, state) in enumerate(orders):
-            body = {"id": f"o{n}", "customer": customer, "total": total, "created_at": at, "status": state}
-            assert client.post("/api/v1/orders", json=body).status_code == 201
+    with shop_api(store, clock, [*SHOP_ORDERS, ("b", "20", "2026-03-01T10:00:00Z", "cancelled")]) as client:
         yield client
 
 

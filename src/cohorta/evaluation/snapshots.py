@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,19 +41,39 @@ def _rows(session: Session, query: sa.Select[Any]) -> Iterable[dict[str, Any]]:
         yield dict(zip(keys, row, strict=True))
 
 
+@dataclass(frozen=True)
+class ValueTypes:
+    """The declared types snapshots read values by: custom attributes, and the properties of declared events."""
+
+    attributes: dict[str, ValueType]
+    event_properties: dict[str, dict[str, str]]
+
+
+def value_types(session: Session) -> ValueTypes:
+    from cohorta.customers.service import event_definitions
+
+    return ValueTypes(
+        {name: ValueType(d.type) for name, d in attribute_definitions(session).items()},
+        {name: dict(d.properties) for name, d in event_definitions(session).items()},
+    )
+
+
 def load_snapshots(
     session: Session,
     customer_ids: Sequence[int],
     requirements: rules.Requirements | None = None,
     *,
     segment_ids: Mapping[int, set[str]] | None = None,
+    types: ValueTypes | None = None,
 ) -> dict[int, rules.CustomerSnapshot]:
-    """Snapshots of the given customers (unknown ids are left out). Without requirements, all activity is loaded."""
+    """Snapshots of the given customers (unknown ids are left out). Without requirements, all activity is loaded.
+    ``types``: the declared types when the caller keeps them current (live membership does), else read here."""
     activities = set(requirements.activities) if requirements is not None else set(ALL_ACTIVITY)
     earliest = requirements.earliest_activity if requirements is not None else {}
     event_names = requirements.events if requirements is not None else set()
     snapshots: dict[int, rules.CustomerSnapshot] = {}
-    definitions = {name: ValueType(d.type) for name, d in attribute_definitions(session).items()}
+    types = types or value_types(session)
+    definitions = types.attributes
     for chunk in chunked(sorted(set(customer_ids))):
         customers = table_of(Customer)
         for row in _rows(
@@ -90,7 +111,7 @@ def load_snapshots(
                 earliest.get("loyalty_transactions"),
             )
         if "events" in activities:
-            _attach_events(session, snapshots, chunk, earliest.get("events"), event_names)
+            _attach_events(session, snapshots, chunk, earliest.get("events"), event_names, types.event_properties)
     return snapshots
 
 
@@ -132,6 +153,7 @@ def _attach_events(
     chunk: Sequence[int],
     since: datetime | None,
     names: set[str],
+    declared: dict[str, dict[str, str]],
 ) -> None:
     events = table_of(Event)
     query = sa.select(events.c.id, events.c.customer_id, events.c.name, events.c.occurred_at).where(
@@ -149,7 +171,6 @@ def _attach_events(
     if not by_pk:
         return
     properties = table_of(EventPropertyValue)
-    declared = _declared_property_types(session)
     grouped: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
     for pks in chunked(sorted(by_pk)):
         for row in _rows(session, sa.select(properties).where(InValues(properties.c.event_pk, pks))):
@@ -165,8 +186,3 @@ def _aware(instant: datetime) -> datetime:
     """Window starts come from the rules as naive UTC; the store's columns take aware instants."""
     return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant
 
-
-def _declared_property_types(session: Session) -> dict[str, dict[str, str]]:
-    from cohorta.customers.service import event_definitions
-
-    return {name: dict(d.properties) for name, d in event_definitions(session).items()}

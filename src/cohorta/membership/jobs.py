@@ -199,7 +199,8 @@ def plan_all_wakeups(factory: sessionmaker[Session], clock: Clock, settings: Set
         chunk = ids[start : start + chunk_size]
         with unit_of_work(factory, write_lock=True) as session:
             ctx = live.context(now, settings, index.catalog)
-            snapshots = load_snapshots(session, chunk, live.requirements, segment_ids=memberships_of(session, chunk))
+            snapshots = load_snapshots(session, chunk, live.requirements, segment_ids=memberships_of(session, chunk),
+                                       types=index.types)
             due = {(segment_id, cid): next_wakeup(live, snapshot, ctx, cache) for cid, snapshot in snapshots.items()}
             plan_wakeups(session, [segment_id], chunk, due)
             planned += sum(1 for at in due.values() if at is not None)

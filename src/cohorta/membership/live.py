@@ -32,7 +32,7 @@ from cohorta.customers.models import AttributeDefinition, EventDefinition
 from cohorta.customers.summary import chunked
 from cohorta.db import InValues, insert_rows, table_of
 from cohorta.evaluation.catalog import build_catalog
-from cohorta.evaluation.snapshots import load_snapshots
+from cohorta.evaluation.snapshots import ValueTypes, load_snapshots, value_types
 from cohorta.membership.service import apply_diffs, in_window
 from cohorta.segments.models import ChangeCause, Segment, SegmentMember, SegmentStatus, SegmentType, SegmentWakeup
 
@@ -117,36 +117,58 @@ def _kinds(requirements: rules.Requirements, catalog: rules.Catalog) -> set[str]
     return kinds
 
 
+def _fingerprint_query() -> sa.CompoundSelect:
+    """One statement whose rows change whenever the index must reload: what the index keeps of every active dynamic
+    segment (version, zone, start, expiry), and every attribute and event definition with its types. Whole rows, not
+    counts and latest updates: with a frozen or coarse clock two changes can share one timestamp."""
+    text, number = sa.Text(), sa.Integer()
+
+    def none(type_: Any) -> Any:
+        return sa.cast(sa.null(), type_)
+
+    def raw(column: Any) -> Any:  # instants as the database's text: compared, never converted (that cost 3 ms)
+        return sa.cast(column, text)
+
+    segments = sa.select(
+        sa.literal("segment"), Segment.id, Segment.version, Segment.timezone, raw(Segment.starts_at),
+        raw(Segment.expires_at), raw(Segment.updated_at),
+    ).where(Segment.type == SegmentType.dynamic.value, Segment.status == SegmentStatus.active.value)  # fmt: skip
+    attributes = sa.select(
+        sa.literal("attribute"), AttributeDefinition.name, none(number), AttributeDefinition.type, none(text),
+        none(text), raw(AttributeDefinition.updated_at),
+    )  # fmt: skip
+    events = sa.select(
+        sa.literal("event"), EventDefinition.name, none(number), raw(EventDefinition.properties), none(text),
+        none(text), raw(EventDefinition.updated_at),
+    )  # fmt: skip
+    return sa.union_all(segments, attributes, events)
+
+
+_FINGERPRINT = _fingerprint_query()
+
+
 class SegmentIndex:
-    """Active dynamic segments, parsed and indexed once; reloaded (with a fresh field catalog) only when a segment,
-    an attribute definition or an event definition changes. Checking costs three small queries per write."""
+    """Active dynamic segments, parsed and indexed once; reloaded (with a fresh field catalog and declared value
+    types) only when a segment, an attribute definition or an event definition changes. Checking costs one small
+    query per write."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._fingerprint: tuple[Any, ...] | None = None
+        self._fingerprint: frozenset[Any] | None = None
         self._segments: list[LiveSegment] = []
         self.catalog = rules.Catalog()
+        self.types = ValueTypes({}, {})
 
     def current(self, session: Session, settings: Settings, now: datetime) -> list[LiveSegment]:
-        segments = tuple(
-            session.execute(
-                sa.select(Segment.id, Segment.version, Segment.updated_at)
-                .where(Segment.type == SegmentType.dynamic.value, Segment.status == SegmentStatus.active.value)
-                .order_by(Segment.id)
-            ).all()
-        )
-        schemas = tuple(
-            session.execute(sa.select(sa.func.count(), sa.func.max(model.updated_at))).one()
-            for model in (AttributeDefinition, EventDefinition)
-        )
-        fingerprint = (segments, schemas)
+        fingerprint = frozenset(tuple(row) for row in session.connection().execute(_FINGERPRINT))
         with self._lock:
             if fingerprint == self._fingerprint:
                 return self._segments
         catalog = build_catalog(session)
+        types = value_types(session)
         loaded = _load(session, settings, now, catalog)
         with self._lock:
-            self._fingerprint, self._segments, self.catalog = fingerprint, loaded, catalog
+            self._fingerprint, self._segments, self.catalog, self.types = fingerprint, loaded, catalog, types
         return loaded
 
 
@@ -237,7 +259,7 @@ def evaluate(
     changes: dict[str, tuple[int, int]] = {}
     for chunk in chunked(list(ids), 1_000):
         memberships = memberships_of(session, chunk)
-        snapshots = load_snapshots(session, chunk, requirements, segment_ids=memberships)
+        snapshots = load_snapshots(session, chunk, requirements, segment_ids=memberships, types=index.types)
         # One mutable set per customer, shared with the snapshot: segments that use a segment see its changes.
         member_of: dict[int, set[str]] = {}
         for customer_id, snapshot in snapshots.items():

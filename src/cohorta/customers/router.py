@@ -323,9 +323,8 @@ def post_event(
 ) -> WriteResult:
     """Record a custom event. Idempotent by ``id``."""
     ingested = service.record_events(session, clock, [body], loc_prefix=lambda _i: ())
-    live.reevaluate(
-        session, settings, clock.now(), ingested.customer_ids, "events", event_names={body.name}, index=index
-    )
+    live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "events", event_names={body.name},
+                    new_events=live.NewEvents(ingested.inserted_pks, ingested.rewritten), index=index)  # fmt: skip
     session.commit()
     return _single_status(response, ingested.result.items[0])
 
@@ -341,7 +340,8 @@ def bulk_events(
     _check_bulk_size(len(body.items), settings.bulk_max_items)
     ingested = service.record_events(session, clock, body.items)
     names = {item.name for item in body.items}
-    live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "events", event_names=names, index=index)
+    live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "events", event_names=names,
+                    new_events=live.NewEvents(ingested.inserted_pks, ingested.rewritten), index=index)  # fmt: skip
     session.commit()
     return ingested.result
 

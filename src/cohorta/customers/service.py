@@ -104,6 +104,10 @@ class Ingested:
     customer_ids: set[int] = field(default_factory=set)
     # The written items' times, before (updates) and after the write: which months of the customers it touched.
     times: list[datetime] = field(default_factory=list)
+    # Database ids of the rows this write inserted, and the customers one of whose rows it rewrote (live membership
+    # re-evaluates a segment for a customer only if a new row can count for it, or a row was rewritten).
+    inserted_pks: set[int] = field(default_factory=set)
+    rewritten: set[int] = field(default_factory=set)
 
 
 # ---------------------------------------------------------------------------------------------- schemas
@@ -593,9 +597,9 @@ def _apply(
             result.updated += 1
             result.items.append(WriteResult(id=p.client_id, result="updated"))
 
+    new_ids: dict[str, int] = {}
     if inserts:
         insert_rows(session.connection(), table, [p.row for p in inserts])
-        new_ids: dict[str, int] = {}
         for chunk in summary.chunked([p.client_id for p in inserts]):
             query = sa.select(table.c[id_column], table.c.id).where(InValues(table.c[id_column], chunk))
             new_ids.update(session.connection().execute(query).all())
@@ -618,7 +622,13 @@ def _apply(
     session.flush()
     times = [p.row[time_column] for p in (*inserts, *updates)]
     times += [existing[p.client_id][4] for p in updates]
-    return Ingested(result=result, customer_ids={p.customer_id for p in (*inserts, *updates)}, times=times)
+    return Ingested(
+        result=result,
+        customer_ids={p.customer_id for p in (*inserts, *updates)},
+        times=times,
+        inserted_pks=set(new_ids.values()),
+        rewritten={p.customer_id for p in updates},
+    )
 
 
 def record_orders(

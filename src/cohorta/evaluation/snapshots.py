@@ -165,7 +165,7 @@ def _attach_events(
         query = query.where(events.c.name.in_(sorted(names)))
     by_pk: dict[int, dict[str, Any]] = {}
     for row in _rows(session, query):
-        event = {"name": row["name"], "occurred_at": row["occurred_at"], "properties": {}}
+        event = {"name": row["name"], "occurred_at": row["occurred_at"], "properties": {}, "pk": row["id"]}
         by_pk[row["id"]] = event
         snapshots[row["customer_id"]].events.append(event)
     if not by_pk:

@@ -202,7 +202,7 @@ def plan_all_wakeups(factory: sessionmaker[Session], clock: Clock, settings: Set
             snapshots = load_snapshots(session, chunk, live.requirements, segment_ids=memberships_of(session, chunk),
                                        types=index.types)
             due = {(segment_id, cid): next_wakeup(live, snapshot, ctx, cache) for cid, snapshot in snapshots.items()}
-            plan_wakeups(session, [segment_id], chunk, due)
+            plan_wakeups(session, {segment_id: chunk}, due)
             planned += sum(1 for at in due.values() if at is not None)
     return planned
 

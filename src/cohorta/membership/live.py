@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -52,6 +52,8 @@ class LiveSegment:
     events: set[str]
     uses: set[str]
     requirements: rules.Requirements
+    # Whether a new event row can count for the rule (None: it may, whatever the row): see rules.event_row_test.
+    event_rows: Callable[[dict[str, Any]], bool] | None = None
     _predicates: dict[datetime, Callable[[rules.CustomerSnapshot], bool]] = field(default_factory=dict)
     _next_change: dict[datetime, tuple[rules.Context, rules.NextChangeCache]] = field(default_factory=dict)
 
@@ -189,7 +191,7 @@ def _load(session: Session, settings: Settings, now: datetime, catalog: rules.Ca
         loaded[row.id] = LiveSegment(
             id=row.id, version=row.version, rule=rule, timezone=zone, starts_at=row.starts_at,
             expires_at=row.expires_at, kinds=_kinds(requirements, catalog), events=set(requirements.events),
-            uses=set(requirements.segments), requirements=requirements,
+            uses=set(requirements.segments), requirements=requirements, event_rows=rules.event_row_test(rule, ctx),
         )  # fmt: skip
     return _dependency_order(loaded)
 
@@ -212,6 +214,20 @@ def _dependency_order(segments: dict[str, LiveSegment]) -> list[LiveSegment]:
     return ordered
 
 
+@dataclass(frozen=True)
+class NewEvents:
+    """What an events write changed: the database ids of the rows it inserted, and the customers one of whose
+    events it rewrote (an update may have removed a row that counted)."""
+
+    pks: set[int]
+    rewritten: set[int]
+
+
+#: Which customers of a chunk a segment must be re-evaluated for because of the write or wake-up itself (segments
+#: that use it follow the customers whose membership moved); None: every customer of the chunk.
+Scope = Callable[["LiveSegment", dict[int, rules.CustomerSnapshot]], set[int]]
+
+
 def reevaluate(
     session: Session,
     settings: Settings,
@@ -220,25 +236,47 @@ def reevaluate(
     kind: str,
     *,
     event_names: set[str] | None = None,
+    new_events: NewEvents | None = None,
     index: SegmentIndex,
 ) -> dict[str, tuple[int, int]]:
     """Re-evaluate these customers against the segments a ``kind`` write can affect; returns entered/exited counts
-    per segment that changed."""
+    per segment that changed. For an events write, ``new_events`` narrows it further: a segment is re-evaluated for
+    a customer only if one of the new rows can count for its rule (or a row was rewritten), because rows that count
+    for none of its activities change neither its answer nor when that next changes."""
     ids = sorted(set(customer_ids))
     if not ids:
         return {}
     segments = index.current(session, settings, now)
     affected = _affected(segments, lambda s: s.reads(kind, event_names))
-    return evaluate(session, settings, now, ids, affected, ChangeCause.data, index)
+    scope = None if new_events is None else _counting_new_events(new_events)
+    return evaluate(session, settings, now, ids, affected, ChangeCause.data, index, scope)
+
+
+def _counting_new_events(new: NewEvents) -> Scope:
+    def scope(segment: LiveSegment, snapshots: dict[int, rules.CustomerSnapshot]) -> set[int]:
+        test = segment.event_rows
+        out = set(new.rewritten)
+        for cid, snapshot in snapshots.items():
+            # Rows the snapshot did not load (other event names, before every window) cannot count now or later.
+            rows = [r for r in snapshot.events if r.get("pk") in new.pks]
+            if rows and (test is None or any(test(r) for r in rows)):
+                out.add(cid)
+        return out
+
+    return scope
 
 
 def wake(session: Session, settings: Settings, now: datetime, due: Sequence[tuple[str, int]],
          *, index: SegmentIndex) -> dict[str, tuple[int, int]]:  # fmt: skip
-    """Re-evaluate (segment, customer) pairs whose wake-up fell due (cause ``time``)."""
+    """Re-evaluate (segment, customer) pairs whose wake-up fell due (cause ``time``): each customer in the segments
+    it is due in, and in the segments using those where its membership moved."""
     segments = index.current(session, settings, now)
-    due_segments = {segment_id for segment_id, _ in due}
-    affected = _affected(segments, lambda s: s.id in due_segments)
-    return evaluate(session, settings, now, sorted({cid for _, cid in due}), affected, ChangeCause.time, index)
+    due_in: dict[str, set[int]] = defaultdict(set)
+    for segment_id, customer_id in due:
+        due_in[segment_id].add(customer_id)
+    affected = _affected(segments, lambda s: s.id in due_in)
+    return evaluate(session, settings, now, sorted({cid for _, cid in due}), affected, ChangeCause.time, index,
+                    lambda segment, _snapshots: due_in.get(segment.id, set()))  # fmt: skip
 
 
 def evaluate(
@@ -249,13 +287,14 @@ def evaluate(
     affected: Sequence[LiveSegment],
     cause: ChangeCause,
     index: SegmentIndex,
+    scope: Scope | None = None,
 ) -> dict[str, tuple[int, int]]:
-    """Decide membership of these customers in these segments now; apply the diff; plan their next wake-ups."""
+    """Decide membership of these customers in these segments now; apply the diff; plan their next wake-ups.
+    ``scope`` (None: all of them) picks the customers each segment is decided for."""
     if not affected or not ids:
         return {}
     _lock_segments(session, [s.id for s in affected])
     requirements = _union([s.requirements for s in affected])
-    timed = [s for s in affected if s.requirements.time_dependent]
     changes: dict[str, tuple[int, int]] = {}
     for chunk in chunked(list(ids), 1_000):
         memberships = memberships_of(session, chunk)
@@ -266,12 +305,23 @@ def evaluate(
             member_of[customer_id] = set(snapshot.segment_ids)
             snapshot.segment_ids = member_of[customer_id]
         diffs: dict[str, tuple[list[int], list[int]]] = {}
+        decided: dict[str, list[int]] = {}  # the customers each segment was decided for
         for segment in affected:
+            if scope is None:
+                customers = list(snapshots)
+            else:
+                picked = set(scope(segment, snapshots))
+                for used in segment.uses:  # a used segment's moves, made earlier in this pass (dependency order)
+                    moved = diffs.get(used)
+                    if moved:
+                        picked.update(moved[0], moved[1])
+                customers = [cid for cid in snapshots if cid in picked]
+            decided[segment.id] = customers
             predicate = segment.predicate(now, settings, index.catalog)
             live = in_window(segment.starts_at, segment.expires_at, now)  # the index holds active ones only
             entered, exited = [], []
-            for customer_id, snapshot in snapshots.items():
-                should = live and predicate(snapshot)
+            for customer_id in customers:
+                should = live and predicate(snapshots[customer_id])
                 member = segment.id in member_of[customer_id]
                 if should and not member:
                     entered.append(customer_id)
@@ -287,13 +337,15 @@ def evaluate(
             for row, counts in zip(rows, applied, strict=True):
                 previous = changes.get(row.id, (0, 0))
                 changes[row.id] = (previous[0] + counts[0], previous[1] + counts[1])
-        if timed:
+        planned = {s.id: decided[s.id] for s in affected if s.requirements.time_dependent and decided[s.id]}
+        if planned:
             due: dict[tuple[str, int], datetime | None] = {}
-            for segment in timed:
-                ctx, cache = segment.next_change_tools(now, settings, index.catalog)
-                for cid, snapshot in snapshots.items():
-                    due[segment.id, cid] = next_wakeup(segment, snapshot, ctx, cache)
-            plan_wakeups(session, [s.id for s in timed], list(snapshots), due)
+            for segment in affected:
+                if segment.id in planned:
+                    ctx, cache = segment.next_change_tools(now, settings, index.catalog)
+                    for cid in planned[segment.id]:
+                        due[segment.id, cid] = next_wakeup(segment, snapshots[cid], ctx, cache)
+            plan_wakeups(session, planned, due)
     return changes
 
 
@@ -308,17 +360,22 @@ def next_wakeup(
 
 def plan_wakeups(
     session: Session,
-    segment_ids: Sequence[str],
-    customer_ids: Sequence[int],
+    customers: Mapping[str, Sequence[int]],
     due: dict[tuple[str, int], datetime | None],
 ) -> None:
-    """Replace the wake-ups of these customers in these segments by ``due`` ((segment, customer) -> instant; missing
-    or None: the answer cannot change by time alone). One delete and one insert for all the segments."""
+    """Replace the wake-ups of these customers in these segments (segment -> customers) by ``due`` ((segment,
+    customer) -> instant; missing or None: the answer cannot change by time alone). Segments with the same customers
+    share one delete; one insert for all."""
     table = table_of(SegmentWakeup)
-    for chunk in chunked(sorted(customer_ids), 1_000):
-        session.connection().execute(
-            sa.delete(table).where(InValues(table.c.segment_id, segment_ids), InValues(table.c.customer_id, chunk))
-        )
+    sharing: dict[tuple[int, ...], list[str]] = defaultdict(list)
+    for segment_id, ids in customers.items():
+        sharing[tuple(sorted(ids))].append(segment_id)
+    for ids, segment_ids in sharing.items():
+        for chunk in chunked(list(ids), 1_000):
+            session.connection().execute(
+                sa.delete(table).where(InValues(table.c.segment_id, sorted(segment_ids)),
+                                       InValues(table.c.customer_id, chunk))
+            )  # fmt: skip
     insert_rows(
         session.connection(),
         table,

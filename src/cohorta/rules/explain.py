@@ -13,16 +13,13 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 from typing import Any
 
-from .model import Activity, NodeType, Not, Rule, walk
+from .model import RELATIVE_OPERATORS, Activity, NodeType, Not, Rule, walk
 from .next_change import next_change
 from .plan import BActivity, BAnd, BConst, BField, BList, BNot, BOr, Bound, BSample, BSegment, bind, sample_bucket
 from .predicate import CustomerSnapshot, compile_bound, measure_rows, measure_value, value_getter
 from .refs import assign_ids
 from .text import to_text
 from .timeutil import Context
-
-RELATIVE_OPERATORS = ("exactly_days_ago", "less_than_days_ago", "more_than_days_ago", "in_next_days", "in_calendar",
-                      "anniversary_within_days", "anniversary_this_month")
 
 
 def _jsonable(v: Any) -> Any:

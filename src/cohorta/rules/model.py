@@ -46,6 +46,9 @@ OPERATORS = (
     "anniversary_within_days", "anniversary_this_month",
     "has_any", "has_all", "has_none",
 )  # fmt: skip
+#: Operators whose answer moves with the clock: relative dates, calendar periods and anniversaries.
+RELATIVE_OPERATORS = ("exactly_days_ago", "less_than_days_ago", "more_than_days_ago", "in_next_days", "in_calendar",
+                      "anniversary_within_days", "anniversary_this_month")
 #: Operators that are the negation of another one: true for a missing value.
 NEGATIONS = {"is_not": "is", "not_in": "in", "not_contains": "contains", "has_none": "has_any",
              "is_unknown": "has_value"}

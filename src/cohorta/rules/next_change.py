@@ -50,6 +50,7 @@ from zoneinfo import ZoneInfo
 
 from .activity_index import RowSpec
 from .model import (
+    RELATIVE_OPERATORS,
     Activity,
     And,
     BetweenDates,
@@ -67,8 +68,6 @@ from .predicate import ACTIVITY_ROWS, CustomerSnapshot, activity_spec, activity_
 from .semantics import Present, coerce_value
 from .timeutil import UTC, Context, calendar_period, to_utc_naive
 
-RELATIVE_OPERATORS = ("exactly_days_ago", "less_than_days_ago", "more_than_days_ago", "in_next_days", "in_calendar",
-                      "anniversary_within_days", "anniversary_this_month")
 #: How many times :func:`next_change` re-evaluates the rule at a candidate where nothing changed before giving up
 #: and returning that (safe, early) candidate.
 MAX_REFINE_STEPS = 32

@@ -342,6 +342,11 @@ def compile_bound(b: Bound) -> Callable[[CustomerSnapshot], bool]:
     return _compile(b)
 
 
+def compile_row_filter(b: Bound) -> Callable[[Row], bool]:
+    """A bound ``where`` condition of an activity as a test of one activity row."""
+    return _compile(b)
+
+
 # -- generated code ----------------------------------------------------------------------------------------------
 def _list_items(v: Any) -> list[Any] | None:
     """A list value's present elements (None when there are none), as :func:`value_getter` gives them."""

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from .model import Condition, NodeType, Rule, walk
+from collections.abc import Callable
+from typing import Any
+
+from .model import RELATIVE_OPERATORS, Activity, Condition, NodeType, Rule, walk
 from .plan import BActivity, BAnd, BNot, BOr, Bound, BSample, BSegment, Requirements, bind
+from .predicate import compile_row_filter
 from .timeutil import Context
 
-RELATIVE_OPERATORS = ("exactly_days_ago", "less_than_days_ago", "more_than_days_ago", "in_next_days", "in_calendar",
-                      "anniversary_within_days", "anniversary_this_month")
+EventRow = dict[str, Any]
+
 
 _ACTIVITY_LIST = {"orders": "orders", "order_items": "order_items", "events": "events",
                   "points": "loyalty_transactions", "redemptions": "loyalty_transactions"}
@@ -54,3 +58,25 @@ def rule_requirements(rule: Rule | NodeType, ctx: Context) -> Requirements:
         elif isinstance(b, BSample):
             req.sample = True
     return req
+
+
+def event_row_test(rule: Rule | NodeType, ctx: Context) -> Callable[[EventRow], bool] | None:
+    """Whether an event row (as snapshots hold them) can count for some ``events`` activity of the rule: its name and
+    ``where`` conditions. A new event that fails it changes neither the rule's answer nor when it next changes, so
+    live membership need not re-evaluate the rule for that write. None when the row alone cannot tell: a ``where``
+    condition that moves with the clock (a row failing it now may count later)."""
+    root = rule.root if isinstance(rule, Rule) else rule
+    for n in walk(root):
+        if isinstance(n, Activity) and n.activity == "events" and any(w.op in RELATIVE_OPERATORS for w in n.where):
+            return None
+    tests = [
+        (b.event, [compile_row_filter(f) for f in b.filters])
+        for b in _bound_nodes(bind(root, ctx))
+        if isinstance(b, BActivity) and b.activity == "events"
+    ]
+
+    def counts(row: EventRow) -> bool:
+        name = row.get("name")
+        return any(name == event and all(f(row) for f in filters) for event, filters in tests)
+
+    return counts

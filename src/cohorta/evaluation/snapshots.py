@@ -74,6 +74,11 @@ def load_snapshots(
     snapshots: dict[int, rules.CustomerSnapshot] = {}
     types = types or value_types(session)
     definitions = types.attributes
+    # The parts of a customer the rules read (all without requirements): a query each, so skipped when unread.
+    fields = requirements.fields if requirements is not None else None
+    read_attributes = fields is None or any(f.startswith("attributes.") for f in fields)
+    read_summary = fields is None or any(f.startswith("summary.") or f == "loyalty.points_balance" for f in fields)
+    read_programs = fields is None or any(f.startswith("loyalty.") and f != "loyalty.points_balance" for f in fields)
     for chunk in chunked(sorted(set(customer_ids))):
         customers = table_of(Customer)
         for row in _rows(
@@ -84,16 +89,19 @@ def load_snapshots(
                 profile=row,
                 segment_ids=set((segment_ids or {}).get(row["id"], set())),
             )
-        _attach_attributes(session, chunk, snapshots, definitions)
-        summaries = table_of(CustomerSummary)
-        for row in _rows(session, sa.select(summaries).where(InValues(summaries.c.customer_id, chunk))):
-            snapshots[row["customer_id"]].summary = row
-        programs = table_of(CustomerProgramSummary)
-        for row in _rows(session, sa.select(programs).where(InValues(programs.c.customer_id, chunk))):
-            snapshots[row["customer_id"]].programs[row["program"]] = {
-                "points_balance": row["points_balance"],
-                "tier": row["tier"],
-            }
+        if read_attributes:
+            _attach_attributes(session, chunk, snapshots, definitions)
+        if read_summary:
+            summaries = table_of(CustomerSummary)
+            for row in _rows(session, sa.select(summaries).where(InValues(summaries.c.customer_id, chunk))):
+                snapshots[row["customer_id"]].summary = row
+        if read_programs:
+            programs = table_of(CustomerProgramSummary)
+            for row in _rows(session, sa.select(programs).where(InValues(programs.c.customer_id, chunk))):
+                snapshots[row["customer_id"]].programs[row["program"]] = {
+                    "points_balance": row["points_balance"],
+                    "tier": row["tier"],
+                }
         if "orders" in activities:
             _attach(session, snapshots, "orders", table_of(Order), "created_at", chunk, earliest.get("orders"))
         if "order_items" in activities:

@@ -128,3 +128,21 @@ def test_segment_window_edges(api: TestClient, clock: FrozenClock) -> None:
     clock.set(end + timedelta(seconds=20))
     tick(api)
     assert members(api, promo["id"]) == []
+
+
+def test_wakeups_planned_after_a_recompute_read_the_segments_a_rule_uses(api: TestClient, clock: FrozenClock) -> None:
+    """A recompute plans every customer's wake-up with the memberships its rule reads: a Pole who ordered recently
+    leaves "Recent Poles" when the order leaves the window, though the order came before the segment existed."""
+    api.put("/api/v1/customers/c2", json={"country": "PL"})
+    api.post("/api/v1/orders", json={"id": "o2", "customer": "c2", "total": "10", "created_at": "2026-03-10T09:00:00Z"})
+    poles = create(api, name="Poles", text='profile.country in ("PL")')
+    tick(api)
+    recent_poles = create(api, name="Recent Poles", rule={"and": [
+        {"in_segment": poles["id"]},
+        {"activity": "orders", "window": {"last_days": 7}, "op": "gte", "value": 1},
+    ]})  # fmt: skip
+    tick(api)
+    assert members(api, recent_poles["id"]) == ["c2"]
+    clock.set(datetime(2026, 3, 17, 9, 0, 1, tzinfo=UTC))  # the order is now more than 7 days old
+    tick(api)
+    assert members(api, recent_poles["id"]) == []

@@ -199,8 +199,9 @@ def plan_all_wakeups(factory: sessionmaker[Session], clock: Clock, settings: Set
         chunk = ids[start : start + chunk_size]
         with unit_of_work(factory, write_lock=True) as session:
             ctx = live.context(now, settings, index.catalog)
-            snapshots = load_snapshots(session, chunk, live.requirements, segment_ids=memberships_of(session, chunk),
-                                       types=index.types)
+            used = sorted(live.uses)  # the memberships the rule reads (reading all of them cost most of planning)
+            memberships = memberships_of(session, chunk, used) if used else {}
+            snapshots = load_snapshots(session, chunk, live.requirements, segment_ids=memberships, types=index.types)
             due = {(segment_id, cid): next_wakeup(live, snapshot, ctx, cache) for cid, snapshot in snapshots.items()}
             plan_wakeups(session, {segment_id: chunk}, due)
             planned += sum(1 for at in due.values() if at is not None)

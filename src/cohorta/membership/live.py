@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from cohorta import rules
@@ -377,15 +378,29 @@ def plan_wakeups(
         sharing[tuple(sorted(ids))].append(segment_id)
     for ids, segment_ids in sharing.items():
         for chunk in chunked(list(ids), 1_000):
-            session.connection().execute(
-                sa.delete(table).where(InValues(table.c.segment_id, sorted(segment_ids)),
-                                       InValues(table.c.customer_id, chunk))
-            )  # fmt: skip
+            session.connection().execute(_delete_wakeups(session, sorted(segment_ids), chunk))
     insert_rows(
         session.connection(),
         table,
         [{"segment_id": sid, "customer_id": cid, "due_at": at} for (sid, cid), at in sorted(due.items()) if at],
     )
+
+
+def _delete_wakeups(session: Session, segment_ids: Sequence[str], customer_ids: Sequence[int]) -> sa.Delete:
+    """Delete the wake-ups of every (segment, customer) pair of these lists."""
+    table = table_of(SegmentWakeup)
+    if session.get_bind().dialect.name != "postgresql":
+        return sa.delete(table).where(
+            InValues(table.c.segment_id, segment_ids), InValues(table.c.customer_id, customer_ids)
+        )
+    # PostgreSQL: joined with the two lists, so every pair is a primary-key lookup whatever the statistics say. As
+    # "= ANY" conditions, a generic plan with stale statistics scanned all of a segment's wake-ups and tested each
+    # against the array: 0.6 s per 2,000 customers, seen in the simulated day's wake-up planning.
+    segments = sa.func.unnest(sa.bindparam("segment_ids", list(segment_ids), type_=postgresql.ARRAY(sa.String)))
+    customers = sa.func.unnest(sa.bindparam("customer_ids", list(customer_ids), type_=postgresql.ARRAY(sa.BigInteger)))
+    s = segments.table_valued("id").render_derived(name="s")
+    c = customers.table_valued("id").render_derived(name="c")
+    return sa.delete(table).where(table.c.segment_id == s.c.id, table.c.customer_id == c.c.id)
 
 
 def _affected(segments: Sequence[LiveSegment], reads: Callable[[LiveSegment], bool]) -> list[LiveSegment]:

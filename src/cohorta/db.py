@@ -271,6 +271,22 @@ def _compile_in_values_postgresql(element: InValues, compiler: Any, **kw: Any) -
     return str(compiler.process(element.column == sa.any_(element.array), **kw))
 
 
+def in_pairs(
+    dialect: str, first: sa.Column[Any], firsts: Sequence[Any], second: sa.Column[Any], seconds: Sequence[Any]
+) -> list[sa.ColumnElement[bool]]:
+    """Conditions for the rows whose (``first``, ``second``) is any pair of ``firsts`` x ``seconds``, for a key on
+    both columns. PostgreSQL gets joins with the two lists unnested, so each pair is a key lookup whatever the
+    statistics: as two "= ANY" conditions, a generic plan with stale statistics scanned every row of the first
+    values and tested each against the second array (0.6 s per 2,000 customers, seen on segment wake-ups)."""
+    if dialect != "postgresql":
+        return [InValues(first, firsts), InValues(second, seconds)]
+    a = sa.func.unnest(sa.bindparam(None, list(firsts), type_=postgresql.ARRAY(first.type)))
+    b = sa.func.unnest(sa.bindparam(None, list(seconds), type_=postgresql.ARRAY(second.type)))
+    a_list = a.table_valued("value").render_derived(name="firsts")
+    b_list = b.table_valued("value").render_derived(name="seconds")
+    return [first == a_list.c.value, second == b_list.c.value]
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers run while one writer writes; NORMAL is durable across application crashes in WAL mode.

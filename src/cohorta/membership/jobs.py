@@ -195,11 +195,11 @@ def plan_all_wakeups(factory: sessionmaker[Session], clock: Clock, settings: Set
         ids = list(session.scalars(sa.select(Customer.id).order_by(Customer.id)))
     planned = 0
     cache = rules.NextChangeCache()  # the same rule and instant for every chunk
+    ctx = live.context(now, settings, index.catalog)
+    used = sorted(live.uses)  # the memberships the rule reads (reading all of them cost most of planning)
     for start in range(0, len(ids), chunk_size):
         chunk = ids[start : start + chunk_size]
         with unit_of_work(factory, write_lock=True) as session:
-            ctx = live.context(now, settings, index.catalog)
-            used = sorted(live.uses)  # the memberships the rule reads (reading all of them cost most of planning)
             memberships = memberships_of(session, chunk, used) if used else {}
             snapshots = load_snapshots(session, chunk, live.requirements, segment_ids=memberships, types=index.types)
             due = {(segment_id, cid): next_wakeup(live, snapshot, ctx, cache) for cid, snapshot in snapshots.items()}

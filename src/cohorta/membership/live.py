@@ -24,14 +24,13 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from cohorta import rules
 from cohorta.config import Settings
 from cohorta.customers.models import AttributeDefinition, EventDefinition
 from cohorta.customers.summary import chunked
-from cohorta.db import InValues, insert_rows, table_of
+from cohorta.db import InValues, in_pairs, insert_rows, table_of
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.evaluation.snapshots import ValueTypes, load_snapshots, value_types
 from cohorta.membership.service import apply_diffs, in_window
@@ -378,29 +377,14 @@ def plan_wakeups(
         sharing[tuple(sorted(ids))].append(segment_id)
     for ids, segment_ids in sharing.items():
         for chunk in chunked(list(ids), 1_000):
-            session.connection().execute(_delete_wakeups(session, sorted(segment_ids), chunk))
+            session.connection().execute(sa.delete(table).where(*in_pairs(
+                session.get_bind().dialect.name, table.c.segment_id, sorted(segment_ids), table.c.customer_id, chunk
+            )))  # fmt: skip
     insert_rows(
         session.connection(),
         table,
         [{"segment_id": sid, "customer_id": cid, "due_at": at} for (sid, cid), at in sorted(due.items()) if at],
     )
-
-
-def _delete_wakeups(session: Session, segment_ids: Sequence[str], customer_ids: Sequence[int]) -> sa.Delete:
-    """Delete the wake-ups of every (segment, customer) pair of these lists."""
-    table = table_of(SegmentWakeup)
-    if session.get_bind().dialect.name != "postgresql":
-        return sa.delete(table).where(
-            InValues(table.c.segment_id, segment_ids), InValues(table.c.customer_id, customer_ids)
-        )
-    # PostgreSQL: joined with the two lists, so every pair is a primary-key lookup whatever the statistics say. As
-    # "= ANY" conditions, a generic plan with stale statistics scanned all of a segment's wake-ups and tested each
-    # against the array: 0.6 s per 2,000 customers, seen in the simulated day's wake-up planning.
-    segments = sa.func.unnest(sa.bindparam("segment_ids", list(segment_ids), type_=postgresql.ARRAY(sa.String)))
-    customers = sa.func.unnest(sa.bindparam("customer_ids", list(customer_ids), type_=postgresql.ARRAY(sa.BigInteger)))
-    s = segments.table_valued("id").render_derived(name="s")
-    c = customers.table_valued("id").render_derived(name="c")
-    return sa.delete(table).where(table.c.segment_id == s.c.id, table.c.customer_id == c.c.id)
 
 
 def _affected(segments: Sequence[LiveSegment], reads: Callable[[LiveSegment], bool]) -> list[LiveSegment]:
@@ -437,9 +421,12 @@ def memberships_of(
     200 segments, and reading them all cost a bulk write more than its rules needed)."""
     members = table_of(SegmentMember)
     found: dict[int, set[str]] = defaultdict(set)
-    query = sa.select(members.c.customer_id, members.c.segment_id).where(InValues(members.c.customer_id, customer_ids))
-    if segment_ids is not None:
-        query = query.where(InValues(members.c.segment_id, segment_ids))
+    query = sa.select(members.c.customer_id, members.c.segment_id)
+    if segment_ids is None:
+        query = query.where(InValues(members.c.customer_id, customer_ids))
+    else:
+        dialect = session.get_bind().dialect.name
+        query = query.where(*in_pairs(dialect, members.c.segment_id, segment_ids, members.c.customer_id, customer_ids))
     for customer_id, segment_id in session.connection().execute(query):
         found[customer_id].add(segment_id)
     return found

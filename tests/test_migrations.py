@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -23,6 +24,18 @@ def test_migrated_schema_matches_the_models(store: sa.Engine) -> None:
             differences = compare_metadata(context, db.Base.metadata)
     assert differences == []
     assert db.current_revision(store) is not None
+
+
+def test_sqlite_tables_are_without_rowid_as_the_models_declare(sqlite_template: Path) -> None:
+    """Alembic's comparison does not see ``WITHOUT ROWID``: each table the models declare so must be so."""
+    store = db.create_db_engine(f"sqlite:///{sqlite_template}")
+    declared = {t.name for t in db.Base.metadata.tables.values() if t.dialect_options["sqlite"]["with_rowid"] is False}
+    assert {"event_property_values", "customer_attribute_values", "segment_members"} <= declared
+    with store.connect() as connection:
+        tables = connection.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'table'").all()
+    store.dispose()
+    without_rowid = {name for name, sql in tables if sql.rstrip().upper().endswith("WITHOUT ROWID")}
+    assert without_rowid == declared
 
 
 def test_string_attribute_values_are_indexed_lowercased(store: sa.Engine) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import sqlite3
 from collections import Counter, defaultdict
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -13,6 +15,7 @@ import sqlalchemy as sa
 
 import cohorta.customers.models  # noqa: F401  (registers the tables)
 from cohorta.customers.models import COUNTED_ORDER_STATUSES
+from cohorta.customers.summary import rebuild_summaries
 from cohorta.db import Base, create_db_engine, sqlite_instant_text
 from cohorta.demo.generator import ATTRIBUTE_DEFINITIONS, TIERS, DemoStats, load_demo
 from cohorta.errors import Conflict
@@ -52,7 +55,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> tuple[sa.Engine, DemoSta
     seen: list[tuple[str, int, int]] = []
     stats = load_demo(engine, customers=CUSTOMERS, seed=7, now=NOW, progress=lambda s, d, t: seen.append((s, d, t)))
     assert ("data", CUSTOMERS, CUSTOMERS) in seen
-    assert [s for s, _, _ in seen if s == "summaries"]
+    assert [s for s, _, _ in seen if s == "indexes"]
     return engine, stats, schema_before
 
 
@@ -195,7 +198,7 @@ def test_order_items_agree_with_orders(loaded) -> None:
     assert len(skus) > 100
     hashes = [r[0] for r in _rows(engine, "SELECT content_hash FROM orders UNION ALL SELECT content_hash FROM events "
                                           "UNION ALL SELECT content_hash FROM loyalty_transactions")]
-    assert all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes) and len(set(hashes)) == len(hashes)
+    assert all(re.fullmatch(r"[0-9a-f]{16}", h) for h in hashes) and len(set(hashes)) == len(hashes)
 
 
 def test_summaries_equal_recomputation_from_raw_rows(loaded) -> None:
@@ -256,6 +259,30 @@ def test_summaries_equal_recomputation_from_raw_rows(loaded) -> None:
     assert set(tiers) <= {t for t, _ in TIERS} and {"bronze", "silver"} <= set(tiers)
     members = _rows(engine, "SELECT COUNT(*) FROM customers WHERE loyalty_member = 1")[0][0]
     assert len(programs) == members
+
+
+def _summary_tables(connection: sa.Connection) -> tuple[list[tuple], list[tuple]]:
+    return ([tuple(r) for r in connection.exec_driver_sql("SELECT * FROM customer_summaries ORDER BY customer_id")],
+            [tuple(r) for r in connection.exec_driver_sql(
+                "SELECT * FROM customer_program_summaries ORDER BY customer_id, program")])
+
+
+def test_generated_summaries_are_what_the_application_computes(loaded) -> None:
+    """The generator writes the summaries from its own arrays; the application's set-based rebuild agrees."""
+    engine, _, _ = loaded
+    with engine.connect() as conn:
+        generated = _summary_tables(conn)
+        rebuild_summaries(conn)
+        assert _summary_tables(conn) == generated
+        conn.rollback()
+    assert len(generated[0]) == CUSTOMERS and generated[1]
+
+
+def test_the_database_is_back_in_wal_mode(loaded) -> None:
+    """The load ran with a rollback journal (no other connection had the file open) and switched back."""
+    engine, _, _ = loaded
+    with contextlib.closing(sqlite3.connect(engine.url.database)) as plain:  # no pragmas of the application's
+        assert plain.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
 def test_schema_and_integrity_are_as_before(loaded) -> None:
@@ -324,7 +351,7 @@ def test_codes_and_hashes() -> None:
     with pytest.raises(ValueError):
         _codes("C", np.array([10_000_000]), 7)
     hashes = demo_content_hash(1, np.arange(1, 2001)).to_pylist()
-    assert all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes) and len(set(hashes)) == 2000
+    assert all(re.fullmatch(r"[0-9a-f]{16}", h) for h in hashes) and len(set(hashes)) == 2000
     assert hashes != demo_content_hash(2, np.arange(1, 2001)).to_pylist()
 
 
@@ -386,7 +413,7 @@ def test_postgresql_load(postgres_database: str, reference_dump) -> None:
         assert any(r[2] == "f" for r in schema_before if len(r) == 5)  # foreign keys exist to be dropped and restored
         seen: list[tuple[str, int, int]] = []
         stats = load_demo(engine, customers=60, seed=3, now=NOW, progress=lambda s, d, t: seen.append((s, d, t)))
-        assert ("data", 60, 60) in seen and seen[-1] == ("summaries", 1, 1)
+        assert ("data", 60, 60) in seen and seen[-1][0] == "indexes" and seen[-1][1] == seen[-1][2]
         assert _pg_schema(engine) == schema_before
         assert _typed_dump(engine) == reference_dump
         with engine.connect() as conn:

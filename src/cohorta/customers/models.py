@@ -129,7 +129,8 @@ class CustomerAttributeValue(TypedValueColumns, Base):
     # Partial indexes: a row holds one typed value, so it enters only the index of its own type. Each ends with
     # customer_id so a rule's "which customers have this attribute value" reads the index alone. Strings are
     # indexed lowercased: rules compare text case-insensitively unless told otherwise (LOWER(value) IN (...)).
-    __table_args__ = tuple(
+    # Without rowid on SQLite (as every table keyed by its composite primary key): one b-tree, not table + key index.
+    __table_args__ = (*(
         sa.Index(
             f"ix_customer_attribute_values_name_{name}",
             "name",
@@ -143,7 +144,7 @@ class CustomerAttributeValue(TypedValueColumns, Base):
             *((column.removeprefix("value_"), column, column)
               for column in ("value_number", "value_boolean", "value_date", "value_datetime")),
         )
-    )
+    ), {"sqlite_with_rowid": False})
 
     customer_id: Mapped[int] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
@@ -240,6 +241,7 @@ class EventPropertyValue(TypedValueColumns, Base):
     """Declared event properties, typed, so rules can filter events by them on every engine."""
 
     __tablename__ = "event_property_values"
+    __table_args__ = {"sqlite_with_rowid": False}
 
     event_pk: Mapped[int] = mapped_column(sa.ForeignKey("events.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)

@@ -125,7 +125,7 @@ class SegmentVersion(Base):
 
 class SegmentMember(Base):
     __tablename__ = "segment_members"
-    __table_args__ = (sa.Index("ix_segment_members_customer", "customer_id"),)
+    __table_args__ = (sa.Index("ix_segment_members_customer", "customer_id"), {"sqlite_with_rowid": False})
 
     segment_id: Mapped[str] = mapped_column(sa.ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
     customer_id: Mapped[int] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)

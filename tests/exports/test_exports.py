@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cohorta.cli import app as cli
@@ -276,6 +278,16 @@ def test_json_lines_are_what_json_dumps_writes_row_by_row() -> None:
     expected = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in batch.to_pylist()).encode()
     assert service._json_lines(batch) == expected
     assert service._json_lines(batch.slice(2, 3)) == b"".join(expected.splitlines(keepends=True)[2:5])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.floats(), st.floats(min_value=-1e17, max_value=1e17),
+                          st.integers(-10**17, 10**17).map(float),
+                          st.integers(-10**9, 10**9).map(lambda i: i / 1000)), max_size=40))
+def test_json_floats_are_what_json_dumps_writes(floats: list[float | None]) -> None:
+    """Whole numbers, positional decimals and the exponent, NaN and infinity cases Python writes its own way."""
+    batch = pa.RecordBatch.from_pydict({"x": pa.array(floats, pa.float64())})
+    assert service._json_lines(batch) == "".join(json.dumps({"x": x}) + "\n" for x in floats).encode()
 
 
 def test_a_filtered_export_with_many_attributes(api: TestClient) -> None:

@@ -537,6 +537,32 @@ def _json_values(column: pa.Array) -> pa.Array:
         values = pc.if_else(column, "true", "false")
     elif pa.types.is_integer(kind):
         values = column.cast(pa.string())
-    else:  # floats: Python's repr (shortest round trip, "2.0", "NaN"), as json.dumps writes them
-        values = pa.array([json.dumps(v) for v in column.to_pylist()], pa.string())
+    else:
+        values = _json_floats(column)
     return pc.fill_null(values, "null")
+
+
+def _json_floats(column: pa.Array) -> pa.Array:
+    """Floats as json.dumps writes them: Python's repr (shortest round trip; "2.0", "1e-05", "NaN").
+
+    Vectorised where Arrow's text is the same or is made so: whole numbers under 1e16 are the integer and ".0"; other
+    values from 1e-4 to 1e16 (where Python writes no exponent) are Arrow's own shortest round-trip text unless Arrow
+    chose an exponent there. The rest (exponents, NaN, infinities, -0.0) go through json.dumps one by one. A number
+    attribute of 1,000,000 members took 0.5 s through json.dumps alone."""
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    v = column.fill_null(0.0).to_numpy(zero_copy_only=False)
+    with np.errstate(invalid="ignore"):
+        size = np.abs(v)
+        positional = valid & (size >= 1e-4) & (size < 1e16)
+        whole = valid & (size < 1e16) & (np.trunc(v) == v) & ~((v == 0) & np.signbit(v))  # -0.0: json.dumps
+    values = pc.if_else(
+        pa.array(whole),
+        pc.binary_join_element_wise(pa.array(np.where(whole, v, 0).astype(np.int64)).cast(pa.string()), ".0", ""),
+        column.cast(pa.string()),
+    )
+    exponent = pc.fill_null(pc.match_substring(values, "e"), False).to_numpy(zero_copy_only=False)
+    rest = valid & ~whole & (~positional | exponent)
+    if rest.any():
+        plain = [json.dumps(x) for x in v[rest].tolist()]
+        values = pc.replace_with_mask(values, pa.array(rest), pa.array(plain, pa.string()))
+    return values

@@ -295,7 +295,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute(f"PRAGMA cache_size={SQLITE_CACHE_SIZE}")
-    cursor.execute("PRAGMA temp_store=MEMORY")
+    # Sorts and temporary b-trees bigger than the cache spill to temporary files (the OS caches them), not to
+    # SQLite's in-memory store: at 1,000,000 customers recomputes were 20-27% faster and an index build 2x faster
+    # (docs/benchmarks.md), and memory stays bounded.
+    cursor.execute("PRAGMA temp_store=FILE")
     cursor.close()
 
 

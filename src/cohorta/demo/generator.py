@@ -1290,11 +1290,11 @@ def load_demo(
         if sqlite:
             # For the index builds on this connection; the writer connection sets its own. Reading the tables
             # through a memory map made the index builds ~20% faster here. At 1,000,000 customers the big sorts
-            # spill past the cache: to temporary files (not the application's temp_store=MEMORY, which made the
-            # events' biggest index take 96 s instead of 49 s), with two sorter worker threads (all indexes: 194 s
-            # instead of 229 s; at 100,000 customers, all in memory, they are about 10% slower).
+            # spill past the cache into temporary files (the connection's temp_store, see cohorta.db), with two
+            # sorter worker threads (all indexes: 194 s instead of 229 s; at 100,000 customers, all in memory, they
+            # are about 10% slower).
             for pragma, value in (("synchronous", "OFF"), ("cache_size", "-524288"), ("mmap_size", str(1 << 34)),
-                                  ("temp_store", "FILE"), ("threads", "2")):
+                                  ("threads", "2")):
                 old = conn.exec_driver_sql(f"PRAGMA {pragma}").scalar()
                 restore.append(f"PRAGMA {pragma}={old}")
                 conn.exec_driver_sql(f"PRAGMA {pragma}={value}")

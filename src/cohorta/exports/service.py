@@ -343,9 +343,8 @@ def _stream_cursor(bind: Any, sql: str, columns: list[Column], exponent: int) ->
     with bind.connect() as connection:
         sqlite = bind.dialect.name == "sqlite"
         driver = connection.connection.driver_connection
-        if sqlite:  # a long scan read once: a small page cache, and sorts spilled to disk, keep memory bounded
+        if sqlite:  # a long scan read once: a small page cache (sorts spill to disk: cohorta.db) keeps memory bounded
             connection.exec_driver_sql(f"PRAGMA cache_size=-{EXPORT_CACHE_KIB}")
-            connection.exec_driver_sql("PRAGMA temp_store=FILE")
             cursor = driver.cursor()
         else:  # a named (server-side) cursor: PostgreSQL sends the rows as they are fetched
             cursor = driver.cursor(name="cohorta_export")
@@ -360,7 +359,6 @@ def _stream_cursor(bind: Any, sql: str, columns: list[Column], exponent: int) ->
             cursor.close()
             if sqlite:
                 connection.exec_driver_sql(f"PRAGMA cache_size={SQLITE_CACHE_SIZE}")
-                connection.exec_driver_sql("PRAGMA temp_store=MEMORY")
 
 
 def activity_export(

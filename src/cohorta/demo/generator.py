@@ -919,6 +919,7 @@ def _gen_summaries(c: _Customers, o: _Orders, j: _Journal, emit: Emit) -> None:
 
     kind = j.kind
     points_rows = kind == _LOYALTY_KINDS.index("points")
+    gift_card_rows = kind == _LOYALTY_KINDS.index("gift_card")
     emit("customer_summaries",
          ["customer_id", "order_count", "total_spent_minor", "average_order_value_minor", "first_order_at",
           "last_order_at", "last_order_amount_minor", "points_balance", "redemption_count", "referral_count",
@@ -929,16 +930,17 @@ def _gen_summaries(c: _Customers, o: _Orders, j: _Journal, emit: Emit) -> None:
           total(j.customer[points_rows], j.points[points_rows]),
           np.bincount(j.customer[kind == _LOYALTY_KINDS.index("redemption")], minlength=n).astype(np.int64),
           np.bincount(j.customer[kind == _LOYALTY_KINDS.index("referral")], minlength=n).astype(np.int64),
-          total(j.customer[kind == _LOYALTY_KINDS.index("gift_card")],
-                j.amount[kind == _LOYALTY_KINDS.index("gift_card")])])  # fmt: skip
+          total(j.customer[gift_card_rows], j.amount[gift_card_rows])])  # fmt: skip
     # One program in the demo: a row for each customer with a points entry or a tier change in it.
-    program_rows = j.in_program & (points_rows | (kind == _LOYALTY_KINDS.index("tier")))
+    tier_changes = kind == _LOYALTY_KINDS.index("tier")
+    program_rows = j.in_program & (points_rows | tier_changes)
     in_program = np.zeros(n, dtype=bool)
     in_program[j.customer[program_rows]] = True
-    tier_rows = np.flatnonzero(kind == _LOYALTY_KINDS.index("tier"))
+    tier_rows = np.flatnonzero(tier_changes)
     tier = np.full(n, -1, dtype=np.int64)
     tier[j.customer[tier_rows]] = j.tier[tier_rows]  # the last assignment wins: each customer's latest change
-    points = total(j.customer[program_rows & points_rows], j.points[program_rows & points_rows])
+    program_points = program_rows & points_rows
+    points = total(j.customer[program_points], j.points[program_points])
     members = np.flatnonzero(in_program)
     emit("customer_program_summaries", ["customer_id", "program", "points_balance", "tier"],
          [c.ids[members], _pick([PROGRAM], np.zeros(len(members))), points[members],
@@ -1354,7 +1356,3 @@ def load_demo(
     stats.seconds = time.perf_counter() - started
     return stats
 
-
-def iter_stages() -> Iterator[str]:
-    """The progress stages, in order (for progress bars)."""
-    yield from ("data", "indexes")

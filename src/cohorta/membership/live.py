@@ -375,11 +375,12 @@ def plan_wakeups(
     sharing: dict[tuple[int, ...], list[str]] = defaultdict(list)
     for segment_id, ids in customers.items():
         sharing[tuple(sorted(ids))].append(segment_id)
+    dialect = session.get_bind().dialect.name
     for ids, segment_ids in sharing.items():
         for chunk in chunked(list(ids), 1_000):
-            session.connection().execute(sa.delete(table).where(*in_pairs(
-                session.get_bind().dialect.name, table.c.segment_id, sorted(segment_ids), table.c.customer_id, chunk
-            )))  # fmt: skip
+            session.connection().execute(sa.delete(table).where(
+                *in_pairs(dialect, table.c.segment_id, sorted(segment_ids), table.c.customer_id, chunk)
+            ))  # fmt: skip
     insert_rows(
         session.connection(),
         table,

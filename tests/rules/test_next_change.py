@@ -16,7 +16,17 @@ from hypothesis import strategies as st
 from rule_strategies import FIELDS, RULES, activity, condition
 from rules_harness import ANCHOR, CATALOG, make_store, snapshots
 
-from cohorta.rules import Context, CustomerSnapshot, Rule, compile_predicate, next_change, validate
+from cohorta.rules import (
+    Catalog,
+    Context,
+    CustomerSnapshot,
+    RowEffect,
+    Rule,
+    compile_predicate,
+    event_row_effect,
+    next_change,
+    validate,
+)
 from cohorta.rules.next_change import NextChangeCache, _Walker
 from cohorta.rules.plan import bind
 
@@ -231,6 +241,18 @@ def _dense_snapshot(rng: random.Random, cid: int, ctx: Context, days: list[int])
     )
 
 
+def _predicates_at(parsed: Rule, ctx: Context) -> Callable[[dt.datetime], Callable[[CustomerSnapshot], bool]]:
+    """The rule's predicate compiled at an instant, once per instant."""
+    compiled: dict[dt.datetime, Callable[[CustomerSnapshot], bool]] = {}
+
+    def pred(t: dt.datetime) -> Callable[[CustomerSnapshot], bool]:
+        if t not in compiled:
+            compiled[t] = compile_predicate(parsed, ctx.at(t))
+        return compiled[t]
+
+    return pred
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rule=st.one_of(RULES, TIME_RULES, TIME_RULES), seed=st.integers(0, 5), tz=st.sampled_from(ZONES),
        era=st.sampled_from(sorted(ERAS)),
@@ -246,12 +268,7 @@ def test_answer_never_changes_before_next_change(rule: dict, seed: int, tz: str,
     rnd = random.Random(sample_seed)
     parsed = validate(rule, CATALOG, 2)
     ctx = Context(ERAS[era] + shift, tz, 2, CATALOG)
-    compiled: dict[dt.datetime, Callable[[CustomerSnapshot], bool]] = {}
-
-    def pred(t: dt.datetime) -> Callable[[CustomerSnapshot], bool]:
-        if t not in compiled:
-            compiled[t] = compile_predicate(parsed, ctx.at(t))
-        return compiled[t]
+    pred = _predicates_at(parsed, ctx)
 
     days = sorted(_rule_days(rule))
     dense = [_dense_snapshot(rnd, 100 + i, ctx, days) for i in range(4)]
@@ -450,3 +467,87 @@ def test_group_waiting_on_two_children_is_refined() -> None:
     value, when, exact = _Walker(snap, ctx, NextChangeCache()).visit(parsed.root, bind(parsed, ctx))
     assert (value, when, exact) == (False, _at(2026, 2, 5).replace(tzinfo=None), False)
     _exact(rule, snap, _at(2026, 2, 1), "UTC", _at(2026, 2, 9))
+
+
+# -- what a new event can do (live membership skips re-evaluating by it) ----------------------------------------------
+
+#: Rules with event activities (counts and other measures, under and/or/not), mixed with other conditions.
+EVENT_RULES = st.recursive(
+    st.one_of(activity().filter(lambda a: a["activity"] == "events"),
+              activity().filter(lambda a: a["activity"] == "events"), condition(TEMPORAL_FIELDS), activity()),
+    lambda kids: st.one_of(
+        st.builds(lambda xs: {"and": xs}, st.lists(kids, min_size=1, max_size=3)),
+        st.builds(lambda xs: {"or": xs}, st.lists(kids, min_size=1, max_size=3)),
+        st.builds(lambda x: {"not": x}, kids),
+    ),
+    max_leaves=4,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(rule=EVENT_RULES, seed=st.integers(0, 5), tz=st.sampled_from(ZONES), era=st.sampled_from(sorted(ERAS)),
+       shift=AS_OF_SHIFTS, sample_seed=st.integers(0, 2**32))
+@example(rule={"activity": "events", "event": "app_opened", "window": {"last_days": 7}, "op": "gte", "value": 2},
+         seed=0, tz="Europe/Warsaw", era="2026", shift=dt.timedelta(0), sample_seed=1)
+@example(rule={"not": {"activity": "events", "event": "product_viewed", "window": {"days_ago": [3, 10]},
+                       "op": "gt", "value": 0}}, seed=1, tz="UTC", era="fall", shift=dt.timedelta(0), sample_seed=2)
+def test_a_new_event_moves_the_answer_only_as_its_effect_says(rule: dict, seed: int, tz: str, era: str,
+                                                               shift: dt.timedelta, sample_seed: int) -> None:
+    """At every instant from ``as_of`` on, adding an event whose effect is NONE leaves the answer as it is; RAISES
+    never turns it false, LOWERS never true: what lets live membership keep such a customer's answer and wake-up."""
+    rnd = random.Random(sample_seed)
+    parsed = validate(rule, CATALOG, 2)
+    ctx = Context(ERAS[era] + shift, tz, 2, CATALOG)
+    effect_of = event_row_effect(parsed, ctx)
+    pred = _predicates_at(parsed, ctx)
+
+    days = sorted(_rule_days(rule))
+    for snap in _world(seed, tz, era)[:3] + [_dense_snapshot(rnd, 100 + i, ctx, days) for i in range(3)]:
+        row = {"name": rnd.choice(["product_viewed", "app_opened"]), "occurred_at": _instant_near(rnd, ctx, days),
+               "properties": {"sku": rnd.choice(["A1", "B2"]), "price": rnd.choice([1.5, 3.0]), "tags": ["sale"],
+                              "platform": rnd.choice(["ios", "web"])}}
+        effect = RowEffect.ANY if effect_of is None else effect_of(row)
+        if effect is RowEffect.ANY:
+            continue
+        after = replace(snap, events=[*snap.events, row])
+        instants = _samples(rnd, after, rule, ctx, None)
+        for t in rnd.sample(instants, min(len(instants), 60)):
+            old, new = pred(t)(snap), pred(t)(after)
+            if effect is RowEffect.NONE:
+                assert new == old, (rule, row, t)
+            elif effect is RowEffect.RAISES:
+                assert new or not old, (rule, row, t)
+            else:
+                assert old or not new, (rule, row, t)
+
+
+@pytest.mark.parametrize(("rule", "row", "expected"), [
+    ({"activity": "events", "event": "app_opened", "op": "gte", "value": 3}, "app_opened", RowEffect.RAISES),
+    ({"activity": "events", "event": "app_opened", "op": "gt", "value": 0}, "product_viewed", RowEffect.NONE),
+    ({"activity": "events", "event": "app_opened", "op": "lt", "value": 1}, "app_opened", RowEffect.LOWERS),
+    ({"not": {"activity": "events", "event": "app_opened", "op": "gte", "value": 3}}, "app_opened", RowEffect.LOWERS),
+    ({"activity": "events", "event": "app_opened", "op": "is", "value": 3}, "app_opened", RowEffect.ANY),
+    ({"activity": "events", "event": "product_viewed", "measure": {"fn": "sum", "field": "properties.price"},
+      "op": "gte", "value": 3}, "product_viewed", RowEffect.ANY),
+    ({"and": [{"activity": "events", "event": "app_opened", "op": "gte", "value": 3},
+              {"not": {"activity": "events", "event": "app_opened", "window": {"last_days": 7}, "op": "gte",
+                       "value": 1}}]}, "app_opened", RowEffect.ANY),
+    ({"or": [{"activity": "events", "event": "app_opened", "op": "gte", "value": 3},
+             {"activity": "events", "event": "product_viewed", "op": "lt", "value": 2}]}, "app_opened",
+     RowEffect.RAISES),
+    ({"activity": "events", "event": "app_opened", "op": "gte", "value": 1,
+      "where": [{"field": "properties.platform", "op": "is", "value": "ios"}]}, "app_opened", RowEffect.NONE),
+])  # fmt: skip
+def test_event_row_effect(rule: dict, row: str, expected: RowEffect) -> None:
+    ctx = Context(ANCHOR, "UTC", 2, CATALOG)
+    effect_of = event_row_effect(validate(rule, CATALOG, 2), ctx)
+    assert effect_of is not None
+    event = {"name": row, "occurred_at": ANCHOR.replace(tzinfo=None), "properties": {"platform": "web"}}
+    assert effect_of(event) is expected
+
+
+def test_event_row_effect_cannot_tell_under_a_where_that_moves_with_the_clock() -> None:
+    catalog = Catalog(event_definitions={"product_viewed": {"release": "date"}})
+    rule = {"activity": "events", "event": "product_viewed", "op": "gte", "value": 1,
+            "where": [{"field": "properties.release", "op": "in_next_days", "value": 10}]}
+    assert event_row_effect(validate(rule, catalog, 2), Context(ANCHOR, "UTC", 2, catalog)) is None

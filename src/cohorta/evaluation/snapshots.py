@@ -164,20 +164,40 @@ def _attach_events(
     declared: dict[str, dict[str, str]],
 ) -> None:
     events = table_of(Event)
-    query = sa.select(events.c.id, events.c.customer_id, events.c.name, events.c.occurred_at).where(
-        InValues(events.c.customer_id, chunk)
-    )
+    where: list[Any] = [InValues(events.c.customer_id, chunk)]
     if since is not None:
-        query = query.where(events.c.occurred_at >= _aware(since))
+        where.append(events.c.occurred_at >= _aware(since))
     if names:
-        query = query.where(events.c.name.in_(sorted(names)))
+        where.append(events.c.name.in_(sorted(names)))
+    for customer_id, event in _event_rows(session, where, declared):
+        snapshots[customer_id].events.append(event)
+
+
+def load_event_rows(session: Session, pks: Iterable[int], types: ValueTypes) -> dict[int, list[dict[str, Any]]]:
+    """These events (by database id) as snapshots hold them, per customer: what live membership tests a write's new
+    rows with before it loads any snapshot."""
+    events = table_of(Event)
+    found: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for chunk in chunked(sorted(pks)):
+        for customer_id, event in _event_rows(session, [InValues(events.c.id, chunk)], types.event_properties):
+            found[customer_id].append(event)
+    return found
+
+
+def _event_rows(
+    session: Session, where: list[Any], declared: dict[str, dict[str, str]]
+) -> list[tuple[int, dict[str, Any]]]:
+    """(customer id, event row) for the events matching ``where``, with their declared properties typed."""
+    events = table_of(Event)
+    query = sa.select(events.c.id, events.c.customer_id, events.c.name, events.c.occurred_at).where(*where)
+    found: list[tuple[int, dict[str, Any]]] = []
     by_pk: dict[int, dict[str, Any]] = {}
     for row in _rows(session, query):
         event = {"name": row["name"], "occurred_at": row["occurred_at"], "properties": {}, "pk": row["id"]}
         by_pk[row["id"]] = event
-        snapshots[row["customer_id"]].events.append(event)
+        found.append((row["customer_id"], event))
     if not by_pk:
-        return
+        return found
     properties = table_of(EventPropertyValue)
     grouped: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
     for pks in chunked(sorted(by_pk)):
@@ -188,6 +208,7 @@ def _attach_events(
         value_type = declared.get(event["name"], {}).get(key)
         if value_type is not None:
             event["properties"][key] = values.from_rows(ValueType(value_type), rows)
+    return found
 
 
 def _aware(instant: datetime) -> datetime:

@@ -32,7 +32,7 @@ from cohorta.customers.models import AttributeDefinition, EventDefinition
 from cohorta.customers.summary import chunked
 from cohorta.db import InValues, in_pairs, insert_rows, table_of
 from cohorta.evaluation.catalog import build_catalog
-from cohorta.evaluation.snapshots import ValueTypes, load_snapshots, value_types
+from cohorta.evaluation.snapshots import ValueTypes, load_event_rows, load_snapshots, value_types
 from cohorta.membership.service import apply_diffs, in_window
 from cohorta.segments.models import ChangeCause, Segment, SegmentMember, SegmentStatus, SegmentType, SegmentWakeup
 
@@ -52,8 +52,8 @@ class LiveSegment:
     events: set[str]
     uses: set[str]
     requirements: rules.Requirements
-    # Whether a new event row can count for the rule (None: it may, whatever the row): see rules.event_row_test.
-    event_rows: Callable[[dict[str, Any]], bool] | None = None
+    # What a new event row can do to the rule's answer (None: anything, whatever the row): rules.event_row_effect.
+    event_effect: Callable[[dict[str, Any]], rules.RowEffect] | None = None
     _predicates: dict[datetime, Callable[[rules.CustomerSnapshot], bool]] = field(default_factory=dict)
     _next_change: dict[datetime, tuple[rules.Context, rules.NextChangeCache]] = field(default_factory=dict)
 
@@ -191,7 +191,7 @@ def _load(session: Session, settings: Settings, now: datetime, catalog: rules.Ca
         loaded[row.id] = LiveSegment(
             id=row.id, version=row.version, rule=rule, timezone=zone, starts_at=row.starts_at,
             expires_at=row.expires_at, kinds=_kinds(requirements, catalog), events=set(requirements.events),
-            uses=set(requirements.segments), requirements=requirements, event_rows=rules.event_row_test(rule, ctx),
+            uses=set(requirements.segments), requirements=requirements, event_effect=rules.event_row_effect(rule, ctx),
         )  # fmt: skip
     return _dependency_order(loaded)
 
@@ -223,9 +223,9 @@ class NewEvents:
     rewritten: set[int]
 
 
-#: Which customers of a chunk a segment must be re-evaluated for because of the write or wake-up itself (segments
-#: that use it follow the customers whose membership moved); None: every customer of the chunk.
-Scope = Callable[["LiveSegment", dict[int, rules.CustomerSnapshot]], set[int]]
+#: Which customers of a chunk a segment must be decided for because of the write or wake-up itself, given the
+#: chunk's memberships in the segments read (segments that use it follow the customers whose membership moved).
+Scope = Callable[["LiveSegment", Sequence[int], Mapping[int, set[str]]], set[int]]
 
 
 def reevaluate(
@@ -240,31 +240,50 @@ def reevaluate(
     index: SegmentIndex,
 ) -> dict[str, tuple[int, int]]:
     """Re-evaluate these customers against the segments a ``kind`` write can affect; returns entered/exited counts
-    per segment that changed. For an events write, ``new_events`` narrows it further: a segment is re-evaluated for
-    a customer only if one of the new rows can count for its rule (or a row was rewritten), because rows that count
-    for none of its activities change neither its answer nor when that next changes."""
+    per segment that changed. For an events write, ``new_events`` narrows it further, per customer and segment, by
+    what the new rows can do to the rule's answer (:func:`rules.event_row_effect`): nothing when they count for none
+    of its activities; nothing either when they can only raise an answer that is already true (a member viewing
+    again under "viewed at least 3 times") or only lower one already false. Those pairs keep their answer and their
+    wake-up, which stays safe (never later than the new true change), and their snapshots are not even loaded."""
     ids = sorted(set(customer_ids))
     if not ids:
         return {}
     segments = index.current(session, settings, now)
     affected = _affected(segments, lambda s: s.reads(kind, event_names))
-    scope = None if new_events is None else _counting_new_events(new_events)
+    if not affected:
+        return {}
+    scope = None if new_events is None else _changed_by_new_events(session, now, new_events, index)
     return evaluate(session, settings, now, ids, affected, ChangeCause.data, index, scope)
 
 
-def _counting_new_events(new: NewEvents) -> Scope:
-    found: dict[str, Any] = {"of": None, "rows": {}}  # the new rows of the chunk last looked at, per customer
+def _changed_by_new_events(session: Session, now: datetime, new: NewEvents, index: SegmentIndex) -> Scope:
+    rows = load_event_rows(session, new.pks, index.types)
 
-    def scope(segment: LiveSegment, snapshots: dict[int, rules.CustomerSnapshot]) -> set[int]:
-        if found["of"] is not snapshots:
-            # Rows the snapshots did not load (other event names, before every window) cannot count now or later.
-            by_customer = {cid: [r for r in s.events if r.get("pk") in new.pks] for cid, s in snapshots.items()}
-            found["of"], found["rows"] = snapshots, {cid: rows for cid, rows in by_customer.items() if rows}
-        test = segment.event_rows
-        out = set(new.rewritten)
-        for cid, rows in found["rows"].items():
-            if test is None or any(test(r) for r in rows):
+    def scope(segment: LiveSegment, chunk: Sequence[int], memberships: Mapping[int, set[str]]) -> set[int]:
+        effect_of = segment.event_effect
+        live = in_window(segment.starts_at, segment.expires_at, now)
+        out: set[int] = set()
+        for cid in chunk:
+            if cid in new.rewritten:  # a rewritten event may have removed a row that counted
                 out.add(cid)
+                continue
+            found = rows.get(cid)
+            if not found:
+                continue
+            if effect_of is None:
+                out.add(cid)
+                continue
+            effect = rules.RowEffect.NONE
+            for row in found:
+                effect |= effect_of(row)
+            if effect is rules.RowEffect.NONE:
+                continue
+            member = segment.id in memberships.get(cid, ())
+            if (effect is rules.RowEffect.RAISES and member and live) or (
+                effect is rules.RowEffect.LOWERS and not member
+            ):
+                continue
+            out.add(cid)
         return out
 
     return scope
@@ -280,7 +299,7 @@ def wake(session: Session, settings: Settings, now: datetime, due: Sequence[tupl
         due_in[segment_id].add(customer_id)
     affected = _affected(segments, lambda s: s.id in due_in)
     return evaluate(session, settings, now, sorted({cid for _, cid in due}), affected, ChangeCause.time, index,
-                    lambda segment, _snapshots: due_in.get(segment.id, set()))  # fmt: skip
+                    lambda segment, _chunk, _memberships: due_in.get(segment.id, set()))  # fmt: skip
 
 
 def evaluate(
@@ -303,7 +322,15 @@ def evaluate(
     changes: dict[str, tuple[int, int]] = {}
     for chunk in chunked(list(ids), 1_000):
         memberships = memberships_of(session, chunk, read)
-        snapshots = load_snapshots(session, chunk, requirements, segment_ids=memberships, types=index.types)
+        picked = None if scope is None else {s.id: scope(s, chunk, memberships) for s in affected}
+        if picked is None:
+            needed = chunk
+        else:  # only customers some segment is decided for (a used segment's moves are among those)
+            wanted = set().union(*picked.values())
+            needed = [cid for cid in chunk if cid in wanted]
+            if not needed:
+                continue
+        snapshots = load_snapshots(session, needed, requirements, segment_ids=memberships, types=index.types)
         # One mutable set per customer, shared with the snapshot: segments that use a segment see its changes.
         member_of: dict[int, set[str]] = {}
         for customer_id, snapshot in snapshots.items():
@@ -312,15 +339,15 @@ def evaluate(
         diffs: dict[str, tuple[list[int], list[int]]] = {}
         decided: dict[str, list[int]] = {}  # the customers each segment was decided for
         for segment in affected:
-            if scope is None:
+            if picked is None:
                 customers = list(snapshots)
             else:
-                picked = set(scope(segment, snapshots))
+                chosen = set(picked[segment.id])
                 for used in segment.uses:  # a used segment's moves, made earlier in this pass (dependency order)
                     moved = diffs.get(used)
                     if moved:
-                        picked.update(moved[0], moved[1])
-                customers = [cid for cid in snapshots if cid in picked]
+                        chosen.update(moved[0], moved[1])
+                customers = [cid for cid in snapshots if cid in chosen]
             decided[segment.id] = customers
             predicate = segment.predicate(now, settings, index.catalog)
             live = in_window(segment.starts_at, segment.expires_at, now)  # the index holds active ones only

@@ -25,8 +25,8 @@ Evaluation
     ``Context(as_of, timezone="UTC", currency_exponent=2, catalog=Catalog())``;
     ``compile_batch(rule, ctx, tables=TABLES) -> ibis.Table`` (one column ``customer_id``, distinct);
     ``compile_predicate(rule, ctx) -> Callable[[CustomerSnapshot], bool]``; ``CustomerSnapshot``;
-    ``rule_requirements(rule, ctx) -> Requirements``; ``event_row_test(rule, ctx)`` (can a new event count for the
-    rule?); ``explain(rule, snapshot, ctx) -> dict``;
+    ``rule_requirements(rule, ctx) -> Requirements``; ``event_row_effect(rule, ctx)`` (what can a new event do to
+    the rule's answer?); ``explain(rule, snapshot, ctx) -> dict``;
     ``next_change(rule, snapshot, ctx) -> datetime | None`` (when the answer may next change by the clock alone);
     ``TABLES`` / ``Tables`` (unbound Ibis tables of the storage schema).
 
@@ -59,7 +59,7 @@ from .next_change import NextChangeCache, next_change
 from .plan import Requirements
 from .predicate import CustomerSnapshot, compile_predicate
 from .refs import assign_ids, find_cycle, segment_references, strip_ids
-from .requirements import event_row_test, rule_requirements
+from .requirements import RowEffect, event_row_effect, rule_requirements
 from .tables import TABLES, Tables
 from .text import parse_text, to_text
 from .timeutil import Context
@@ -80,6 +80,7 @@ __all__ = [
     "Or",
     "Problem",
     "Requirements",
+    "RowEffect",
     "Rule",
     "RuleError",
     "Sample",
@@ -87,7 +88,7 @@ __all__ = [
     "assign_ids",
     "compile_batch",
     "compile_predicate",
-    "event_row_test",
+    "event_row_effect",
     "explain",
     "find_cycle",
     "json_schema",

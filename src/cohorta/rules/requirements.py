@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import Enum
 from typing import Any
 
 from .model import RELATIVE_OPERATORS, Activity, Condition, NodeType, Rule, walk
 from .plan import BActivity, BAnd, BNot, BOr, Bound, BSample, BSegment, Requirements, bind
 from .predicate import compile_row_filter
+from .semantics import Compare
 from .timeutil import Context
 
 EventRow = dict[str, Any]
@@ -60,23 +62,73 @@ def rule_requirements(rule: Rule | NodeType, ctx: Context) -> Requirements:
     return req
 
 
-def event_row_test(rule: Rule | NodeType, ctx: Context) -> Callable[[EventRow], bool] | None:
-    """Whether an event row (as snapshots hold them) can count for some ``events`` activity of the rule: its name and
-    ``where`` conditions. A new event that fails it changes neither the rule's answer nor when it next changes, so
-    live membership need not re-evaluate the rule for that write. None when the row alone cannot tell: a ``where``
-    condition that moves with the clock (a row failing it now may count later)."""
+class RowEffect(Enum):
+    """What adding one activity row can do to a rule's answer, at every instant (see :func:`event_row_effect`)."""
+
+    NONE = 0  # the row counts for no activity of the rule: the answer and when it next changes stay as they are
+    RAISES = 1  # the answer can only turn true, never false, at any instant
+    LOWERS = 2  # the answer can only turn false, never true, at any instant
+    ANY = 3  # either
+
+    def __or__(self, other: RowEffect) -> RowEffect:
+        """The effect of adding both rows."""
+        if self is other or other is RowEffect.NONE:
+            return self
+        return other if self is RowEffect.NONE else RowEffect.ANY
+
+
+def _count_effect(b: BActivity) -> RowEffect:
+    """What one more counted row does to this activity condition alone: a count compared with ``gt``/``gte`` can only
+    turn true, with ``lt``/``lte`` only false. Other measures and comparisons (sums of signed values, averages,
+    ``is``, ``between``) may do either."""
+    if b.fn == "count" and isinstance(b.test, Compare):
+        return _COUNT_EFFECT.get(b.test.op, RowEffect.ANY)
+    return RowEffect.ANY
+
+
+_COUNT_EFFECT = {"gt": RowEffect.RAISES, "gte": RowEffect.RAISES, "lt": RowEffect.LOWERS, "lte": RowEffect.LOWERS}
+
+
+def _flipped(effect: RowEffect) -> RowEffect:
+    return {RowEffect.RAISES: RowEffect.LOWERS, RowEffect.LOWERS: RowEffect.RAISES}.get(effect, effect)
+
+
+def _event_activities(b: Bound, negated: bool = False) -> list[tuple[BActivity, RowEffect]]:
+    """Every ``events`` activity of the bound rule with what one more counted row does to the whole rule through it.
+    ``and`` and ``or`` are monotone in their children (conditions are two-valued), ``not`` reverses."""
+    if isinstance(b, BAnd | BOr):
+        return [found for x in b.items for found in _event_activities(x, negated)]
+    if isinstance(b, BNot):
+        return _event_activities(b.item, not negated)
+    if isinstance(b, BActivity) and b.activity == "events":
+        effect = _count_effect(b)
+        return [(b, _flipped(effect) if negated else effect)]
+    return []
+
+
+def event_row_effect(rule: Rule | NodeType, ctx: Context) -> Callable[[EventRow], RowEffect] | None:
+    """What a new event row (as snapshots hold them) can do to the rule's answer, by the activities it can count for
+    (their event name and ``where`` conditions). Live membership skips re-evaluating a customer when the rows can do
+    nothing, or can only raise an answer that is already true (a member of "viewed at least 3 times in 30 days" who
+    views again) or only lower one that is already false. Adding a row to a count compared with ``gte`` raises the
+    answer at every instant, so the member's stored wake-up stays safe: it is no later than the new true change.
+    None when the row alone cannot tell: a ``where`` condition that moves with the clock (a row failing it now may
+    count later)."""
     root = rule.root if isinstance(rule, Rule) else rule
     for n in walk(root):
         if isinstance(n, Activity) and n.activity == "events" and any(w.op in RELATIVE_OPERATORS for w in n.where):
             return None
     tests = [
-        (b.event, [compile_row_filter(f) for f in b.filters])
-        for b in _bound_nodes(bind(root, ctx))
-        if isinstance(b, BActivity) and b.activity == "events"
+        (b.event, [compile_row_filter(f) for f in b.filters], effect)
+        for b, effect in _event_activities(bind(root, ctx))
     ]
 
-    def counts(row: EventRow) -> bool:
+    def effect_of(row: EventRow) -> RowEffect:
         name = row.get("name")
-        return any(name == event and all(f(row) for f in filters) for event, filters in tests)
+        found = RowEffect.NONE
+        for event, filters, effect in tests:
+            if name == event and all(f(row) for f in filters):
+                found |= effect
+        return found
 
-    return counts
+    return effect_of

@@ -9,9 +9,10 @@ import json
 import secrets
 import string
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import lru_cache
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
@@ -234,6 +235,95 @@ def update_rows(connection: sa.Connection, table: sa.Table, key: str, rows: list
     connection.exec_driver_sql(
         f"UPDATE {quote(table.name)} SET {assignments} WHERE {quote(key)} = ?", [tuple(v) for v in params]
     )
+
+
+def select_rows(
+    connection: sa.Connection,
+    table: sa.Table,
+    columns: Sequence[str],
+    any_of: Mapping[str, Sequence[Any]],
+    at_least: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The ``columns`` of the rows whose ``any_of`` columns each hold one of the given values and whose ``at_least``
+    columns are at least the given value, as dicts, values typed as SQLAlchemy would type them. Read through the
+    driver, like :func:`insert_rows` writes: the reads of one live write (a customer's snapshot) are small, and
+    building, keying and setting up each statement in SQLAlchemy cost about five times running it (measured: 0.16 of
+    3.0 ms for a snapshot's seven queries in SQLite). The SQL is written once per shape: PostgreSQL binds each list
+    as one array (``= ANY``), SQLite as one parameter per value."""
+    dialect = connection.dialect
+    bounds = at_least or {}
+    sqlite_lengths = tuple(len(v) for v in any_of.values()) if dialect.name != "postgresql" else ()
+    sql = _select_sql(dialect, table, tuple(columns), tuple(any_of), tuple(bounds), sqlite_lengths)
+    params: list[Any] = []
+    for name, values in any_of.items():
+        process = table.c[name].type._cached_bind_processor(dialect)
+        listed = [process(v) for v in values] if process is not None else list(values)
+        if dialect.name == "postgresql":
+            params.append(listed)
+        else:
+            params.extend(listed)
+    for name, value in bounds.items():
+        process = table.c[name].type._cached_bind_processor(dialect)
+        params.append(process(value) if process is not None else value)
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor.execute(sql, params)
+    rows = cursor.fetchall()
+    # Some processors depend on the driver's type code of the column (PostgreSQL numbers).
+    result_processors = _result_processors(
+        dialect, table, tuple(columns), tuple(d[1] for d in cursor.description or ())
+    )
+    if any(p is not None for p in result_processors):
+        procs = [(i, p) for i, p in enumerate(result_processors) if p is not None]
+        out = []
+        for row in rows:
+            values = list(row)
+            for i, p in procs:
+                values[i] = p(values[i])
+            out.append(dict(zip(columns, values, strict=True)))
+        return out
+    return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+@lru_cache(maxsize=1024)
+def _select_sql(
+    dialect: Dialect,
+    table: sa.Table,
+    columns: tuple[str, ...],
+    any_of: tuple[str, ...],
+    at_least: tuple[str, ...],
+    sqlite_lengths: tuple[int, ...],
+) -> str:
+    quote = dialect.identifier_preparer.quote
+    postgres = dialect.name == "postgresql"
+    conditions = [
+        f"{quote(name)} = ANY(%s)" if postgres else f"{quote(name)} IN ({', '.join(['?'] * length)})"
+        for name, length in zip(any_of, sqlite_lengths or [0] * len(any_of), strict=True)
+    ]
+    conditions += [f"{quote(name)} >= {'%s' if postgres else '?'}" for name in at_least]
+    names = ", ".join(quote(table.c[c].name) for c in columns)
+    return f"SELECT {names} FROM {quote(table.name)} WHERE {' AND '.join(conditions) or 'TRUE'}"
+
+
+@lru_cache(maxsize=256)
+def _result_processors(
+    dialect: Dialect, table: sa.Table, columns: tuple[str, ...], type_codes: tuple[Any, ...]
+) -> list[Any]:
+    pairs = zip(columns, type_codes, strict=True)
+    return [table.c[c].type._cached_result_processor(dialect, code) for c, code in pairs]
+
+
+def constant_rows(connection: sa.Connection, statement: sa.sql.expression.ClauseElement) -> list[tuple[Any, ...]]:
+    """The raw rows of a statement without parameters (its values rendered into the SQL), compiled once per dialect
+    and run through the driver: for a check that runs on every write (the live segment index's fingerprint)."""
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    # With (empty) parameters psycopg reads the text as the compiler escaped it for them ("%%" for "%").
+    cursor.execute(_constant_sql(connection.dialect, statement), ())
+    return list(cursor.fetchall())
+
+
+@lru_cache(maxsize=64)
+def _constant_sql(dialect: Dialect, statement: sa.sql.expression.ClauseElement) -> str:
+    return str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
 
 class InValues(sa.sql.expression.ColumnElement[bool]):

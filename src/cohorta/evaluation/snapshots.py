@@ -28,17 +28,20 @@ from cohorta.customers.models import (
 )
 from cohorta.customers.service import attribute_definitions
 from cohorta.customers.summary import chunked
-from cohorta.db import InValues, table_of
+from cohorta.db import select_rows, table_of
 
 PROFILE_COLUMNS = tuple(rules.tables.SCHEMAS["customers"])
 ALL_ACTIVITY = frozenset({"orders", "order_items", "events", "loyalty_transactions"})
 
 
-def _rows(session: Session, query: sa.Select[Any]) -> Iterable[dict[str, Any]]:
-    result = session.connection().execute(query)
-    keys = list(result.keys())
-    for row in result:
-        yield dict(zip(keys, row, strict=True))
+def _rows(
+    session: Session,
+    table: sa.Table,
+    any_of: Mapping[str, Sequence[Any]],
+    at_least: Mapping[str, Any] | None = None,
+    columns: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    return select_rows(session.connection(), table, columns or list(table.c.keys()), any_of, at_least)
 
 
 @dataclass(frozen=True)
@@ -80,10 +83,7 @@ def load_snapshots(
     read_summary = fields is None or any(f.startswith("summary.") or f == "loyalty.points_balance" for f in fields)
     read_programs = fields is None or any(f.startswith("loyalty.") and f != "loyalty.points_balance" for f in fields)
     for chunk in chunked(sorted(set(customer_ids))):
-        customers = table_of(Customer)
-        for row in _rows(
-            session, sa.select(*[customers.c[c] for c in PROFILE_COLUMNS]).where(InValues(customers.c.id, chunk))
-        ):
+        for row in _rows(session, table_of(Customer), {"id": chunk}, columns=PROFILE_COLUMNS):
             snapshots[row["id"]] = rules.CustomerSnapshot(
                 customer_id=row["id"],
                 profile=row,
@@ -92,12 +92,10 @@ def load_snapshots(
         if read_attributes:
             _attach_attributes(session, chunk, snapshots, definitions)
         if read_summary:
-            summaries = table_of(CustomerSummary)
-            for row in _rows(session, sa.select(summaries).where(InValues(summaries.c.customer_id, chunk))):
+            for row in _rows(session, table_of(CustomerSummary), {"customer_id": chunk}):
                 snapshots[row["customer_id"]].summary = row
         if read_programs:
-            programs = table_of(CustomerProgramSummary)
-            for row in _rows(session, sa.select(programs).where(InValues(programs.c.customer_id, chunk))):
+            for row in _rows(session, table_of(CustomerProgramSummary), {"customer_id": chunk}):
                 snapshots[row["customer_id"]].programs[row["program"]] = {
                     "points_balance": row["points_balance"],
                     "tier": row["tier"],
@@ -129,9 +127,8 @@ def _attach_attributes(
     snapshots: dict[int, rules.CustomerSnapshot],
     definitions: dict[str, ValueType],
 ) -> None:
-    table = table_of(CustomerAttributeValue)
     grouped: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
-    for row in _rows(session, sa.select(table).where(InValues(table.c.customer_id, chunk))):
+    for row in _rows(session, table_of(CustomerAttributeValue), {"customer_id": chunk}):
         grouped[(row["customer_id"], row["name"])].append(row)
     for (customer_id, name), rows in grouped.items():
         value_type = definitions.get(name)
@@ -148,10 +145,8 @@ def _attach(
     chunk: Sequence[int],
     since: datetime | None,
 ) -> None:
-    query = sa.select(table).where(InValues(table.c.customer_id, chunk))
-    if since is not None:
-        query = query.where(table.c[time_column] >= _aware(since))
-    for row in _rows(session, query):
+    at_least = None if since is None else {time_column: _aware(since)}
+    for row in _rows(session, table, {"customer_id": chunk}, at_least):
         getattr(snapshots[row["customer_id"]], kind).append(row)
 
 
@@ -163,45 +158,42 @@ def _attach_events(
     names: set[str],
     declared: dict[str, dict[str, str]],
 ) -> None:
-    events = table_of(Event)
-    where: list[Any] = [InValues(events.c.customer_id, chunk)]
-    if since is not None:
-        where.append(events.c.occurred_at >= _aware(since))
+    any_of: dict[str, Sequence[Any]] = {"customer_id": chunk}
     if names:
-        where.append(events.c.name.in_(sorted(names)))
-    for customer_id, event in _event_rows(session, where, declared):
+        any_of["name"] = sorted(names)
+    at_least = None if since is None else {"occurred_at": _aware(since)}
+    for customer_id, event in _event_rows(session, any_of, at_least, declared):
         snapshots[customer_id].events.append(event)
 
 
 def load_event_rows(session: Session, pks: Iterable[int], types: ValueTypes) -> dict[int, list[dict[str, Any]]]:
     """These events (by database id) as snapshots hold them, per customer: what live membership tests a write's new
     rows with before it loads any snapshot."""
-    events = table_of(Event)
     found: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for chunk in chunked(sorted(pks)):
-        for customer_id, event in _event_rows(session, [InValues(events.c.id, chunk)], types.event_properties):
+        for customer_id, event in _event_rows(session, {"id": chunk}, None, types.event_properties):
             found[customer_id].append(event)
     return found
 
 
 def _event_rows(
-    session: Session, where: list[Any], declared: dict[str, dict[str, str]]
+    session: Session,
+    any_of: Mapping[str, Sequence[Any]],
+    at_least: Mapping[str, Any] | None,
+    declared: dict[str, dict[str, str]],
 ) -> list[tuple[int, dict[str, Any]]]:
-    """(customer id, event row) for the events matching ``where``, with their declared properties typed."""
-    events = table_of(Event)
-    query = sa.select(events.c.id, events.c.customer_id, events.c.name, events.c.occurred_at).where(*where)
+    """(customer id, event row) for the events matching the conditions, with their declared properties typed."""
     found: list[tuple[int, dict[str, Any]]] = []
     by_pk: dict[int, dict[str, Any]] = {}
-    for row in _rows(session, query):
+    for row in _rows(session, table_of(Event), any_of, at_least, columns=("id", "customer_id", "name", "occurred_at")):
         event = {"name": row["name"], "occurred_at": row["occurred_at"], "properties": {}, "pk": row["id"]}
         by_pk[row["id"]] = event
         found.append((row["customer_id"], event))
     if not by_pk:
         return found
-    properties = table_of(EventPropertyValue)
     grouped: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
     for pks in chunked(sorted(by_pk)):
-        for row in _rows(session, sa.select(properties).where(InValues(properties.c.event_pk, pks))):
+        for row in _rows(session, table_of(EventPropertyValue), {"event_pk": pks}):
             grouped[(row["event_pk"], row["key"])].append(row)
     for (event_pk, key), rows in grouped.items():
         event = by_pk[event_pk]

@@ -30,7 +30,7 @@ from cohorta import rules
 from cohorta.config import Settings
 from cohorta.customers.models import AttributeDefinition, EventDefinition
 from cohorta.customers.summary import chunked
-from cohorta.db import InValues, in_pairs, insert_rows, table_of
+from cohorta.db import InValues, constant_rows, in_pairs, insert_rows, table_of
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.evaluation.snapshots import ValueTypes, load_event_rows, load_snapshots, value_types
 from cohorta.membership.service import apply_diffs, in_window
@@ -162,7 +162,7 @@ class SegmentIndex:
         self.types = ValueTypes({}, {})
 
     def current(self, session: Session, settings: Settings, now: datetime) -> list[LiveSegment]:
-        fingerprint = frozenset(tuple(row) for row in session.connection().execute(_FINGERPRINT))
+        fingerprint = frozenset(constant_rows(session.connection(), _FINGERPRINT))
         with self._lock:
             if fingerprint == self._fingerprint:
                 return self._segments

@@ -1,0 +1,77 @@
+"""The driver-level reads of live membership give what SQLAlchemy's own reads give, on both engines."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import sqlalchemy as sa
+
+from cohorta.customers.models import Customer, CustomerAttributeValue, Event, EventDefinition
+from cohorta.db import constant_rows, insert_rows, select_rows, table_of
+
+NOW = datetime(2026, 3, 29, 1, 30, 15, 250_000, tzinfo=UTC)
+
+
+def _fill(connection: sa.Connection) -> None:
+    insert_rows(connection, table_of(Customer), [
+        {"id": i, "source_id": f"c{i}", "country": "PL" if i % 2 else None, "birthdate": date(1990, 1, i),
+         "created_at": NOW - timedelta(days=i), "updated_at": NOW, "loyalty_member": bool(i % 3),
+         "source_metadata": {"tier": i, "tags": ["a", "%b"]}}
+        for i in range(1, 8)
+    ])  # fmt: skip
+    typed = {"value_number": 0.25, "value_boolean": True, "value_date": date(2020, 2, 29), "value_datetime": NOW}
+    insert_rows(connection, table_of(CustomerAttributeValue), [
+        {"customer_id": 1 + i % 3, "name": column, "position": 0, "value_string": None,
+         **{c: value if c == column else None for c in typed}}
+        for i, (column, value) in enumerate(typed.items())
+    ])  # fmt: skip
+    insert_rows(connection, table_of(Event), [
+        {"id": 10 + i, "event_id": f"e{i}", "customer_id": 1 + i % 3, "name": ("viewed", "opened")[i % 2],
+         "occurred_at": NOW - timedelta(hours=i, microseconds=i), "properties": {"n": i}, "content_hash": "h"}
+        for i in range(12)
+    ])  # fmt: skip
+
+
+def _by_core(connection: sa.Connection, query: sa.Select) -> list[dict]:
+    return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def test_select_rows_types_values_as_sqlalchemy_does(store: sa.Engine) -> None:
+    customers, values, events = table_of(Customer), table_of(CustomerAttributeValue), table_of(Event)
+    with store.begin() as connection:
+        _fill(connection)
+        found = select_rows(connection, customers, list(customers.c.keys()), {"id": [1, 2, 3, 99]})
+        expected = _by_core(connection, sa.select(customers).where(customers.c.id.in_([1, 2, 3, 99])))
+        assert sorted(found, key=lambda r: r["id"]) == sorted(expected, key=lambda r: r["id"])
+        assert found[0]["created_at"].tzinfo is not None and isinstance(found[0]["source_metadata"], dict)
+
+        found = select_rows(connection, values, list(values.c.keys()), {"customer_id": [1, 2, 3]})
+        expected = _by_core(connection, sa.select(values).where(values.c.customer_id.in_([1, 2, 3])))
+        key = lambda r: (r["customer_id"], r["name"])  # noqa: E731
+        assert sorted(found, key=key) == sorted(expected, key=key)
+
+        columns = ["id", "customer_id", "name", "occurred_at"]
+        for since, ids in ((NOW - timedelta(hours=4, microseconds=4), {10, 14}),  # the boundary row counts (>=)
+                           (NOW - timedelta(hours=4, microseconds=3), {10})):
+            found = select_rows(connection, events, columns, {"customer_id": [1, 2], "name": ["viewed"]},
+                                {"occurred_at": since})
+            expected = _by_core(connection, sa.select(*[events.c[c] for c in columns]).where(
+                events.c.customer_id.in_([1, 2]), events.c.name == "viewed", events.c.occurred_at >= since))
+            assert sorted(found, key=lambda r: r["id"]) == sorted(expected, key=lambda r: r["id"])
+            assert {r["id"] for r in found} == ids
+        assert select_rows(connection, events, columns, {"customer_id": []}) == []
+
+
+def test_constant_rows_read_a_statement_with_its_values_rendered(store: sa.Engine) -> None:
+    definitions = table_of(EventDefinition)
+    statement = sa.select(definitions.c.name, sa.cast(definitions.c.properties, sa.Text)).where(
+        definitions.c.name.in_(["viewed", "50% off"])
+    )
+    with store.begin() as connection:
+        insert_rows(connection, definitions, [
+            {"name": name, "properties": {"k": "string"}, "created_at": NOW, "updated_at": NOW}
+            for name in ("viewed", "50% off", "other")
+        ])  # fmt: skip
+        rows = constant_rows(connection, statement)
+        assert sorted(name for name, _ in rows) == ["50% off", "viewed"]
+        assert constant_rows(connection, statement) == rows  # compiled once, the same answer

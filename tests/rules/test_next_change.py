@@ -454,6 +454,15 @@ def test_count_that_does_not_flip_is_skipped() -> None:
     _exact(rule, snap, _at(2026, 2, 1), "UTC", _at(2026, 2, 7) + US)
 
 
+def test_rows_only_leaving_cannot_flip_a_count_they_could_only_lower() -> None:
+    """9,000 orders in the window, none to arrive: "at least 10,000" is false and rows leaving only lower the count, so
+    it never changes. Exact without walking the leaving rows (a walk of more than MAX_SLIDING_STEPS rows gave up with
+    an early candidate, an extra wake-up for every such customer)."""
+    as_of = _at(2026, 2, 1)
+    snap = _orders(*(as_of - dt.timedelta(seconds=97 * i + 1) for i in range(9_000)))
+    _exact({"activity": "orders", "window": {"last_days": 30}, "op": "gte", "value": 10_000}, snap, as_of, "UTC", None)
+
+
 def test_group_waiting_on_two_children_is_refined() -> None:
     """An "and" that is false because of two children is not exact at the first child's change: next_change refines
     it to the instant the second one changes too."""

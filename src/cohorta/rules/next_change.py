@@ -65,6 +65,7 @@ from .model import (
 )
 from .plan import BActivity, BAnd, BField, BNot, BOr, Bound, bind
 from .predicate import ACTIVITY_ROWS, CustomerSnapshot, activity_spec, activity_test_at, compile_bound, value_getter
+from .requirements import RowEffect, count_effect
 from .semantics import Present, coerce_value
 from .timeutil import UTC, Context, calendar_period, to_utc_naive
 
@@ -459,14 +460,18 @@ class _Walker:
         else:
             l_ = l_end = 0
             jump = limit = None
+        # Rows only leaving cannot flip a count that one more row could only raise while it is false (or only lower
+        # while it is true): no walk over the leaving rows once no row is left to arrive.
+        leaving_keeps = count_effect(b) is (RowEffect.LOWERS if value else RowEffect.RAISES)
         for _ in range(MAX_SLIDING_STEPS):
             if a < a_end:
                 d = times[a] - hi0
                 if l_ < l_end:
                     d = min(d, times[l_] - lo0)
-            elif l_ < l_end:
+            elif l_ < l_end and not leaving_keeps:
                 d = times[l_] - lo0
-            else:  # no row will ever enter or leave (until a jump, where rows just below the start may re-enter)
+            else:  # no row will ever enter or leave, or none that could flip it (until a jump, where rows just below
+                # the start may re-enter)
                 return (jump, False) if jump is not None else (None, True)
             while a < a_end and times[a] - hi0 == d:
                 a += 1

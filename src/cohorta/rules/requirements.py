@@ -77,7 +77,7 @@ class RowEffect(Enum):
         return other if self is RowEffect.NONE else RowEffect.ANY
 
 
-def _count_effect(b: BActivity) -> RowEffect:
+def count_effect(b: BActivity) -> RowEffect:
     """What one more counted row does to this activity condition alone: a count compared with ``gt``/``gte`` can only
     turn true, with ``lt``/``lte`` only false. Other measures and comparisons (sums of signed values, averages,
     ``is``, ``between``) may do either."""
@@ -101,7 +101,7 @@ def _event_activities(b: Bound, negated: bool = False) -> list[tuple[BActivity, 
     if isinstance(b, BNot):
         return _event_activities(b.item, not negated)
     if isinstance(b, BActivity) and b.activity == "events":
-        effect = _count_effect(b)
+        effect = count_effect(b)
         return [(b, _flipped(effect) if negated else effect)]
     return []
 

@@ -20,7 +20,9 @@ value and the next instant it may change:
   leaves its window, or when a time-dependent ``where`` condition on the row changes. For windows that slide by plain
   arithmetic (``last_days``, all time, ``between`` two dates) without time-dependent ``where`` conditions, the rows'
   arrival and leaving instants are walked in order over the sorted row index and the measure tested at each, so the
-  result is the exact instant the condition flips (a count dropping from 5 to 4 under ``count >= 3`` is skipped).
+  result is the exact instant the condition flips (a count dropping from 5 to 4 under ``count >= 3`` is skipped;
+  a count that leaving rows can only push further from its threshold, ``count >= N`` false or ``count < N`` true,
+  stops the walk once no row is left to arrive).
   Otherwise the earliest row change is a candidate. For ``last_days`` (wall-clock arithmetic in the zone) the window
   start moves in step with the clock except at DST-related jumps, which are returned as candidates (safe, early);
 * ``and``/``or``/``not`` take the minimum over their children, except that a child that can never change and

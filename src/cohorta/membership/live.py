@@ -160,6 +160,8 @@ class SegmentIndex:
         self._segments: list[LiveSegment] = []
         self.catalog = rules.Catalog()
         self.types = ValueTypes({}, {})
+        self._reading_of: list[LiveSegment] | None = None
+        self._reading: dict[tuple[str, frozenset[str] | None], list[LiveSegment]] = {}
 
     def current(self, session: Session, settings: Settings, now: datetime) -> list[LiveSegment]:
         fingerprint = frozenset(constant_rows(session.connection(), _FINGERPRINT))
@@ -172,6 +174,25 @@ class SegmentIndex:
         with self._lock:
             self._fingerprint, self._segments, self.catalog, self.types = fingerprint, loaded, catalog, types
         return loaded
+
+    def reading(
+        self, session: Session, settings: Settings, now: datetime, kind: str, event_names: set[str] | None
+    ) -> list[LiveSegment]:
+        """The current segments a ``kind`` write (of these event names) can affect, with the segments using them:
+        worked out once per kind and set of names while the segments stay the same (a loop over every segment cost
+        a quarter of a millisecond per write)."""
+        segments = self.current(session, settings, now)
+        key = (kind, None if event_names is None else frozenset(event_names))
+        with self._lock:
+            if self._reading_of is not segments or len(self._reading) > 256:
+                self._reading_of, self._reading = segments, {}
+            found = self._reading.get(key)
+        if found is None:
+            found = _affected(segments, lambda s: s.reads(kind, event_names))
+            with self._lock:
+                if self._reading_of is segments:
+                    self._reading[key] = found
+        return found
 
 
 def _load(session: Session, settings: Settings, now: datetime, catalog: rules.Catalog) -> list[LiveSegment]:
@@ -248,8 +269,7 @@ def reevaluate(
     ids = sorted(set(customer_ids))
     if not ids:
         return {}
-    segments = index.current(session, settings, now)
-    affected = _affected(segments, lambda s: s.reads(kind, event_names))
+    affected = index.reading(session, settings, now, kind, event_names)
     if not affected:
         return {}
     scope = None if new_events is None else _changed_by_new_events(session, now, new_events, index)

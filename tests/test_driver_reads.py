@@ -60,6 +60,10 @@ def test_select_rows_types_values_as_sqlalchemy_does(store: sa.Engine) -> None:
             assert sorted(found, key=lambda r: r["id"]) == sorted(expected, key=lambda r: r["id"])
             assert {r["id"] for r in found} == ids
         assert select_rows(connection, events, columns, {"customer_id": []}) == []
+        # several lists: every pair (PostgreSQL joins the unnested arrays)
+        pairs = select_rows(connection, events, ["id"], {"name": ["opened", "viewed"], "customer_id": [2, 3]})
+        assert sorted(r["id"] for r in pairs) == sorted(
+            10 + i for i in range(12) if 1 + i % 3 in (2, 3))
 
 
 def test_constant_rows_read_a_statement_with_its_values_rendered(store: sa.Engine) -> None:

@@ -30,7 +30,7 @@ from cohorta import rules
 from cohorta.config import Settings
 from cohorta.customers.models import AttributeDefinition, EventDefinition
 from cohorta.customers.summary import chunked
-from cohorta.db import InValues, constant_rows, in_pairs, insert_rows, table_of
+from cohorta.db import constant_rows, in_pairs, insert_rows, select_rows, table_of
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.evaluation.snapshots import ValueTypes, load_event_rows, load_snapshots, value_types
 from cohorta.membership.service import apply_diffs, in_window
@@ -469,14 +469,11 @@ def memberships_of(
     200 segments, and reading them all cost a bulk write more than its rules needed)."""
     members = table_of(SegmentMember)
     found: dict[int, set[str]] = defaultdict(set)
-    query = sa.select(members.c.customer_id, members.c.segment_id)
-    if segment_ids is None:
-        query = query.where(InValues(members.c.customer_id, customer_ids))
-    else:
-        dialect = session.get_bind().dialect.name
-        query = query.where(*in_pairs(dialect, members.c.segment_id, segment_ids, members.c.customer_id, customer_ids))
-    for customer_id, segment_id in session.connection().execute(query):
-        found[customer_id].add(segment_id)
+    any_of: dict[str, Sequence[Any]] = {"customer_id": customer_ids}
+    if segment_ids is not None:
+        any_of = {"segment_id": segment_ids, **any_of}
+    for row in select_rows(session.connection(), members, ("customer_id", "segment_id"), any_of):
+        found[row["customer_id"]].add(row["segment_id"])
     return found
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 import sqlalchemy as sa
 
 from cohorta.customers.models import Customer, CustomerAttributeValue, Event, EventDefinition
-from cohorta.db import constant_rows, insert_rows, select_rows, table_of
+from cohorta.db import constant_rows, delete_rows, insert_rows, select_rows, table_of
 
 NOW = datetime(2026, 3, 29, 1, 30, 15, 250_000, tzinfo=UTC)
 
@@ -64,6 +64,10 @@ def test_select_rows_types_values_as_sqlalchemy_does(store: sa.Engine) -> None:
         pairs = select_rows(connection, events, ["id"], {"name": ["opened", "viewed"], "customer_id": [2, 3]})
         assert sorted(r["id"] for r in pairs) == sorted(
             10 + i for i in range(12) if 1 + i % 3 in (2, 3))
+        delete_rows(connection, events, {"name": ["opened"], "customer_id": [2, 3]})
+        delete_rows(connection, events, {"id": [10]})
+        left = connection.execute(sa.select(events.c.id)).scalars().all()
+        assert sorted(left) == sorted(10 + i for i in range(1, 12) if 1 + i % 3 == 1 or i % 2 == 0)
 
 
 def test_constant_rows_read_a_statement_with_its_values_rendered(store: sa.Engine) -> None:

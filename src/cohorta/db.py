@@ -255,19 +255,8 @@ def select_rows(
     bounds = at_least or {}
     sqlite_lengths = tuple(len(v) for v in any_of.values()) if dialect.name != "postgresql" else ()
     sql = _select_sql(dialect, table, tuple(columns), tuple(any_of), tuple(bounds), sqlite_lengths)
-    params: list[Any] = []
-    for name, values in any_of.items():
-        process = table.c[name].type._cached_bind_processor(dialect)
-        listed = [process(v) for v in values] if process is not None else list(values)
-        if dialect.name == "postgresql":
-            params.append(listed)
-        else:
-            params.extend(listed)
-    for name, value in bounds.items():
-        process = table.c[name].type._cached_bind_processor(dialect)
-        params.append(process(value) if process is not None else value)
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    cursor.execute(sql, params)
+    cursor.execute(sql, _key_params(dialect, table, any_of, bounds))
     rows = cursor.fetchall()
     # Some processors depend on the driver's type code of the column (PostgreSQL numbers).
     result_processors = _result_processors(
@@ -285,6 +274,33 @@ def select_rows(
     return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
+def delete_rows(connection: sa.Connection, table: sa.Table, any_of: Mapping[str, Sequence[Any]]) -> None:
+    """Delete the rows whose ``any_of`` columns each hold one of the given values (lists without duplicates), through
+    the driver, as :func:`select_rows` reads them."""
+    dialect = connection.dialect
+    lengths = tuple(len(v) for v in any_of.values()) if dialect.name != "postgresql" else ()
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor.execute(_delete_sql(dialect, table, tuple(any_of), lengths), _key_params(dialect, table, any_of, {}))
+
+
+def _key_params(
+    dialect: Dialect, table: sa.Table, any_of: Mapping[str, Sequence[Any]], at_least: Mapping[str, Any]
+) -> list[Any]:
+    """The parameters of :func:`_key_conditions`, each value through its column type's bind processor."""
+    params: list[Any] = []
+    for name, values in any_of.items():
+        process = table.c[name].type._cached_bind_processor(dialect)
+        listed = [process(v) for v in values] if process is not None else list(values)
+        if dialect.name == "postgresql":
+            params.append(listed)
+        else:
+            params.extend(listed)
+    for name, value in at_least.items():
+        process = table.c[name].type._cached_bind_processor(dialect)
+        params.append(process(value) if process is not None else value)
+    return params
+
+
 @lru_cache(maxsize=1024)
 def _select_sql(
     dialect: Dialect,
@@ -295,25 +311,41 @@ def _select_sql(
     sqlite_lengths: tuple[int, ...],
 ) -> str:
     quote = dialect.identifier_preparer.quote
-    names = ", ".join(f"t.{quote(table.c[c].name)}" for c in columns)
-    source = f"{quote(table.name)} AS t"
+    lists, conditions = _key_conditions(dialect, table, any_of, at_least, sqlite_lengths)
+    names = ", ".join(f"{quote(table.name)}.{quote(table.c[c].name)}" for c in columns)
+    return f"SELECT {names} FROM {', '.join([quote(table.name), *lists])} WHERE {conditions}"
+
+
+@lru_cache(maxsize=1024)
+def _delete_sql(dialect: Dialect, table: sa.Table, any_of: tuple[str, ...], sqlite_lengths: tuple[int, ...]) -> str:
+    lists, conditions = _key_conditions(dialect, table, any_of, (), sqlite_lengths)
+    using = f" USING {', '.join(lists)}" if lists else ""
+    return f"DELETE FROM {dialect.identifier_preparer.quote(table.name)}{using} WHERE {conditions}"
+
+
+def _key_conditions(
+    dialect: Dialect, table: sa.Table, any_of: tuple[str, ...], at_least: tuple[str, ...],
+    sqlite_lengths: tuple[int, ...],
+) -> tuple[list[str], str]:
+    """(unnested arrays to join, conditions) for the rows whose ``any_of`` columns hold listed values."""
+    quote = dialect.identifier_preparer.quote
+    column = {name: f"{quote(table.name)}.{quote(table.c[name].name)}" for name in (*any_of, *at_least)}
+    lists: list[str] = []
     if dialect.name == "postgresql":
         if len(any_of) > 1:
-            # Each pair of two lists as a key lookup, whatever the statistics: as two "= ANY" conditions, a generic
-            # plan scanned every row of the first values and tested each against the second array (see in_pairs).
-            source += "".join(
-                f" JOIN unnest(%s::{table.c[name].type.compile(dialect)}[]) AS k{i}(v) ON t.{quote(name)} = k{i}.v"
-                for i, name in enumerate(any_of)
-            )
-            conditions = []
+            # Each pair of the lists as a key lookup, whatever the statistics: as two "= ANY" conditions, a generic
+            # plan with stale statistics scanned every row of the first values and tested each against the second
+            # array (0.6 s per 2,000 customers, seen on segment wake-ups).
+            lists = [f"unnest(%s::{table.c[name].type.compile(dialect)}[]) AS k{i}(v)" for i, name in enumerate(any_of)]
+            conditions = [f"{column[name]} = k{i}.v" for i, name in enumerate(any_of)]
         else:
-            conditions = [f"t.{quote(name)} = ANY(%s)" for name in any_of]
-        conditions += [f"t.{quote(name)} >= %s" for name in at_least]
+            conditions = [f"{column[name]} = ANY(%s)" for name in any_of]
+        conditions += [f"{column[name]} >= %s" for name in at_least]
     else:
         listed = zip(any_of, sqlite_lengths, strict=True)
-        conditions = [f"t.{quote(name)} IN ({', '.join(['?'] * length)})" for name, length in listed]
-        conditions += [f"t.{quote(name)} >= ?" for name in at_least]
-    return f"SELECT {names} FROM {source} WHERE {' AND '.join(conditions) or 'TRUE'}"
+        conditions = [f"{column[name]} IN ({', '.join(['?'] * length)})" for name, length in listed]
+        conditions += [f"{column[name]} >= ?" for name in at_least]
+    return lists, " AND ".join(conditions) or "TRUE"
 
 
 @lru_cache(maxsize=256)
@@ -371,22 +403,6 @@ def _compile_in_values(element: InValues, compiler: Any, **kw: Any) -> str:
 @compiles(InValues, "postgresql")
 def _compile_in_values_postgresql(element: InValues, compiler: Any, **kw: Any) -> str:
     return str(compiler.process(element.column == sa.any_(element.array), **kw))
-
-
-def in_pairs(
-    dialect: str, first: sa.Column[Any], firsts: Sequence[Any], second: sa.Column[Any], seconds: Sequence[Any]
-) -> list[sa.ColumnElement[bool]]:
-    """Conditions for the rows whose (``first``, ``second``) is any pair of ``firsts`` x ``seconds``, for a key on
-    both columns. PostgreSQL gets joins with the two lists unnested, so each pair is a key lookup whatever the
-    statistics: as two "= ANY" conditions, a generic plan with stale statistics scanned every row of the first
-    values and tested each against the second array (0.6 s per 2,000 customers, seen on segment wake-ups)."""
-    if dialect != "postgresql":
-        return [InValues(first, firsts), InValues(second, seconds)]
-    a = sa.func.unnest(sa.bindparam(None, list(firsts), type_=postgresql.ARRAY(first.type)))
-    b = sa.func.unnest(sa.bindparam(None, list(seconds), type_=postgresql.ARRAY(second.type)))
-    a_list = a.table_valued("value").render_derived(name="firsts")
-    b_list = b.table_valued("value").render_derived(name="seconds")
-    return [first == a_list.c.value, second == b_list.c.value]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -30,7 +30,7 @@ from cohorta import rules
 from cohorta.config import Settings
 from cohorta.customers.models import AttributeDefinition, EventDefinition
 from cohorta.customers.summary import chunked
-from cohorta.db import constant_rows, in_pairs, insert_rows, select_rows, table_of
+from cohorta.db import constant_rows, delete_rows, insert_rows, select_rows, table_of
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.evaluation.snapshots import ValueTypes, load_event_rows, load_snapshots, value_types
 from cohorta.membership.service import apply_diffs, in_window
@@ -422,12 +422,9 @@ def plan_wakeups(
     sharing: dict[tuple[int, ...], list[str]] = defaultdict(list)
     for segment_id, ids in customers.items():
         sharing[tuple(sorted(ids))].append(segment_id)
-    dialect = session.get_bind().dialect.name
     for ids, segment_ids in sharing.items():
         for chunk in chunked(list(ids), 1_000):
-            session.connection().execute(sa.delete(table).where(
-                *in_pairs(dialect, table.c.segment_id, sorted(segment_ids), table.c.customer_id, chunk)
-            ))  # fmt: skip
+            delete_rows(session.connection(), table, {"segment_id": sorted(segment_ids), "customer_id": chunk})
     insert_rows(
         session.connection(),
         table,

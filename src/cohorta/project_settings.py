@@ -5,17 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from cohorta.customers.models import ProjectSetting
-from cohorta.db import dialect_insert, table_of
+from cohorta.db import dialect_insert, select_rows, table_of
 
 
 def get_setting(session: Session, key: str) -> Any | None:
     """The value, or None when it was never set (read from the database, not the session's identity map)."""
-    table = table_of(ProjectSetting)
-    return session.execute(sa.select(table.c.value).where(table.c.key == key)).scalar_one_or_none()
+    found = select_rows(session.connection(), table_of(ProjectSetting), ("value",), {"key": [key]})
+    return found[0]["value"] if found else None
 
 
 def put_setting(session: Session, key: str, value: Any) -> None:

@@ -21,7 +21,7 @@ from cohorta.clv.models import CustomerClv
 from cohorta.config import Settings
 from cohorta.customers.models import CustomerGroupAssignment, CustomerSummary
 from cohorta.customers.summary import chunked
-from cohorta.db import InValues, UTCDateTime, dialect_insert, insert_rows, select_rows, table_of
+from cohorta.db import UTCDateTime, delete_rows, dialect_insert, insert_rows, select_rows, table_of
 from cohorta.evaluation import store
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.membership import monthly
@@ -109,11 +109,7 @@ def apply_diffs(
     exits = _by_customers((segment.id, exiting) for segment, _, exiting in prepared)
     for customer_ids, segment_ids in exits.items():
         for chunk in chunked(list(customer_ids)):
-            connection.execute(
-                sa.delete(members).where(
-                    InValues(members.c.segment_id, segment_ids), InValues(members.c.customer_id, chunk)
-                )
-            )
+            delete_rows(connection, members, {"segment_id": sorted(segment_ids), "customer_id": chunk})
     insert_rows(connection, members, [
         {"segment_id": segment.id, "customer_id": cid, "since": now}
         for segment, entering, _ in prepared for cid in entering

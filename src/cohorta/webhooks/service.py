@@ -25,7 +25,7 @@ from cohorta.clock import Clock
 from cohorta.config import Settings
 from cohorta.customers.models import Customer
 from cohorta.customers.summary import chunked
-from cohorta.db import InValues, insert_rows, new_id, table_of
+from cohorta.db import InValues, insert_rows, new_id, select_rows, table_of
 from cohorta.errors import FieldError, NotFound, UnknownReference
 from cohorta.outbound import post_signed
 from cohorta.segments.models import Segment
@@ -173,10 +173,9 @@ def _listening(session: Session, segment_id: str) -> dict[EventType, list[str]]:
 
 def _subscriptions(session: Session) -> Subscriptions:
     """Every active subscription: (id, event types, segment ids or none for all)."""
-    rows = session.execute(
-        sa.select(Subscription.id, Subscription.event_types, Subscription.segment_ids).where(Subscription.active)
-    ).all()
-    return [(sid, types, segments) for sid, types, segments in rows]
+    rows = select_rows(session.connection(), table_of(Subscription), ("id", "event_types", "segment_ids"),
+                       {"active": [True]})  # fmt: skip
+    return [(row["id"], row["event_types"], row["segment_ids"]) for row in rows]
 
 
 def _hearing(subscriptions: Subscriptions, segment_id: str) -> dict[EventType, list[str]]:

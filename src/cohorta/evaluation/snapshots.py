@@ -41,6 +41,8 @@ def _rows(
     at_least: Mapping[str, Any] | None = None,
     columns: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
+    """The rows (all columns unless told) of ``table`` by :func:`cohorta.db.select_rows`, in the session's
+    transaction."""
     return select_rows(session.connection(), table, columns or list(table.c.keys()), any_of, at_least)
 
 

@@ -388,11 +388,13 @@ class InValues(sa.sql.expression.ColumnElement[bool]):
         ("array", InternalTraversal.dp_clauseelement),
     ]
 
-    def __init__(self, column: sa.ColumnElement[Any], values: Sequence[Any]) -> None:
+    def __init__(self, column: sa.ColumnElement[Any], values: Sequence[Any] | None = None, key: str | None = None
+                 ) -> None:  # fmt: skip
+        """The values now, or (``key``) a named parameter given at execution: for a statement built once."""
         self.column = column
-        values = list(values)
-        self.listed = sa.bindparam(None, values, expanding=True, type_=column.type)
-        self.array = sa.bindparam(None, values, type_=postgresql.ARRAY(column.type))
+        listed = None if values is None else list(values)
+        self.listed = sa.bindparam(key, listed, expanding=True, type_=column.type)
+        self.array = sa.bindparam(key, listed, type_=postgresql.ARRAY(column.type))
 
 
 @compiles(InValues)

@@ -109,6 +109,12 @@ def table_of(model: type[Any]) -> sa.Table:
     return table
 
 
+def driver_cursor(connection: sa.Connection) -> Any:
+    """A cursor of the driver's own connection under ``connection`` (in its transaction): for the statements this
+    module writes itself, where SQLAlchemy's per-statement work costs more than the statement."""
+    return connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+
 def _processed_rows(dialect: Dialect, columns: list[sa.Column[Any]], rows: list[dict[str, Any]]) -> list[list[Any]]:
     """Row values in column order, each through its column type's bind processor (as the ORM would store it)."""
     names = [column.key for column in columns]
@@ -173,7 +179,7 @@ def insert_rows(connection: sa.Connection, table: sa.Table, rows: list[dict[str,
             for values, row in zip(params, rows, strict=True):
                 values.extend(None if row[c.key] is None else json.dumps(row[c.key]) for c in json_columns)
         names = ", ".join(quote(column.name) for column in (*copy_columns, *json_columns))
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor = driver_cursor(connection)
         with cursor.copy(f"COPY {quote(table.name)} ({names}) FROM STDIN") as copy:
             for values in params:
                 copy.write_row(values)
@@ -205,7 +211,7 @@ def insert_rows(connection: sa.Connection, table: sa.Table, rows: list[dict[str,
         placeholders = ", ".join(["?"] * len(group_columns))
         column_list = ", ".join(quote(column.name) for column in group_columns)
         # The driver's own executemany takes the lists as they are (SQLAlchemy's wants a tuple per row).
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor = driver_cursor(connection)
         cursor.executemany(f"INSERT INTO {quote(table.name)} ({column_list}) VALUES ({placeholders})", params)
 
 
@@ -228,7 +234,7 @@ def update_rows(connection: sa.Connection, table: sa.Table, key: str, rows: list
             f"UPDATE {quote(table.name)} SET {assignments} FROM (SELECT {unnest}) AS v "
             f"WHERE {quote(table.name)}.{quote(key)} = v.{quote(key)}"
         )
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor = driver_cursor(connection)
         cursor.execute(sql, arrays)
         return
     assignments = ", ".join(f"{quote(c.name)} = ?" for c in columns)
@@ -253,9 +259,8 @@ def select_rows(
     for several lists), SQLite as one parameter per value."""
     dialect = connection.dialect
     bounds = at_least or {}
-    sqlite_lengths = tuple(len(v) for v in any_of.values()) if dialect.name != "postgresql" else ()
-    sql = _select_sql(dialect, table, tuple(columns), tuple(any_of), tuple(bounds), sqlite_lengths)
-    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    sql = _select_sql(dialect, table, tuple(columns), tuple(any_of), tuple(bounds), _list_lengths(dialect, any_of))
+    cursor = driver_cursor(connection)
     cursor.execute(sql, _key_params(dialect, table, any_of, bounds))
     rows = cursor.fetchall()
     # Some processors depend on the driver's type code of the column (PostgreSQL numbers).
@@ -278,9 +283,13 @@ def delete_rows(connection: sa.Connection, table: sa.Table, any_of: Mapping[str,
     """Delete the rows whose ``any_of`` columns each hold one of the given values (lists without duplicates), through
     the driver, as :func:`select_rows` reads them."""
     dialect = connection.dialect
-    lengths = tuple(len(v) for v in any_of.values()) if dialect.name != "postgresql" else ()
-    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    cursor.execute(_delete_sql(dialect, table, tuple(any_of), lengths), _key_params(dialect, table, any_of, {}))
+    sql = _delete_sql(dialect, table, tuple(any_of), _list_lengths(dialect, any_of))
+    driver_cursor(connection).execute(sql, _key_params(dialect, table, any_of, {}))
+
+
+def _list_lengths(dialect: Dialect, any_of: Mapping[str, Sequence[Any]]) -> tuple[int, ...]:
+    """SQLite's SQL has one parameter per listed value, so it is written per list length; PostgreSQL's is not."""
+    return () if dialect.name == "postgresql" else tuple(len(v) for v in any_of.values())
 
 
 def _key_params(
@@ -359,7 +368,7 @@ def _result_processors(
 def constant_rows(connection: sa.Connection, statement: sa.sql.expression.ClauseElement) -> list[tuple[Any, ...]]:
     """The raw rows of a statement without parameters (its values rendered into the SQL), compiled once per dialect
     and run through the driver: for a check that runs on every write (the live segment index's fingerprint)."""
-    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor = driver_cursor(connection)
     # With (empty) parameters psycopg reads the text as the compiler escaped it for them ("%%" for "%").
     cursor.execute(_constant_sql(connection.dialect, statement), ())
     return list(cursor.fetchall())

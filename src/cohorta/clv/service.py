@@ -32,7 +32,7 @@ from cohorta.clv import model
 from cohorta.clv.models import ClvModel, CustomerClv
 from cohorta.config import Settings
 from cohorta.customers.models import Customer, CustomerSummary
-from cohorta.db import table_of, unit_of_work
+from cohorta.db import driver_cursor, table_of, unit_of_work
 from cohorta.errors import Conflict, NotFound, Unavailable
 from cohorta.membership.service import recount_all_statistics
 from cohorta.money import currency_exponent, from_minor
@@ -180,7 +180,7 @@ def _store_scores(connection: sa.Connection, ids: IntArray, scores: Scores) -> N
     alive = [None if np.isnan(v) else v for v in scores.probability_alive.tolist()]
     columns = "customer_id, predicted_minor, expected_purchases, probability_alive"
     if connection.dialect.name == "postgresql":
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor = driver_cursor(connection)
         cursor.execute(
             f"INSERT INTO customer_clv ({columns}) "
             "SELECT u.* FROM unnest(%s::bigint[], %s::bigint[], %s::float8[], %s::float8[]) "

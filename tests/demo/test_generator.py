@@ -9,9 +9,11 @@ import sqlite3
 from collections import Counter, defaultdict
 from datetime import UTC, date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
 
 import cohorta.customers.models  # noqa: F401  (registers the tables)
 from cohorta.customers.models import COUNTED_ORDER_STATUSES
@@ -19,9 +21,12 @@ from cohorta.customers.summary import rebuild_summaries
 from cohorta.db import Base, create_db_engine, sqlite_instant_text
 from cohorta.demo.generator import ATTRIBUTE_DEFINITIONS, TIERS, DemoStats, load_demo
 from cohorta.errors import Conflict
+from cohorta.membership import monthly
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 CUSTOMERS = 300
+# Month figures in a zone with daylight saving: a month starts at 22:00 or 23:00 UTC the day before.
+MONTH_ZONE = "Europe/Warsaw"
 INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{6})?$")
 INSTANT_COLUMNS = {
     "customers": ["created_at", "member_since", "updated_at"],
@@ -53,7 +58,8 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> tuple[sa.Engine, DemoSta
     engine = _fresh(tmp_path_factory.mktemp("demo") / "demo.db")
     schema_before = _schema(engine)
     seen: list[tuple[str, int, int]] = []
-    stats = load_demo(engine, customers=CUSTOMERS, seed=7, now=NOW, progress=lambda s, d, t: seen.append((s, d, t)))
+    stats = load_demo(engine, customers=CUSTOMERS, seed=7, now=NOW, progress=lambda s, d, t: seen.append((s, d, t)),
+                      month_zone=MONTH_ZONE)
     assert ("data", CUSTOMERS, CUSTOMERS) in seen
     assert [s for s, _, _ in seen if s == "indexes"]
     return engine, stats, schema_before
@@ -278,6 +284,38 @@ def test_generated_summaries_are_what_the_application_computes(loaded) -> None:
     assert len(generated[0]) == CUSTOMERS and generated[1]
 
 
+def _month_tables(connection: sa.Connection) -> tuple[list[tuple], list[tuple]]:
+    return ([tuple(r) for r in connection.exec_driver_sql("SELECT * FROM customer_months ORDER BY 1, 2")],
+            [tuple(r) for r in connection.exec_driver_sql("SELECT * FROM project_settings WHERE key = 'order_months'")])
+
+
+def test_generated_month_figures_are_what_the_application_computes(loaded) -> None:
+    """The generator writes the customers' month figures from its own arrays, in the zone it was given, and records
+    the zone; the application's rebuild from the orders agrees row for row (months cut at local midnight)."""
+    engine, _, _ = loaded
+    with engine.connect() as conn:
+        generated = _month_tables(conn)
+        with Session(bind=conn) as session:
+            assert monthly.kept_zone(session) == ZoneInfo(MONTH_ZONE)
+            assert not monthly.build_if_needed(sessionmaker(bind=conn), MONTH_ZONE)  # nothing left to build
+            monthly.rebuild(session, MONTH_ZONE)
+            assert _month_tables(conn) == generated
+            session.rollback()
+    rows, _ = generated
+    assert len(rows) > CUSTOMERS  # most buyers ordered in several months
+    # Every counted order is in exactly one month row.
+    counted = ", ".join(f"'{s}'" for s in COUNTED_ORDER_STATUSES)
+    assert sum(r[2] for r in rows) == _rows(engine, f"SELECT COUNT(*) FROM orders WHERE status IN ({counted})")[0][0]
+
+
+def test_without_a_month_zone_no_month_figures_are_written() -> None:
+    engine = create_db_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    load_demo(engine, customers=20, seed=3, now=NOW)
+    assert _count(engine, "orders") > 0
+    assert _count(engine, "customer_months") == 0 and _count(engine, "project_settings") == 0
+
+
 def test_the_database_is_back_in_wal_mode(loaded) -> None:
     """The load ran with a rollback journal (no other connection had the file open) and switched back."""
     engine, _, _ = loaded
@@ -308,10 +346,10 @@ def _dump(engine: sa.Engine) -> dict[str, list[tuple]]:
 def test_same_seed_same_data(tmp_path: Path, loaded) -> None:
     engine, _, _ = loaded
     again = _fresh(tmp_path / "again.db")
-    load_demo(again, customers=CUSTOMERS, seed=7, now=NOW)
+    load_demo(again, customers=CUSTOMERS, seed=7, now=NOW, month_zone=MONTH_ZONE)
     assert _dump(again) == _dump(engine)
     other = _fresh(tmp_path / "other.db")
-    load_demo(other, customers=CUSTOMERS, seed=8, now=NOW)
+    load_demo(other, customers=CUSTOMERS, seed=8, now=NOW, month_zone=MONTH_ZONE)
     assert _dump(other)["customers"] != _dump(engine)["customers"]
 
 
@@ -376,9 +414,11 @@ def _typed_dump(engine: sa.Engine, customers: int = 60) -> dict[str, list[tuple]
 @pytest.fixture(scope="module")
 def reference_dump(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple]]:
     engine = _fresh(tmp_path_factory.mktemp("reference") / "demo.db")
-    load_demo(engine, customers=60, seed=3, now=NOW)
+    load_demo(engine, customers=60, seed=3, now=NOW, month_zone=MONTH_ZONE)
     try:
-        return _typed_dump(engine)
+        dump = _typed_dump(engine)
+        assert dump["customer_months"]
+        return dump
     finally:
         engine.dispose()
 
@@ -386,7 +426,7 @@ def reference_dump(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[t
 def test_in_memory_sqlite_gets_the_same_rows(reference_dump) -> None:
     engine = create_db_engine("sqlite://")
     Base.metadata.create_all(engine)
-    load_demo(engine, customers=60, seed=3, now=NOW)
+    load_demo(engine, customers=60, seed=3, now=NOW, month_zone=MONTH_ZONE)
     assert _typed_dump(engine) == reference_dump
 
 
@@ -412,7 +452,8 @@ def test_postgresql_load(postgres_database: str, reference_dump) -> None:
         schema_before = _pg_schema(engine)
         assert any(r[2] == "f" for r in schema_before if len(r) == 5)  # foreign keys exist to be dropped and restored
         seen: list[tuple[str, int, int]] = []
-        stats = load_demo(engine, customers=60, seed=3, now=NOW, progress=lambda s, d, t: seen.append((s, d, t)))
+        stats = load_demo(engine, customers=60, seed=3, now=NOW, progress=lambda s, d, t: seen.append((s, d, t)),
+                          month_zone=MONTH_ZONE)
         assert ("data", 60, 60) in seen and seen[-1][0] == "indexes" and seen[-1][1] == seen[-1][2]
         assert _pg_schema(engine) == schema_before
         assert _typed_dump(engine) == reference_dump

@@ -14,7 +14,8 @@ transaction:
 Months are calendar months in one time zone, recorded with the figures (project setting ``order_months``). Until
 that setting exists nothing is kept: a new database claims it at its first order write (nothing to build yet); a
 database that already has orders is built by :func:`rebuild` (the scheduler does it when the figures are missing or
-were built for another zone than the project's; ``cohorta analytics rebuild-months`` does it by hand). The
+were built for another zone than the project's; ``cohorta analytics rebuild-months`` does it by hand). The demo
+loader writes the customers' rows with the data, in the project's zone, and records the zone. The
 analytics use the kept figures only when their zone is the project's; otherwise they read the orders.
 """
 
@@ -311,10 +312,15 @@ def rebuild(session: Session, timezone: str, progress: Callable[[int, int], None
     connection.execute(
         sa.insert(into).from_select(["segment_id", "month", "orders", "revenue_minor", "buyers"], per_segment)
     )
-    put_setting(session, SETTING_KEY, {"timezone": timezone})
+    record_zone(session, timezone)
     customer_rows = connection.execute(sa.select(sa.func.count()).select_from(kept)).scalar_one()
     segment_rows = connection.execute(sa.select(sa.func.count()).select_from(into)).scalar_one()
     return int(customer_rows), int(segment_rows)
+
+
+def record_zone(session: Session, timezone: str) -> None:
+    """Record that the kept figures are in the zone (after they were built in it)."""
+    put_setting(session, SETTING_KEY, {"timezone": timezone})
 
 
 def build_if_needed(

@@ -77,13 +77,17 @@ class Backends:
             self.polars.create_table(name, pl.from_arrow(t))
 
     def run_all(self, expr: Any) -> dict[str, set[int]]:
+        """The ids on each backend; each must list a customer once (the batch promises distinct ids)."""
         sql = ibis.to_sql(expr, dialect="sqlite")
         ibis.to_sql(expr, dialect="postgres")  # must compile
-        return {
-            "sqlite": {r[0] for r in self.sqlite.execute(sql)},
-            "duckdb": set(self.duckdb.execute(expr)["customer_id"].tolist()),
-            "polars": set(self.polars.execute(expr)["customer_id"].tolist()),
+        found = {
+            "sqlite": [r[0] for r in self.sqlite.execute(sql)],
+            "duckdb": self.duckdb.execute(expr)["customer_id"].tolist(),
+            "polars": self.polars.execute(expr)["customer_id"].tolist(),
         }
+        for backend, ids in found.items():
+            assert len(ids) == len(set(ids)), f"{backend} listed a customer twice: {sorted(ids)}"
+        return {backend: set(ids) for backend, ids in found.items()}
 
 
 def snapshots(store: Store) -> list[CustomerSnapshot]:

@@ -38,3 +38,21 @@ def test_predicate_equals_batch_everywhere(rule: dict, seed: int, tz: str, shift
     parsed = validate(rule, CATALOG, 2)
     ctx = Context(ANCHOR + shift, tz, 2, CATALOG)
     check_same(parsed, ctx, backends, snaps)
+
+
+def test_rules_decided_by_one_table_list_each_customer_once() -> None:
+    """A rule made only of conditions on other tables reads its ids from them, not from ``customers``; a customer
+    with several matching list elements (or rows) is still listed once, and an AND keeps only those all hold for."""
+    backends, snaps = _world(0, "UTC")
+    ctx = Context(ANCHOR, "UTC", 2, CATALOG)
+    tags = sorted({row["value_string"] for row in backends.store["customer_attribute_values"]
+                   if row["name"] == "tags" and row["value_string"] is not None})
+    several = [r["customer_id"] for r in backends.store["customer_attribute_values"] if r["name"] == "tags"]
+    assert len(several) > len(set(several))  # some customer has several tags: a plain read would repeat them
+    any_tag = {"field": "attributes.tags", "op": "has_any", "value": tags}
+    spent = {"field": "summary.total_spent", "op": "gte", "value": 250}
+    rules = [any_tag, {"field": "attributes.tags", "op": "has_all", "value": tags[:2]},
+             {"field": "attributes.tags", "op": "has_value"}, spent, {"and": [any_tag, spent]},
+             {"and": [spent, any_tag]}, {"activity": "orders", "op": "gte", "value": 2}]
+    found = [check_same(validate(rule, CATALOG, 2), ctx, backends, snaps) for rule in rules]
+    assert found[0] and found[3] and found[4] == found[0] & found[3] == found[5]

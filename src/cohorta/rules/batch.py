@@ -5,6 +5,11 @@ The plan is set-based: the outer query filters ``customers``; each condition tha
 yield NULL, and activity measures are aggregates grouped by customer. Every leaf is two-valued (NULLs are folded
 with the null policy of :mod:`cohorta.rules.plan`), so ``NOT`` means the same as in Python.
 
+When every condition the rule needs is such a semi join (a summary, program, attribute, activity or segment
+condition, or an AND of them), the ids come straight from the subquery that decides them, the others as ``IN``
+filters on it: ``customers`` adds nothing then, and reading it cost a probe per match (at 1,000,000 customers,
+``total_spent > 1000`` counted in 331 ms through ``customers`` and in 4 ms from the summaries' index alone).
+
 The expression is over unbound tables by default (:data:`cohorta.rules.tables.TABLES`): run it with
 ``ibis.to_sql(expr, dialect=...)`` on the store's own connection, or execute it on any Ibis backend that has tables
 of those names.
@@ -12,6 +17,7 @@ of those names.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import ibis
@@ -65,11 +71,39 @@ def _holds(col: Any, test: Test, exact: bool) -> ir.BooleanValue:
 
 def _keyed(key: Any, table: ir.Table, key_col: str, predicate: ir.BooleanValue, default_passes: bool) -> Any:
     """``key`` has a row in ``table`` passing ``predicate``; with a default that passes, ``key`` has no failing row."""
-    ids = table[key_col]
     if default_passes:
+        ids = table[key_col]
         bad = table.filter(ids.notnull(), ~predicate)
         return ~key.isin(bad[key_col])
-    return key.isin(table.filter(ids.notnull(), predicate)[key_col])
+    return _Semi.of(table, key_col, predicate, unique=False).holds(key)
+
+
+@dataclass(frozen=True)
+class _Semi:
+    """"The customer has a row in ``rows``" (rows already filtered; ``key`` never NULL). ``unique``: at most one row
+    per customer, so the key column is already a set of distinct ids."""
+
+    rows: ir.Table
+    key: str
+    unique: bool
+
+    @staticmethod
+    def of(table: ir.Table, key: str, predicate: ir.BooleanValue, unique: bool) -> _Semi:
+        return _Semi(table.filter(table[key].notnull(), predicate), key, unique)
+
+    def holds(self, customer_id: Any) -> ir.BooleanValue:
+        return customer_id.isin(self.rows[self.key])
+
+    @staticmethod
+    def ids(semis: list[_Semi]) -> ir.Table:
+        """The customers every one of ``semis`` holds for, read from the first unique one's rows (else the first's)."""
+        first = next((x for x in semis if x.unique), semis[0])
+        rows = first.rows
+        rest = [x.holds(rows[first.key]) for x in semis if x is not first]
+        if rest:
+            rows = rows.filter(*rest)
+        out = rows.select(customer_id=rows[first.key])
+        return out if first.unique else out.distinct()
 
 
 class _BatchCompiler:
@@ -91,16 +125,48 @@ class _BatchCompiler:
             return _or_all([self.node(x, row, exact) for x in b.items])
         if isinstance(b, BNot):
             return ~self.node(b.item, row, exact=True)
+        if row is None and (semis := self.semis(b)) is not None:
+            return _and_all([x.holds(c.id) for x in semis])
         if isinstance(b, BField):
             return self.field(b, row, exact)
         if isinstance(b, BList):
             return self.list_value(b, row)
-        if isinstance(b, BSegment):
-            sm = t.segment_members
-            return c.id.isin(sm.filter(sm.segment_id == b.segment_id, sm.customer_id.notnull()).customer_id)
         if isinstance(b, BSample):
             return sample_bucket(c.id, b.keys) < b.threshold
+        assert isinstance(b, BActivity)  # a segment is always a semi join
         return self.activity(b)
+
+    def semis(self, b: Bound) -> list[_Semi] | None:
+        """``b`` over customers as semi joins that must all hold, or None when it is not only that (a profile
+        column, a default that passes, OR, NOT, a sample, "has all" of no values)."""
+        t = self.t
+        if isinstance(b, BAnd):
+            parts = [self.semis(x) for x in b.items]
+            if not b.items or any(p is None for p in parts):
+                return None
+            return [x for p in parts if p is not None for x in p]
+        if isinstance(b, BSegment):
+            sm = t.segment_members
+            return [_Semi.of(sm, "customer_id", sm.segment_id == b.segment_id, unique=True)]
+        if isinstance(b, BField):
+            if b.source == "summary":
+                s = t.customer_summaries
+                return [_Semi.of(s, "customer_id", _holds(s[b.name], b.test, False), unique=True)]
+            if b.source == "program" and not _default_passes(b):
+                ps = t.customer_program_summaries
+                return [_Semi.of(ps, "customer_id", (ps.program == b.program) & _holds(ps[b.name], b.test, False),
+                                 unique=True)]
+            if b.source == "attribute":  # a scalar attribute is one row (position 0)
+                av = t.customer_attribute_values
+                value = av[VALUE_COLUMN[b.typ]]
+                return [_Semi.of(av, "customer_id", (av.name == b.name) & _holds(value, b.test, False), unique=True)]
+            return None
+        if isinstance(b, BList) and b.source == "attribute":
+            return self.list_semis(b, None)
+        if isinstance(b, BActivity) and not _default_passes(b):
+            agg, passes = self.activity_measure(b)
+            return [_Semi.of(agg, "customer_id", passes, unique=True)]  # grouped by customer
+        return None
 
     def _eav(self, b: BField | BList, row: ir.Table | None) -> tuple[Any, ir.Table, str, Any]:
         """(key on the outer table, EAV table filtered to the name, key column of the EAV table, value column)."""
@@ -122,33 +188,36 @@ class _BatchCompiler:
         if b.source == "row":
             assert row is not None
             return _holds(row[b.name], b.test, exact)
-        if b.source == "summary":
-            s = t.customer_summaries
-            return _keyed(t.customers.id, s, "customer_id", _holds(s[b.name], b.test, False), False)
-        if b.source == "program":
+        if b.source == "program":  # with a default that passes (the others are semi joins: ``semis``)
             ps = t.customer_program_summaries
             ps = ps.filter(ps.program == b.program)
-            default_passes = b.default is not None and b.test.py()(b.default)
-            return _keyed(t.customers.id, ps, "customer_id", _holds(ps[b.name], b.test, default_passes), default_passes)
+            return _keyed(t.customers.id, ps, "customer_id", _holds(ps[b.name], b.test, True), True)
         key, eav, key_col, vcol = self._eav(b, row)
         return _keyed(key, eav, key_col, _holds(eav[vcol], b.test, False), False)
 
-    def list_value(self, b: BList, row: ir.Table | None) -> ir.BooleanValue:
-        key, eav, key_col, vcol = self._eav(b, row)
+    def list_semis(self, b: BList, row: ir.Table | None) -> list[_Semi] | None:
+        """A list test as semi joins on the list's rows (None: "has all" of no values, see ``list_value``)."""
+        _key, eav, key_col, vcol = self._eav(b, row)
         col = eav[vcol]
         if b.mode == "present":
-            return _keyed(key, eav, key_col, col.notnull(), False)
+            return [_Semi.of(eav, key_col, col.notnull(), unique=False)]
         v = col.lower() if b.lower else col
         # Row filters of a subquery (never negated): "present and in" lets the partial index on present values serve.
-        listed = col.notnull() & v.isin(list(b.values))
         if b.mode == "any":
-            return _keyed(key, eav, key_col, listed, False)
+            return [_Semi.of(eav, key_col, col.notnull() & v.isin(list(b.values)), unique=False)]
         if b.values:
             # Has all: one semi join per value, each a seek on the (name, lower(value)) index, instead of counting
             # distinct hits per customer (a sort of every row of the attribute: 1.6 s against 0.1 s at 1M).
-            return _and_all(
-                [_keyed(key, eav, key_col, col.notnull() & (v == value), False) for value in b.values]
-            )
+            return [_Semi.of(eav, key_col, col.notnull() & (v == value), unique=False) for value in b.values]
+        return None
+
+    def list_value(self, b: BList, row: ir.Table | None) -> ir.BooleanValue:
+        key, eav, key_col, vcol = self._eav(b, row)
+        if (semis := self.list_semis(b, row)) is not None:
+            return _and_all([x.holds(key) for x in semis])
+        col = eav[vcol]
+        v = col.lower() if b.lower else col
+        listed = col.notnull() & v.isin(list(b.values))
         hits = eav.filter(eav[key_col].notnull(), listed)
         hv = hits[vcol].lower() if b.lower else hits[vcol]
         agg = hits.group_by(hits[key_col].name("k")).aggregate(n=hv.nunique())
@@ -167,8 +236,9 @@ class _BatchCompiler:
         preds.extend(self.node(f, table) for f in b.filters)
         return table.filter(*preds)
 
-    def activity(self, b: BActivity) -> ir.BooleanValue:
-        c = self.t.customers
+    def activity_measure(self, b: BActivity) -> tuple[ir.Table, ir.BooleanValue]:
+        """The measure per customer with rows in the window, and whether it passes (without rows, ``b.default``
+        decides: see ``activity``)."""
         rows = self.activity_rows(b)
         if b.fn != "count" and b.activity == "events":
             pv = self.t.event_property_values
@@ -181,7 +251,7 @@ class _BatchCompiler:
         g = rows.group_by(rows.customer_id)
         if isinstance(b.test, AvgTest):
             agg = g.aggregate(s=vcol.sum(), n=vcol.count())
-            return c.id.isin(agg.filter(agg.n > 0, b.test.expr(agg.s, agg.n).fill_null(False)).customer_id)
+            return agg, (agg.n > 0) & b.test.expr(agg.s, agg.n).fill_null(False)
         if b.fn == "count":
             agg = g.aggregate(m=rows.count())
         elif b.fn == "sum":
@@ -192,13 +262,27 @@ class _BatchCompiler:
             agg = g.aggregate(m=vcol.min())
         else:
             agg = g.aggregate(m=vcol.max())
-        default_passes = b.default is not None and b.test.py()(b.default)
-        return _keyed(c.id, agg, "customer_id", _holds(agg.m, b.test, default_passes), default_passes)
+        return agg, _holds(agg.m, b.test, _default_passes(b))
+
+    def activity(self, b: BActivity) -> ir.BooleanValue:
+        """A measure whose default passes (the others are semi joins: ``semis``): no group that fails."""
+        agg, passes = self.activity_measure(b)
+        return _keyed(self.t.customers.id, agg, "customer_id", passes, True)
+
+
+def _default_passes(b: BField | BActivity) -> bool:
+    """A customer without a row counts as having ``b.default``, and that value passes the test."""
+    if isinstance(b.test, AvgTest):  # an average over no rows is unknown
+        return False
+    return b.default is not None and b.test.py()(b.default)
 
 
 def compile_bound_batch(b: Bound, tables: Tables = TABLES) -> ir.Table:
     c = tables.customers
-    pred = _BatchCompiler(tables).node(b)
+    compiler = _BatchCompiler(tables)
+    if semis := compiler.semis(b):
+        return _Semi.ids(semis)
+    pred = compiler.node(b)
     out = c if isinstance(b, BConst) and b.value else c.filter(pred)
     # Only ``customers`` is filtered (other tables enter as semi and anti joins), so the ids are distinct already:
     # a DISTINCT would make PostgreSQL hash every match for nothing.

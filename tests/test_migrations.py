@@ -20,7 +20,9 @@ def test_migrated_schema_matches_the_models(store: sa.Engine) -> None:
         warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based index")
         warnings.filterwarnings("ignore", "autogenerate skipping metadata-specified expression-based index")
         with store.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            context = MigrationContext.configure(
+                connection, opts={"compare_type": True, "include_object": db.built_on(store.dialect.name)}
+            )
             differences = compare_metadata(context, db.Base.metadata)
     assert differences == []
     assert db.current_revision(store) is not None
@@ -55,6 +57,30 @@ def test_string_attribute_values_are_indexed_lowercased(store: sa.Engine) -> Non
         compact = compact.replace(postgres_spelling, "(value_string)")
     assert "(name, lower(value_string), customer_id)" in compact
     assert "where" in compact and "value_string is not null" in compact
+
+
+def test_birthday_rules_seek_the_anniversary_index_on_sqlite(store: sa.Engine) -> None:
+    """The batch compiles an anniversary as ``strftime('%m%d', birthdate)``, the expression migration 0014 indexes on
+    SQLite; the planner must match the two (PostgreSQL has no such index: it cannot index to_char)."""
+    import datetime as dt
+
+    import ibis
+
+    from cohorta import rules
+
+    with store.connect() as connection:
+        names = {r[0] for r in connection.execute(sa.text(
+            "SELECT name FROM sqlite_master WHERE type = 'index'" if store.dialect.name == "sqlite"
+            else "SELECT indexname FROM pg_indexes WHERE tablename = 'customers'"))}
+        assert ("ix_customers_birth_month_day" in names) == (store.dialect.name == "sqlite")
+        if store.dialect.name != "sqlite":
+            return
+        rule = rules.validate({"field": "profile.birthdate", "op": "anniversary_within_days", "value": 7},
+                              rules.Catalog())
+        ctx = rules.Context(as_of=dt.datetime(2026, 12, 28, tzinfo=dt.UTC))
+        sql = ibis.to_sql(rules.compile_batch(rule, ctx), dialect="sqlite")
+        plan = " ".join(r[-1] for r in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+    assert "USING INDEX ix_customers_birth_month_day" in plan, plan
 
 
 def test_migrations_downgrade_and_upgrade_again(store: sa.Engine) -> None:

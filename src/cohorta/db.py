@@ -9,7 +9,7 @@ import json
 import secrets
 import string
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -470,6 +470,17 @@ def unit_of_work(factory: sessionmaker[Session], *, write_lock: bool = False) ->
         raise
     finally:
         session.close()
+
+
+def built_on(dialect: str) -> Callable[..., bool]:
+    """An Alembic ``include_object`` hook for ``dialect``: leaves out what the models declare for another database
+    only (``ddl_if(dialect=...)``), which Alembic would otherwise report as missing."""
+
+    def include(obj: Any, _name: str | None, _type: str, _reflected: bool, _compare_to: Any) -> bool:
+        condition = getattr(obj, "_ddl_if", None)
+        return condition is None or condition.dialect is None or condition.dialect == dialect
+
+    return include
 
 
 def _alembic_config() -> Any:

@@ -9,7 +9,7 @@ from cohorta.audit import models as _audit_models  # noqa: F401
 from cohorta.campaigns import models as _campaign_models  # noqa: F401
 from cohorta.clv import models as _clv_models  # noqa: F401
 from cohorta.customers import models as _customer_models  # noqa: F401
-from cohorta.db import Base, create_db_engine
+from cohorta.db import Base, built_on, create_db_engine
 from cohorta.exports import models as _export_models  # noqa: F401
 from cohorta.segments import models as _segment_models  # noqa: F401
 from cohorta.sources import models as _source_models  # noqa: F401
@@ -36,6 +36,7 @@ def _run(connection: object) -> None:
         target_metadata=target_metadata,
         render_as_batch=True,  # SQLite alters tables by copying them
         compare_type=True,
+        include_object=built_on(connection.dialect.name),  # type: ignore[attr-defined]
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -218,10 +218,9 @@ class MonthDay(Test):
     def expr(self, col: Any) -> ir.BooleanValue:
         if self.offset_seconds is not None:  # pragma: no cover - the catalog offers anniversaries on dates only
             raise NotImplementedError("anniversaries of datetime values are not compiled to SQL")
-        # Polars gives Int8 months and days, and 12 * 100 would overflow. Ibis types them int32 and drops a cast to
-        # int32 as a no-op, so the cast must be to a wider type for Polars to receive it.
-        key = col.month().cast("int64") * 100 + col.day().cast("int64")
-        return key.isin(sorted(self.keys))
+        # The key as text, "MMDD": one strftime per row (two extracts and casts took 0.7 s at 1,000,000 customers),
+        # and the very expression SQLite's index on customers' birthdates holds (ix_customers_birth_month_day).
+        return col.strftime("%m%d").isin([f"{key:04d}" for key in sorted(self.keys)])
 
 
 @dataclass(frozen=True)

@@ -914,7 +914,7 @@ def _gen_loyalty(w: _World, rng: np.random.Generator, c: _Customers, o: _Orders,
 def _gen_months(w: _World, c: _Customers, o: _Orders, emit: Emit) -> None:
     """The chunk's ``customer_months``, from the generated orders: per customer and calendar month with a counted
     order, how many and their revenue; what :func:`cohorta.membership.monthly.rebuild` computes (tests/demo compares
-    the two), which took about 30 s after a 1,000,000-customer load. Rows in key order: (customer, month)."""
+    the two), which took 22-30 s after a 1,000,000-customer load. Rows in key order: (customer, month)."""
     assert w.month_edges is not None and w.month_days is not None
     counted = (o.status == _STATUSES.index("paid")) | (o.status == _STATUSES.index("fulfilled"))
     created = o.created[counted]

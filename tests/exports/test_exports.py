@@ -340,3 +340,23 @@ def test_sqlite_exports_never_load_a_second_sqlite_library_into_the_process(tmp_
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_the_members_query_streams_in_membership_order_without_sorting(
+    api: TestClient, store: sa.Engine, clock: FrozenClock
+) -> None:
+    """Ordered by the membership's own customer id, the rows come in the order of the key the join is driven by:
+    ordered by ``customers.id`` instead, SQLite sorted every member first (at 1,000,000 members, 2.5 s of a 12.7 s
+    CSV export). PostgreSQL plans its own way; the rows and their order are checked on both by the tests above."""
+    from sqlalchemy.orm import Session
+
+    from cohorta.access.service import system_principal
+
+    segment_id = url(api).split("/")[-2]
+    with Session(store) as session:
+        sql = service.members_sql(session, get_settings(), clock, system_principal("test"), segment_id,
+                                  attributes=["score", "tags"])
+        if store.dialect.name != "sqlite":
+            return
+        plan = " | ".join(row[-1] for row in session.connection().exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+    assert "ORDER BY" not in plan, plan

@@ -144,17 +144,9 @@ def members_export(
     never fails half-way for a bad request."""
     if len(attributes) > 50:
         raise InvalidInput([FieldError(("attributes",), "at most 50 attributes per export")])
-    expr = member_table(session, settings, clock, segment_id, principal, filter_text=filter_text, attributes=attributes)
-    definitions = attribute_definitions(session)
+    sql = members_sql(session, settings, clock, principal, segment_id, attributes=attributes, filter_text=filter_text)
+    definitions = attribute_definitions(session)  # every one known: the member table refuses the others
     chosen = {name: ValueType(definitions[name].type) for name in dict.fromkeys(attributes)}
-    selected = [
-        "source_id", "first_name", "last_name", "email", "phone", "city", "country", "loyalty_member", "created_at",
-        "order_count", "total_spent_minor", "average_order_value_minor", "last_order_at", "points_balance", "since",
-        *(f"attr_{name}" for name in chosen),
-    ]  # fmt: skip
-    # In the membership index's order (segment, customer): no sort of the whole result before the first row.
-    ordered = expr.order_by("customer_id").select(*selected)
-    sql = store.to_sql(session, ordered)
     if filter_text is None:  # every member: the stored count is exact, no second pass over the join
         total = get_segment(session, segment_id, principal).member_count
     else:
@@ -162,6 +154,27 @@ def members_export(
     columns = _member_columns(chosen)
     bind, exponent = session.get_bind(), settings.currency_exponent
     return Export(columns, total, lambda: _stream_sql(bind, sql, columns, exponent), exponent)
+
+
+def members_sql(
+    session: Session,
+    settings: Settings,
+    clock: Clock,
+    principal: Principal,
+    segment_id: str,
+    *,
+    attributes: Sequence[str] = (),
+    filter_text: str | None = None,
+) -> str:
+    """The members export's query: the member table's columns, in customer order."""
+    expr = member_table(session, settings, clock, segment_id, principal, filter_text=filter_text, attributes=attributes)
+    selected = [
+        "source_id", "first_name", "last_name", "email", "phone", "city", "country", "loyalty_member", "created_at",
+        "order_count", "total_spent_minor", "average_order_value_minor", "last_order_at", "points_balance", "since",
+        *(f"attr_{name}" for name in dict.fromkeys(attributes)),
+    ]  # fmt: skip
+    # In the membership index's order (segment, customer): no sort of the whole result before the first row.
+    return store.to_sql(session, expr.order_by("customer_id").select(*selected))
 
 
 #: Read exports through ADBC (Arrow straight from the database) when the database allows it; tests compare both.

@@ -899,15 +899,22 @@ def member_table(
     picked: dict[str, Any] = {}
     for name in dict.fromkeys(attributes):
         kind = ValueType(definitions[name].type)
-        own = values.filter((values.name == name) & values.customer_id.isin(members.customer_id))
+        own = values.filter(values.name == name)
         if kind == ValueType.string_list:
+            # Aggregated before the join: only the members' lists, not every customer's.
+            own = own.filter(own.customer_id.isin(members.customer_id))
             column = own.group_by("customer_id").aggregate(value=own.value_string.group_concat("|"))
         else:
+            # One row per member, looked up by its key (customer, name, position) as the join reaches it; a filter
+            # on membership here built a list of every member per attribute.
             column = own.filter(own.position == 0).select("customer_id", value=own[column_for(kind)])
         column = column.rename(**{f"attr_{name}": "value", f"attr_{name}_of": "customer_id"})
         chain = chain.left_join(column, t.customers.id == column[f"attr_{name}_of"])
         picked[f"attr_{name}"] = column[f"attr_{name}"]
-    expr = chain.select(*MEMBER_COLUMNS, customer_id=t.customers.id, since=members.since, **picked)
+    # The id as the membership's column, not the customer's (equal through the join): in the order of the membership
+    # key, so an export ordered by it streams without sorting every member first (the planner cannot tell that
+    # customers.id follows the driving table's order).
+    expr = chain.select(*MEMBER_COLUMNS, customer_id=members.customer_id, since=members.since, **picked)
     if filter_text:
         catalog = build_catalog(session)
         rule = checked_rule(DraftRule(text=filter_text), settings, catalog, live_segment_ids(session, principal))

@@ -67,12 +67,14 @@ class Column:
 
 @dataclass
 class Export:
-    """An export ready to stream: its columns, its row count, and a function giving Arrow record batches."""
+    """An export ready to stream: its columns, its row count, a function giving Arrow record batches, and the query
+    they are read with (for its plan)."""
 
     columns: list[Column]
     total: int
     batches: Callable[[], Iterator[pa.RecordBatch]]
     exponent: int
+    sql: str
 
     def schema(self) -> pa.Schema:
         return pa.schema([pa.field(c.name, _arrow_type(c.kind, self.exponent)) for c in self.columns])
@@ -144,37 +146,23 @@ def members_export(
     never fails half-way for a bad request."""
     if len(attributes) > 50:
         raise InvalidInput([FieldError(("attributes",), "at most 50 attributes per export")])
-    sql = members_sql(session, settings, clock, principal, segment_id, attributes=attributes, filter_text=filter_text)
-    definitions = attribute_definitions(session)  # every one known: the member table refuses the others
+    expr = member_table(session, settings, clock, segment_id, principal, filter_text=filter_text, attributes=attributes)
+    definitions = attribute_definitions(session)
     chosen = {name: ValueType(definitions[name].type) for name in dict.fromkeys(attributes)}
+    selected = [
+        "source_id", "first_name", "last_name", "email", "phone", "city", "country", "loyalty_member", "created_at",
+        "order_count", "total_spent_minor", "average_order_value_minor", "last_order_at", "points_balance", "since",
+        *(f"attr_{name}" for name in chosen),
+    ]  # fmt: skip
+    # In the membership index's order (segment, customer): no sort of the whole result before the first row.
+    sql = store.to_sql(session, expr.order_by("customer_id").select(*selected))
     if filter_text is None:  # every member: the stored count is exact, no second pass over the join
         total = get_segment(session, segment_id, principal).member_count
     else:
         total = int(store.run_sql(session, f"SELECT COUNT(*) FROM ({sql}) AS export_rows").scalar_one())
     columns = _member_columns(chosen)
     bind, exponent = session.get_bind(), settings.currency_exponent
-    return Export(columns, total, lambda: _stream_sql(bind, sql, columns, exponent), exponent)
-
-
-def members_sql(
-    session: Session,
-    settings: Settings,
-    clock: Clock,
-    principal: Principal,
-    segment_id: str,
-    *,
-    attributes: Sequence[str] = (),
-    filter_text: str | None = None,
-) -> str:
-    """The members export's query: the member table's columns, in customer order."""
-    expr = member_table(session, settings, clock, segment_id, principal, filter_text=filter_text, attributes=attributes)
-    selected = [
-        "source_id", "first_name", "last_name", "email", "phone", "city", "country", "loyalty_member", "created_at",
-        "order_count", "total_spent_minor", "average_order_value_minor", "last_order_at", "points_balance", "since",
-        *(f"attr_{name}" for name in dict.fromkeys(attributes)),
-    ]  # fmt: skip
-    # In the membership index's order (segment, customer): no sort of the whole result before the first row.
-    return store.to_sql(session, expr.order_by("customer_id").select(*selected))
+    return Export(columns, total, lambda: _stream_sql(bind, sql, columns, exponent), exponent, sql)
 
 
 #: Read exports through ADBC (Arrow straight from the database) when the database allows it; tests compare both.
@@ -439,7 +427,7 @@ def activity_export(
     total = int(session.scalar(sa.select(sa.func.count()).select_from(query.order_by(None).subquery())) or 0)
     compiled = str(query.compile(dialect=bind.dialect, compile_kwargs={"literal_binds": True}))
     exponent = settings.currency_exponent
-    return Export(columns, total, lambda: _stream_sql(bind, compiled, columns, exponent), exponent)
+    return Export(columns, total, lambda: _stream_sql(bind, compiled, columns, exponent), exponent, compiled)
 
 
 # --- writers ---------------------------------------------------------------------------------------------------

@@ -635,6 +635,10 @@ class _Orders:
     status: np.ndarray
     total: np.ndarray
 
+    def counted(self) -> np.ndarray:
+        """Which orders count (``COUNTED_ORDER_STATUSES``: paid and fulfilled), as a mask."""
+        return (self.status == _STATUSES.index("paid")) | (self.status == _STATUSES.index("fulfilled"))
+
 
 _STATUSES = ("created", "paid", "fulfilled", "cancelled", "refunded")
 
@@ -807,8 +811,7 @@ def _gen_loyalty(w: _World, rng: np.random.Generator, c: _Customers, o: _Orders,
          reason="welcome bonus")
     part(mem, c.member_since[mem], type="tier", program=PROGRAM, tier=TIERS[0][0], reason="joined the club")
     # Earn one point per whole currency unit on every counted order placed as a member.
-    counted = (o.status == 1) | (o.status == 2)
-    earn = np.flatnonzero(counted & member[o.customer] & (o.created >= c.member_since[o.customer]))
+    earn = np.flatnonzero(o.counted() & member[o.customer] & (o.created >= c.member_since[o.customer]))
     ecust, eat, epts = o.customer[earn], o.created[earn] + 60, o.total[earn] // 100
     part(ecust, eat, type="points", program=PROGRAM, entry="earn", points=epts, reason="purchase")
     # Tier upgrades when lifetime earned points cross a threshold (earn rows are in time order per customer).
@@ -916,7 +919,7 @@ def _gen_months(w: _World, c: _Customers, o: _Orders, emit: Emit) -> None:
     order, how many and their revenue; what :func:`cohorta.membership.monthly.rebuild` computes (tests/demo compares
     the two), which took 22-30 s after a 1,000,000-customer load. Rows in key order: (customer, month)."""
     assert w.month_edges is not None and w.month_days is not None
-    counted = (o.status == _STATUSES.index("paid")) | (o.status == _STATUSES.index("fulfilled"))
+    counted = o.counted()
     created = o.created[counted]
     month = np.searchsorted(w.month_edges, created, side="right") - 1
     assert len(month) == 0 or (month.min() >= 0 and month.max() < len(w.month_days)), "an order outside the months"
@@ -944,7 +947,7 @@ def _gen_summaries(c: _Customers, o: _Orders, j: _Journal, emit: Emit) -> None:
         np.add.at(sums, at, values)
         return sums
 
-    counted = np.flatnonzero((o.status == _STATUSES.index("paid")) | (o.status == _STATUSES.index("fulfilled")))
+    counted = np.flatnonzero(o.counted())
     who = o.customer[counted]
     order_count = np.bincount(who, minlength=n)
     spent = total(who, o.total[counted])

@@ -77,7 +77,7 @@ def kept_zone(session: Session, claim: str | None = None) -> ZoneInfo | None:
         return ZoneInfo(setting["timezone"])
     if claim is None or session.execute(sa.select(Order.id).limit(1)).first() is not None:
         return None
-    put_setting(session, SETTING_KEY, {"timezone": claim})
+    record_zone(session, claim)
     return ZoneInfo(claim)
 
 

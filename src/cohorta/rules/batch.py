@@ -186,7 +186,7 @@ class _BatchCompiler:
                 return [_Semi.of(av, "customer_id", (av.name == b.name) & _holds(value, b.test, False), unique=True)]
             return None
         if isinstance(b, BList) and b.source == "attribute":
-            return self.list_semis(b, None)
+            return self.list_semis(b, self._eav(b, None))
         if isinstance(b, BActivity) and not _default_passes(b):
             agg, passes = self.activity_measure(b)
             return [_Semi.of(agg, "customer_id", passes, unique=True)]  # grouped by customer
@@ -219,9 +219,10 @@ class _BatchCompiler:
         key, eav, key_col, vcol = self._eav(b, row)
         return _keyed(key, eav, key_col, _holds(eav[vcol], b.test, False), False)
 
-    def list_semis(self, b: BList, row: ir.Table | None) -> list[_Semi] | None:
-        """A list test as semi joins on the list's rows (None: "has all" of no values, see ``list_value``)."""
-        _key, eav, key_col, vcol = self._eav(b, row)
+    def list_semis(self, b: BList, eav_of: tuple[Any, ir.Table, str, Any]) -> list[_Semi] | None:
+        """A list test as semi joins on the list's rows (``eav_of``: ``_eav``'s answer for it; None: "has all" of no
+        values, see ``list_value``)."""
+        _key, eav, key_col, vcol = eav_of
         col = eav[vcol]
         if b.mode == "present":
             return [_Semi.of(eav, key_col, col.notnull(), unique=False)]
@@ -236,8 +237,8 @@ class _BatchCompiler:
         return None
 
     def list_value(self, b: BList, row: ir.Table | None) -> ir.BooleanValue:
-        key, eav, key_col, vcol = self._eav(b, row)
-        if (semis := self.list_semis(b, row)) is not None:
+        key, eav, key_col, vcol = eav_of = self._eav(b, row)
+        if (semis := self.list_semis(b, eav_of)) is not None:
             return _and_all([x.holds(key) for x in semis])
         col = eav[vcol]
         v = col.lower() if b.lower else col

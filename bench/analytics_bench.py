@@ -40,12 +40,10 @@ import math
 import os
 import random
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -53,7 +51,7 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import console, copy_database, server
+from bench.common import console, demo_copy, server
 from cohorta import db
 from cohorta.access.service import system_principal
 from cohorta.clock import SystemClock
@@ -127,6 +125,7 @@ class Case:
 
 @dataclass
 class Results:
+    engine: str
     customers: int
     real: list[RealSegment]
     synthetic: int
@@ -418,17 +417,16 @@ def twelve_months(today: date) -> tuple[date, date]:
     return date(month // 12, month % 12 + 1, 1), today
 
 
-def run(demo_db: Path, *, segments: int = 1000, list_runs: int = 50, analytics_runs: int = 10,
-        only_analytics: bool = False) -> Results:  # fmt: skip
-    """The whole benchmark on a copy of ``demo_db`` (a demo database; the copy is removed afterwards);
-    ``only_analytics``: without the segment list and UI cases."""
+def run(demo: contextlib.AbstractContextManager[tuple[str, int]], engine: str, *, segments: int = 1000,
+        list_runs: int = 50, analytics_runs: int = 10, only_analytics: bool = False) -> Results:  # fmt: skip
+    """The whole benchmark on ``demo``, a working copy of a demo data set (its URL and its customers) in ``engine``
+    ("sqlite": a copy of the cached database; "postgresql": a database loaded for the run), removed afterwards by
+    the context; ``only_analytics``: without the segment list and UI cases."""
     load_average: dict[str, tuple[float, float, float]] = {"start": os.getloadavg()}
     seconds: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="cohorta-analytics-") as name:
-        folder = Path(name)
-        started = time.perf_counter()
-        url, customers = copy_database(demo_db, folder, "analytics.db")
-        seconds["copy"] = time.perf_counter() - started
+    started = time.perf_counter()
+    with demo as (url, customers):
+        seconds["copy" if engine == "sqlite" else "demo data loaded"] = time.perf_counter() - started
         real, real_seconds = real_segments(url)
         seconds |= real_seconds
         load_average["real segments computed"] = os.getloadavg()
@@ -450,7 +448,7 @@ def run(demo_db: Path, *, segments: int = 1000, list_runs: int = 50, analytics_r
             if not only_analytics:
                 cases += ui_cases(client, list_runs, real, customers)
         load_average["end"] = os.getloadavg()
-    return Results(customers, real, synthetic, len(real) + synthetic, statuses, seconds, cases, list_runs,
+    return Results(engine, customers, real, synthetic, len(real) + synthetic, statuses, seconds, cases, list_runs,
                    analytics_runs, window, load_average)  # fmt: skip
 
 
@@ -489,10 +487,14 @@ def requests(cases: list[Case]) -> None:
 
 
 def report(results: Results, build_s: float | None) -> None:
-    built = f"built in {build_s:.0f} s" if build_s is not None else "cached"
     s = results.seconds
+    if results.engine == "sqlite":
+        built = f"built in {build_s:.0f} s" if build_s is not None else "cached"
+        source = f"SQLite: demo database {built}; copied in {s['copy']:.1f} s"
+    else:
+        source = f"PostgreSQL: demo data loaded in {s['demo data loaded']:.0f} s"
     wide.print(
-        f"{results.customers:,} customers (demo database {built}; copied in {s['copy']:.1f} s; month figures built "
+        f"{results.customers:,} customers ({source}; month figures built "
         f"in {s['month figures built']:.1f} s). Real dynamic "
         f"segments: {len(results.real)} created in {s['real segments created']:.2f} s, membership computed with "
         f"membership.jobs.run_pending in {s['real segments computed']:.2f} s. Synthetic segments: "
@@ -564,16 +566,18 @@ def main() -> None:
     parser.add_argument("--list-runs", type=int, default=50, help="Timed requests per segment-list case")
     parser.add_argument("--analytics-runs", type=int, default=10, help="Timed requests per analytics case")
     parser.add_argument("--runs", type=int, default=None, help="Both --list-runs and --analytics-runs")
-    parser.add_argument("--rebuild", action="store_true", help="Rebuild the cached demo database")
+    parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="sqlite: a copy of the cached demo database; postgresql: the demo loaded afresh")
+    parser.add_argument("--rebuild", action="store_true", help="Rebuild the cached (SQLite) demo database")
     parser.add_argument("--only-analytics", action="store_true", help="Skip the segment list and UI cases")
     args = parser.parse_args()
     if args.runs is not None:
         args.list_runs = args.analytics_runs = args.runs
     if args.list_runs < 1 or args.analytics_runs < 1:
         parser.error("runs must be at least 1")
-    path, build_s = demo_database(args.customers, rebuild=args.rebuild)
-    results = run(path, segments=args.segments, list_runs=args.list_runs, analytics_runs=args.analytics_runs,
-                  only_analytics=args.only_analytics)
+    build_s = demo_database(args.customers, rebuild=args.rebuild)[1] if args.engine == "sqlite" else None
+    results = run(demo_copy(args.engine, args.customers), args.engine, segments=args.segments, list_runs=args.list_runs,
+                  analytics_runs=args.analytics_runs, only_analytics=args.only_analytics)  # fmt: skip
     report(results, build_s)
 
 

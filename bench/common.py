@@ -113,6 +113,30 @@ def copy_database(source: Path, folder: Path, name: str) -> tuple[str, int]:
     return url, customers
 
 
+@contextlib.contextmanager
+def demo_copy(kind: str, customers: int) -> Iterator[tuple[str, int]]:
+    """A working database of the demo data set (``bench.rules_bench``'s seed and instant), removed afterwards: its
+    URL and how many customers it holds. SQLite: a copy of the cached demo database; PostgreSQL: a fresh database
+    loaded by ``load_demo`` (nothing is cached on PostgreSQL)."""
+    from bench.rules_bench import NOW, SEED, demo_database
+    from cohorta import db
+    from cohorta.demo.generator import load_demo
+
+    if kind == "sqlite":
+        path, _ = demo_database(customers)
+        with tempfile.TemporaryDirectory(prefix="cohorta-bench-copy-") as folder:
+            yield copy_database(path, Path(folder), "bench.db")
+        return
+    with database("postgresql") as url:
+        engine = db.create_db_engine(url)
+        db.upgrade(engine)
+        started = time.perf_counter()
+        load_demo(engine, customers=customers, seed=SEED, now=NOW)
+        engine.dispose()
+        console.log(f"postgresql: demo data loaded in {time.perf_counter() - started:.0f} s")
+        yield url, customers
+
+
 def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     table = Table(title=title)
     for column in columns:

@@ -26,25 +26,21 @@ in process with a frozen clock at the data's end:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import logging
 import os
 import random
 import statistics
-import tempfile
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from bench.common import TOKEN, console, copy_database, database, print_table
+from bench.common import TOKEN, console, demo_copy, print_table
 from bench.rules_bench import NOW, POLARS_VARIANTS, SEED, demo_database, load_frames
 from bench.rules_set import BRANDS, BY_NAME, CATEGORIES, RULES, variants
 from cohorta import db
@@ -74,27 +70,6 @@ def specs(count: int) -> list[tuple[str, str, int, dict[str, Any]]]:
 
 def source_id(index: int) -> str:
     return f"C{index:07d}"
-
-
-@contextlib.contextmanager
-def prepared(kind: str, customers: int) -> Iterator[str]:
-    """A working database of the demo data set: its URL."""
-    if kind == "sqlite":
-        path, _ = demo_database(customers)
-        with tempfile.TemporaryDirectory(prefix="cohorta-live-") as folder:
-            url, _ = copy_database(path, Path(folder), "live.db")
-            yield url
-        return
-    from cohorta.demo.generator import load_demo
-
-    with database("postgresql") as url:
-        engine = db.create_db_engine(url)
-        db.upgrade(engine)
-        started = time.perf_counter()
-        load_demo(engine, customers=customers, seed=SEED, now=NOW)
-        engine.dispose()
-        console.log(f"postgresql: demo data loaded in {time.perf_counter() - started:.0f} s")
-        yield url
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -151,6 +126,7 @@ def bulk_events(client: TestClient, batches: int, size: int, prefix: str, custom
 
 # --------------------------------------------------------------------------------------------------------------------
 # Recompute and Polars
+
 
 def polars_members(customers: int, rules_: list[tuple[str, str, int, dict[str, Any]]], runs: int) -> tuple[
     list[set[int]], float, float]:  # fmt: skip
@@ -288,7 +264,7 @@ def run_engine(kind: str, args: argparse.Namespace, out: dict[str, list[list[str
     parts = set(args.parts.split(","))
     rules_ = specs(args.segments)
     label = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}[kind]
-    with prepared(kind, args.customers) as url:
+    with demo_copy(kind, args.customers) as (url, _):
         engine = db.create_db_engine(url)
         clock = FrozenClock(NOW)
         settings = Settings(database_url=url, admin_token=TOKEN, scheduler=False, timezone="UTC", currency="EUR")

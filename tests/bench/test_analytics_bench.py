@@ -3,11 +3,12 @@ and produces its rows, without errors. No timing assertions."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
 
-from bench import analytics_bench, rules_bench
+from bench import analytics_bench, common, rules_bench
 from cohorta import db
 from cohorta.demo.generator import load_demo
 
@@ -26,8 +27,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_analytics_bench_produces_rows(demo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    results = analytics_bench.run(demo, segments=SEGMENTS, list_runs=RUNS, analytics_runs=RUNS)
+def test_analytics_bench_produces_rows(demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    copy = contextlib.contextmanager(lambda: (yield common.copy_database(demo, tmp_path, "analytics.db")))
+    results = analytics_bench.run(copy(), "sqlite", segments=SEGMENTS, list_runs=RUNS, analytics_runs=RUNS)
+    assert results.engine == "sqlite"
     assert results.customers == CUSTOMERS
     assert len(results.real) == len(analytics_bench.REAL_SEGMENTS)
     assert results.synthetic == SEGMENTS - len(results.real) and results.segments_total == SEGMENTS

@@ -96,7 +96,7 @@ def _column_array(kind: Kind, values: Sequence[Any], exponent: int) -> pa.Array:
     sample = next((v for v in values if v is not None), None)
     if kind == "instant":
         if isinstance(sample, str):
-            return pc.assume_timezone(pa.array(values, pa.string()).cast(pa.timestamp("us")), "UTC")
+            return _utc(pa.array(values, pa.string()))
         return pa.array(values, TIMESTAMP)
     if kind == "date":
         if isinstance(sample, str):
@@ -112,6 +112,11 @@ def _column_array(kind: Kind, values: Sequence[Any], exponent: int) -> pa.Array:
     if kind == "float":
         return pa.array([None if v is None else float(v) for v in values], pa.float64())
     return pa.array(values, _arrow_type(kind, exponent))
+
+
+def _utc(text: pa.Array) -> pa.Array:
+    """UTC instants from their naive text (as SQLite stores them): parsed, then marked UTC without conversion."""
+    return text.cast(pa.timestamp("us")).cast(TIMESTAMP)
 
 
 def _member_columns(attribute_types: dict[str, ValueType]) -> list[Column]:
@@ -319,7 +324,7 @@ def _conform(array: pa.Array, kind: Kind, exponent: int, sqlite: bool) -> pa.Arr
     if kind == "money":
         return _decimal_from_minor(array.cast(pa.int64()), exponent)
     if kind == "instant" and pa.types.is_string(array.type):
-        return pc.assume_timezone(array.cast(pa.timestamp("us")), "UTC")
+        return _utc(array)
     if kind == "json" and not sqlite:
         return pa.array([None if v is None else json.dumps(json.loads(v), sort_keys=True)
                          for v in array.to_pylist()], pa.string())  # fmt: skip
@@ -465,8 +470,8 @@ def _for_text(batch: pa.RecordBatch, *, neutralise: bool) -> pa.RecordBatch:
     cells a spreadsheet would run as formulas prefixed with an apostrophe. All in Arrow compute, column at once."""
     arrays = []
     for column, field in zip(batch.columns, batch.schema, strict=True):
-        if pa.types.is_timestamp(field.type):  # Arrow writes "2026-03-01 10:00:00.000000Z": make it ISO 8601
-            column = pc.replace_substring(column.cast(pa.string()), " ", "T", max_replacements=1)
+        if pa.types.is_timestamp(field.type):
+            column = _iso_utc(column)
         elif pa.types.is_decimal(field.type) or pa.types.is_date(field.type):
             column = column.cast(pa.string())
         elif neutralise and pa.types.is_string(field.type):
@@ -474,6 +479,16 @@ def _for_text(batch: pa.RecordBatch, *, neutralise: bool) -> pa.RecordBatch:
             column = pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column)
         arrays.append(column)
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def _iso_utc(instants: pa.Array) -> pa.Array:
+    """UTC instants as ISO 8601 text, ``2026-03-01T10:00:00.000000Z``.
+
+    Formatted as naive timestamps (the same UTC values) with the ``Z`` added: Arrow formats a zoned timestamp through
+    the time-zone database value by value, 13x slower (8.2 against 0.6 ms per 10,000 values), and a member export
+    has three instant columns."""
+    text = pc.replace_substring(instants.cast(pa.timestamp("us")).cast(pa.string()), " ", "T", max_replacements=1)
+    return pc.binary_join_element_wise(text, "Z", "")
 
 
 def encode(export: Export, fmt: Format, progress: Callable[[int], None] | None = None) -> Iterator[bytes]:

@@ -137,6 +137,22 @@ def demo_copy(kind: str, customers: int) -> Iterator[tuple[str, int]]:
         yield url, customers
 
 
+def run_queued(url: str) -> list[str]:
+    """Run the queued membership jobs of the database at ``url`` in this process, as a server's scheduler would (for
+    benchmarks serving with the scheduler off): the segments done."""
+    from cohorta import db
+    from cohorta.clock import SystemClock
+    from cohorta.config import Settings
+    from cohorta.membership.jobs import run_pending
+
+    engine = db.create_db_engine(url)
+    try:
+        settings = Settings(database_url=url, scheduler=False, log_level="warning")
+        return run_pending(db.make_session_factory(engine), SystemClock(), settings)
+    finally:
+        engine.dispose()
+
+
 def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     table = Table(title=title)
     for column in columns:

@@ -20,6 +20,7 @@ from cohorta.analytics.service import months_from_orders, pattern_counts
 from cohorta.clock import FrozenClock
 from cohorta.membership import monthly
 from cohorta.membership.service import list_ids, member_ids
+from cohorta.segments import service as segments_service
 from cohorta.segments.models import MembershipChange, SegmentSizeChange
 from cohorta.webhooks.models import OutboxEvent
 from tests.analytics.shop import SHOP_ORDERS, shop_api
@@ -123,7 +124,10 @@ def shop(store: sa.Engine, clock: FrozenClock) -> Iterator[TestClient]:
         yield client
 
 
-def test_a_saved_combination_carries_history_statistics_months_and_webhooks(shop: TestClient) -> None:
+@pytest.mark.parametrize("in_background", [False, True], ids=["entered in the request", "entered by a job"])
+def test_a_saved_combination_carries_history_statistics_months_and_webhooks(
+    shop: TestClient, in_background: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     api = shop
     factory = api.app.state.session_factory  # type: ignore[attr-defined]
     ids = []
@@ -132,11 +136,24 @@ def test_a_saved_combination_carries_history_statistics_months_and_webhooks(shop
     run_jobs(api)
     hook = api.post("/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hook", "event_types": ["segment.entered"]})
     assert hook.status_code == 201, hook.text
+    if in_background:  # a list longer than this enters by a job (the real limit: tens of thousands)
+        monkeypatch.setattr(segments_service, "LIST_ENTRY_IN_REQUEST", 1)
     saved = api.post("/api/v1/segments/combine",
                      json={"operation": "intersection", "segments": ids, "name": "Polish buyers"})  # fmt: skip
     assert saved.status_code == 201, saved.text
     body = saved.json()
     segment_id = body["id"]
+    if in_background:
+        # Saved, its list written and twin-checked; nobody entered yet, the entry queued and shown as such.
+        assert (body["members"], body["refresh"]["state"]) == (0, "queued")
+        with factory() as session:
+            assert len(list_ids(session, segment_id)) == 2 and member_ids(session, segment_id) == set()
+        twin = api.post("/api/v1/segments/combine",
+                        json={"operation": "intersection", "segments": ids, "name": "Twin before entry"})  # fmt: skip
+        assert twin.status_code == 409 and segment_id in twin.json()["detail"]
+        assert run_jobs(api) == [segment_id]
+        body = api.get(f"/api/v1/segments/{segment_id}").json()
+        assert (body["refresh"]["state"], body["refresh"]["entered"]) == ("done", 2)
     assert (body["type"], body["members"]) == ("static", 2)  # a and b
     # a: 2 orders, 150.00; b: 1 counted order, 30.00 (the cancelled one does not count)
     statistics = body["statistics"]

@@ -20,7 +20,7 @@ from cohorta.customers.models import Customer
 from cohorta.db import unit_of_work
 from cohorta.evaluation.snapshots import load_snapshots
 from cohorta.membership.live import SegmentIndex, memberships_of, next_wakeup, plan_wakeups, wake
-from cohorta.membership.service import recompute
+from cohorta.membership.service import enter_list, has_members, recompute
 from cohorta.segments.models import (
     ChangeCause,
     RefreshState,
@@ -38,6 +38,10 @@ MAX_ATTEMPTS = 5
 def retry_delay(attempts: int) -> timedelta:
     """Exponential backoff: 10 s, 20 s, 40 s ... capped at 10 minutes."""
     return timedelta(seconds=min(10 * 2 ** max(attempts - 1, 0), 600))
+
+
+#: The refresh reason of a new static segment whose list is saved and whose members enter in the background.
+LIST_ENTRY = "list"
 
 
 def queue(segment: Segment, now: datetime, reason: str = "definition") -> None:
@@ -114,18 +118,26 @@ def _run_one(factory: sessionmaker[Session], clock: Clock, settings: Settings, s
             if segment is None:
                 return False
             now = clock.now()
-            # A start or expiry passing is a change by time; everything else recomputes the definition.
-            cause = ChangeCause.time if segment.refresh_reason == "window" else ChangeCause.definition
-            entering, exiting = recompute(session, segment, now, settings, cause)
-            entered, exited = len(entering), len(exiting)
-            if segment.refresh_reason == "safety_net":
-                # A customer whose wake-up is due already is the time mechanism's pending work, not drift: the
-                # scheduler runs due wake-ups after recomputes, and a safety net over many segments takes a while.
-                pending = due_wakeups(session, segment_id, now)
-                missing, extra = len(entering - pending), len(exiting - pending)
-                segment.drift_checked_at, segment.drift_entered, segment.drift_exited = now, missing, extra
-                if missing or extra:
-                    log.warning("drift in segment %s: %d members missing, %d extra", segment_id, missing, extra)
+            if segment.refresh_reason == LIST_ENTRY and not has_members(session, segment_id):
+                # A new static segment's long list: the same single statements as entry within the request.
+                entered, exited = enter_list(session, segment, now, ChangeCause.manual), 0
+            else:
+                # A start or expiry passing is a change by time; a list's entry is manual (its list was edited
+                # meanwhile: a diff); everything else recomputes the definition.
+                cause = {"window": ChangeCause.time, LIST_ENTRY: ChangeCause.manual}.get(
+                    segment.refresh_reason or "", ChangeCause.definition
+                )
+                entering, exiting = recompute(session, segment, now, settings, cause)
+                entered, exited = len(entering), len(exiting)
+                if segment.refresh_reason == "safety_net":
+                    # A customer whose wake-up is due already is the time mechanism's pending work, not drift: the
+                    # scheduler runs due wake-ups after recomputes, and a safety net over many segments takes a
+                    # while.
+                    pending = due_wakeups(session, segment_id, now)
+                    missing, extra = len(entering - pending), len(exiting - pending)
+                    segment.drift_checked_at, segment.drift_entered, segment.drift_exited = now, missing, extra
+                    if missing or extra:
+                        log.warning("drift in segment %s: %d members missing, %d extra", segment_id, missing, extra)
             segment.refresh_state = RefreshState.done.value
             segment.refresh_finished_at = clock.now()
             segment.refresh_entered, segment.refresh_exited = entered, exited

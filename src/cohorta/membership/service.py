@@ -45,6 +45,12 @@ def member_ids(session: Session, segment_id: str) -> set[int]:
     return set(session.connection().execute(query).scalars())
 
 
+def has_members(session: Session, segment_id: str) -> bool:
+    table = table_of(SegmentMember)
+    query = sa.select(table.c.customer_id).where(table.c.segment_id == segment_id).limit(1)
+    return session.connection().execute(query).first() is not None
+
+
 def list_ids(session: Session, segment_id: str) -> set[int]:
     table = table_of(SegmentListEntry)
     query = sa.select(table.c.customer_id).where(table.c.segment_id == segment_id)

@@ -164,8 +164,13 @@ class MembershipChange(Base):
     """One entry or exit, with its cause and the definition version in force."""
 
     __tablename__ = "segment_membership_history"
+    # A segment's changes are read newest first (occurred_at, then id). SQLite's index ends with the rowid, which is
+    # id; PostgreSQL's needs id spelled out, or it sorts every change of the segment (migration 0015).
     __table_args__ = (
-        sa.Index("ix_membership_history_segment_time", "segment_id", "occurred_at"),
+        sa.Index("ix_membership_history_segment_time", "segment_id", "occurred_at").ddl_if(dialect="sqlite"),
+        sa.Index(
+            "ix_membership_history_segment_time_id", "segment_id", "occurred_at", "id"
+        ).ddl_if(dialect="postgresql"),
         sa.Index("ix_membership_history_customer_time", "customer_id", "occurred_at"),
     )
 

@@ -134,7 +134,10 @@ class SegmentPatch(SegmentFields):
 
 class RefreshOut(BaseModel):
     state: str
-    reason: str | None = Field(description="definition, refresh, safety_net or window (a start or expiry passed)")
+    reason: str | None = Field(
+        description="definition, refresh, safety_net, window (a start or expiry passed) or list (a new static "
+        "segment's long list entering in the background)"
+    )
     requested_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None

@@ -315,6 +315,29 @@ def test_erasing_a_customer_updates_member_counts(api: TestClient) -> None:
     assert api.get(f"/api/v1/segments/{segment['id']}/history").json()[0]["source_id"] != "c0"
 
 
+def test_erasing_a_customer_or_deleting_a_segment_leaves_no_membership_rows(api: TestClient, store: sa.Engine) -> None:
+    """Members and list entries carry no foreign keys on PostgreSQL (migration 0016): erasure and deletion must
+    remove their rows themselves, on both engines."""
+    static = create(api, name="Listed", type="static", customers=["c0", "c1", "c2"])
+    dynamic = create(api, name="Poles", text='profile.country in ("PL")')
+    run(api)
+    with store.connect() as connection:
+        c0 = connection.execute(sa.text("SELECT id FROM customers WHERE source_id = 'c0'")).scalar_one()
+    assert api.delete("/api/v1/customers/c0").status_code == 204
+    for segment in (static, dynamic):
+        assert api.post(f"/api/v1/segments/{segment['id']}/deactivate").status_code == 200
+    assert api.delete(f"/api/v1/segments/{static['id']}").status_code == 204
+    with store.connect() as connection:
+        for table in ("segment_members", "segment_list_entries"):
+            left = connection.execute(
+                sa.text(f"SELECT COUNT(*) FROM {table} WHERE customer_id = :c OR segment_id = :s"),
+                {"c": c0, "s": static["id"]},
+            ).scalar()
+            assert left == 0, table
+        keys = sa.inspect(connection).get_foreign_keys("segment_members")
+    assert (len(keys) == 2) == (store.dialect.name == "sqlite")
+
+
 def test_delete_is_guarded(api: TestClient) -> None:
     base = create(api, name="Base", text='profile.country in ("PL")')
     user = create(api, name="User", rule={"in_segment": base["id"]})

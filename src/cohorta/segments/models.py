@@ -123,12 +123,29 @@ class SegmentVersion(Base):
     restored_from: Mapped[int | None] = mapped_column(sa.Integer)
 
 
+def _membership_keys_sqlite_only() -> tuple[sa.ForeignKeyConstraint, ...]:
+    """The foreign keys of the membership tables written in bulk (members, list entries), on SQLite only.
+
+    On PostgreSQL each inserted row's check locks its parent row (``SELECT ... FOR KEY SHARE``): 1.4 of the 2.5 s
+    of writing a 171,341-customer list at 1,000,000 customers went to them (migration 0016). Deleting a customer or
+    a segment deletes these rows explicitly (``customers.service.delete_customer``, ``segments.service.
+    delete_segment``), so nothing depends on the cascade; SQLite checks in process, cheaply, and keeps them."""
+    return (
+        sa.ForeignKeyConstraint(["segment_id"], ["segments.id"], ondelete="CASCADE").ddl_if(dialect="sqlite"),
+        sa.ForeignKeyConstraint(["customer_id"], ["customers.id"], ondelete="CASCADE").ddl_if(dialect="sqlite"),
+    )
+
+
 class SegmentMember(Base):
     __tablename__ = "segment_members"
-    __table_args__ = (sa.Index("ix_segment_members_customer", "customer_id"), {"sqlite_with_rowid": False})
+    __table_args__ = (
+        *_membership_keys_sqlite_only(),
+        sa.Index("ix_segment_members_customer", "customer_id"),
+        {"sqlite_with_rowid": False},
+    )
 
-    segment_id: Mapped[str] = mapped_column(sa.ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
-    customer_id: Mapped[int] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
+    segment_id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(BigId, primary_key=True)
     since: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
@@ -189,10 +206,10 @@ class SegmentListEntry(Base):
     while the segment is active and inside its start/expiry window, so closing a window never loses the list."""
 
     __tablename__ = "segment_list_entries"
-    __table_args__ = (sa.Index("ix_segment_list_entries_customer", "customer_id"),)
+    __table_args__ = (*_membership_keys_sqlite_only(), sa.Index("ix_segment_list_entries_customer", "customer_id"))
 
-    segment_id: Mapped[str] = mapped_column(sa.ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
-    customer_id: Mapped[int] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
+    segment_id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(BigId, primary_key=True)
     added_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 

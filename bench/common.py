@@ -114,6 +114,12 @@ def copy_database(source: Path, folder: Path, name: str) -> tuple[str, int]:
 
 
 @contextlib.contextmanager
+def copied(source: Path, folder: Path, name: str) -> Iterator[tuple[str, int]]:
+    """:func:`copy_database` as the working copy a benchmark's ``run`` takes (the caller owns ``folder``)."""
+    yield copy_database(source, folder, name)
+
+
+@contextlib.contextmanager
 def demo_copy(kind: str, customers: int) -> Iterator[tuple[str, int]]:
     """A working database of the demo data set (``bench.rules_bench``'s seed and instant), removed afterwards: its
     URL and how many customers it holds. SQLite: a copy of the cached demo database; PostgreSQL: a fresh database
@@ -124,8 +130,10 @@ def demo_copy(kind: str, customers: int) -> Iterator[tuple[str, int]]:
 
     if kind == "sqlite":
         path, _ = demo_database(customers)
-        with tempfile.TemporaryDirectory(prefix="cohorta-bench-copy-") as folder:
-            yield copy_database(path, Path(folder), "bench.db")
+        with tempfile.TemporaryDirectory(prefix="cohorta-bench-copy-") as folder, copied(
+            path, Path(folder), "bench.db"
+        ) as copy:
+            yield copy
         return
     with database("postgresql") as url:
         engine = db.create_db_engine(url)

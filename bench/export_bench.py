@@ -28,6 +28,7 @@ One more row: the members' orders (one row per order item) over the year up to t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import re
@@ -44,7 +45,7 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import console, copy_database
+from bench.common import console, demo_copy
 from cohorta import db
 from cohorta.access.service import system_principal
 from cohorta.clock import SystemClock
@@ -87,6 +88,7 @@ class Run:
 
 @dataclass
 class Results:
+    engine: str
     customers: int
     members: int
     attributes: list[str]
@@ -196,10 +198,12 @@ def everyone_segment(url: str) -> tuple[str, int, dict[str, float]]:
 
 
 def run(
-    demo_db: Path, *, formats: tuple[str, ...] = FORMATS, attributes: tuple[str, ...] = DEFAULT_ATTRIBUTES,
-    activity: bool = True, as_of: datetime | None = None,
+    demo: contextlib.AbstractContextManager[tuple[str, int]], *, engine: str = "sqlite",
+    formats: tuple[str, ...] = FORMATS, attributes: tuple[str, ...] = DEFAULT_ATTRIBUTES, activity: bool = True,
+    as_of: datetime | None = None,
 ) -> Results:  # fmt: skip
-    """The whole benchmark on a copy of ``demo_db`` (removed afterwards).
+    """The whole benchmark on ``demo``, a working copy of a demo data set in ``engine`` (its URL and customers;
+    removed afterwards by the context: ``bench.common.demo_copy``).
 
     ``as_of``: the end of the activity export's one-year window (default: the demo data's end, ``rules_bench.NOW``).
     """
@@ -209,11 +213,10 @@ def run(
     window = (end - timedelta(days=365), end)
     load_average: dict[str, tuple[float, float, float]] = {"start": os.getloadavg()}
     seconds: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="cohorta-export-") as name:
+    started = time.perf_counter()
+    with demo as (url, customers), tempfile.TemporaryDirectory(prefix="cohorta-export-") as name:
         folder = Path(name)
-        started = time.perf_counter()
-        url, customers = copy_database(demo_db, folder, "export.db")
-        seconds["copy"] = time.perf_counter() - started
+        seconds["copy" if engine == "sqlite" else "demo data loaded"] = time.perf_counter() - started
         segment_id, members, segment_seconds = everyone_segment(url)
         seconds |= segment_seconds
         env = {**os.environ, "COHORTA_DATABASE_URL": url, "COHORTA_LOG_LEVEL": "warning", "COHORTA_SCHEDULER": "false",
@@ -243,7 +246,7 @@ def run(
             if runs[-1].rows != runs[-1].reported:
                 raise RuntimeError(f"orders: {runs[-1].rows:,} rows in the file, {runs[-1].reported:,} reported")
         load_average["end"] = os.getloadavg()
-    return Results(customers, members, list(attributes), runs, seconds, startup, window, load_average)
+    return Results(engine, customers, members, list(attributes), runs, seconds, startup, window, load_average)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -274,9 +277,13 @@ def rows(results: Results) -> list[list[str]]:
 
 
 def report(results: Results, build_s: float | None) -> None:
-    built = f"built in {build_s:.0f} s" if build_s is not None else "cached"
+    if results.engine == "sqlite":
+        built = f"built in {build_s:.0f} s" if build_s is not None else "cached"
+        source = f"SQLite, demo database {built}); copied in {results.seconds['copy']:.1f} s"
+    else:
+        source = f"PostgreSQL); demo data loaded in {results.seconds['demo data loaded']:.0f} s"
     wide.print(
-        f"{results.customers:,} customers (demo database {built}); copied in {results.seconds['copy']:.1f} s; "
+        f"{results.customers:,} customers ({source}; "
         f"segment of everyone ({EVERYONE!r}): created in {results.seconds['segment created']:.2f} s, membership "
         f"computed ({results.members:,} members) in {results.seconds['membership computed']:.2f} s"
     )
@@ -312,14 +319,17 @@ def main() -> None:
     parser.add_argument("--attributes", default=",".join(DEFAULT_ATTRIBUTES),
                         help="Custom attributes to export (comma-separated; empty for none)")  # fmt: skip
     parser.add_argument("--no-activity", action="store_true", help="Leave out the orders (activity) export")
-    parser.add_argument("--rebuild", action="store_true", help="Rebuild the cached demo database")
+    parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="sqlite: a copy of the cached demo database; postgresql: the demo loaded afresh")
+    parser.add_argument("--rebuild", action="store_true", help="Rebuild the cached (SQLite) demo database")
     args = parser.parse_args()
     formats = tuple(dict.fromkeys(f.strip().lower() for f in args.formats.split(",") if f.strip()))
     if not formats or set(formats) - set(FORMATS):
         parser.error(f"--formats: comma-separated, from {', '.join(FORMATS)}")
     attributes = tuple(dict.fromkeys(a.strip() for a in args.attributes.split(",") if a.strip()))
-    path, build_s = demo_database(args.customers, rebuild=args.rebuild)
-    results = run(path, formats=formats, attributes=attributes, activity=not args.no_activity)
+    build_s = demo_database(args.customers, rebuild=args.rebuild)[1] if args.engine == "sqlite" else None
+    results = run(demo_copy(args.engine, args.customers), engine=args.engine, formats=formats, attributes=attributes,
+                  activity=not args.no_activity)  # fmt: skip
     report(results, build_s)
 
 

@@ -3,7 +3,6 @@ and produces its rows, without errors. No timing assertions."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import pytest
@@ -28,8 +27,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_analytics_bench_produces_rows(demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    copy = contextlib.contextmanager(lambda: (yield common.copy_database(demo, tmp_path, "analytics.db")))
-    results = analytics_bench.run(copy(), "sqlite", segments=SEGMENTS, list_runs=RUNS, analytics_runs=RUNS)
+    copy = common.copied(demo, tmp_path, "analytics.db")
+    results = analytics_bench.run(copy, "sqlite", segments=SEGMENTS, list_runs=RUNS, analytics_runs=RUNS)
     assert results.engine == "sqlite"
     assert results.customers == CUSTOMERS
     assert len(results.real) == len(analytics_bench.REAL_SEGMENTS)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import export_bench, rules_bench
+from bench import common, export_bench, rules_bench
 from cohorta import db
 from cohorta.demo.generator import load_demo
 
@@ -23,8 +23,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_export_bench_produces_rows(demo: Path) -> None:
-    results = export_bench.run(demo)
+def test_export_bench_produces_rows(demo: Path, tmp_path: Path) -> None:
+    results = export_bench.run(common.copied(demo, tmp_path, "export.db"))
+    assert results.engine == "sqlite"
     assert results.customers == results.members == CUSTOMERS
     assert set(results.seconds) == {"copy", "segment created", "membership computed"}
     assert [(r.label, r.fmt) for r in results.runs] == [
@@ -49,6 +50,7 @@ def test_export_bench_produces_rows(demo: Path) -> None:
     assert all(row[-2] in ("yes", "NO") and row[-1] in ("yes", "NO") for row in table)
 
 
-def test_export_bench_one_format_without_attributes_or_activity(demo: Path) -> None:
-    results = export_bench.run(demo, formats=("parquet",), attributes=(), activity=False)
+def test_export_bench_one_format_without_attributes_or_activity(demo: Path, tmp_path: Path) -> None:
+    copy = common.copied(demo, tmp_path, "export.db")
+    results = export_bench.run(copy, formats=("parquet",), attributes=(), activity=False)
     assert [(r.label, r.fmt, r.rows) for r in results.runs] == [("members", "parquet", CUSTOMERS)]

@@ -238,7 +238,7 @@ def _carry_members_statement(dialect: str) -> Any:
             segments.c.id.label("segment_id"), kept.c.month, *_signed_sums(sa.bindparam("sign", type_=sa.Integer))
         )
         .select_from(kept.join(segments, segments.c.id.in_(sa.bindparam("segment_ids", expanding=True))))
-        .where(kept.c.customer_id.in_(sa.bindparam("ids", expanding=True)))
+        .where(InValues(kept.c.customer_id, key="ids"))  # PostgreSQL: one array, not a thousand parameters
         .group_by(segments.c.id, kept.c.month)
     )
     return add_into_statement(dialect, into, ("segment_id", "month"), rows)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 from cohorta.clock import FrozenClock
-from tests.support import admin_api
+from cohorta.segments import service as segments_service
+from tests.support import admin_api, run_jobs
 
 
 def upload(client, name: str, content: bytes):  # type: ignore[no-untyped-def]
@@ -46,3 +48,26 @@ def test_upload_refuses_bad_files_without_writing(store: sa.Engine, clock: Froze
         missing_name = client.post("/api/v1/segments/upload", files={"file": ("ids.csv", b"a1\n", "text/csv")})
         assert missing_name.status_code == 422
         assert client.get("/api/v1/segments").json()["total"] == 0
+
+
+def test_a_long_uploaded_list_is_saved_at_once_and_enters_by_a_job(
+    store: sa.Engine, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(segments_service, "LIST_ENTRY_IN_REQUEST", 2)  # "long": over 2 customers here
+    with admin_api(store, clock) as client:
+        for source_id in ("a1", "a2", "a3"):
+            assert client.put(f"/api/v1/customers/{source_id}", json={}).status_code == 201
+        report = upload(client, "Long list", b"a1\na2\na3\n").json()
+        segment = report["segment"]
+        # The report counts the list; the segment says its members are still to enter.
+        assert report["members"] == 3 and (segment["members"], segment["refresh"]["state"]) == (0, "queued")
+        assert upload(client, "Twin", b"a3\na2\na1\n").status_code == 409  # already checked for a twin
+        assert run_jobs(client) == [segment["id"]]
+        after = client.get(f"/api/v1/segments/{segment['id']}").json()
+        assert (after["members"], after["refresh"]["state"], after["refresh"]["reason"]) == (3, "done", "list")
+        history = client.get(f"/api/v1/segments/{segment['id']}/history").json()
+        assert sorted((h["source_id"], h["change"], h["cause"]) for h in history) == [
+            (s, "entered", "manual") for s in ("a1", "a2", "a3")
+        ]
+        short = upload(client, "Short list", b"a1\na2\n").json()  # at the limit: entered in the request
+        assert short["segment"]["members"] == 2 and short["segment"]["refresh"]["state"] == "idle"

@@ -7,8 +7,10 @@ from __future__ import annotations
 import html
 import re
 
+import pytest
 from fastapi.testclient import TestClient
 
+from cohorta.segments import service as segments_service
 from tests.support import run_jobs
 from tests.ui.conftest import browser, csrf, login_token, post, segment, user
 
@@ -155,9 +157,20 @@ def test_csv_upload_makes_a_static_segment_with_a_row_report(api: TestClient) ->
     assert re.search(r"<td class=\"num\">4</td><td>ghost</td>", response.text)  # line 4 names an unknown customer
     made = api.get("/api/v1/segments", params={"q": "Uploaded"}).json()["items"][0]
     assert made["type"] == "static" and made["members"] == 2
+    assert 'data-testid="upload-entering"' not in response.text  # two customers: entered at once
     refused = editor.post("/ui/segments/upload", data={"name": "Nobody", "csrf_token": csrf(editor)},
                           files={"file": ("list.csv", b"ghost\nphantom\n", "text/csv")})  # fmt: skip
     assert refused.status_code == 422 and "no known customer" in refused.text
+
+
+def test_a_long_uploaded_list_says_its_members_are_entering(api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(segments_service, "LIST_ENTRY_IN_REQUEST", 1)
+    user(api, "e@x.io", "editor")
+    editor = browser(api, "e@x.io")
+    response = editor.post("/ui/segments/upload", data={"name": "Long", "csrf_token": csrf(editor)},
+                           files={"file": ("list.csv", b"c1\nc2\n", "text/csv")})  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert 'data-testid="upload-members">2<' in response.text and 'data-testid="upload-entering"' in response.text
 
 
 def test_customer_page_groups_why_and_points(api: TestClient) -> None:

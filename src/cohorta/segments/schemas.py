@@ -237,7 +237,10 @@ class CsvImportOut(BaseModel):
 
     segment: SegmentOut
     rows: int = Field(description="Rows with a value")
-    members: int
+    members: int = Field(
+        description="Customers in the list (known, each once); a list over 20,000 enters the segment's membership "
+        "in the background (segment.refresh.state 'queued')"
+    )
     unknown: list[CsvRow] = Field(description="Rows whose source_id is not a customer (not added); first 1,000")
     unknown_count: int
     duplicates: int = Field(description="Rows repeating an earlier row's source_id")

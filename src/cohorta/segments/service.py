@@ -167,7 +167,7 @@ def _check_name_free(session: Session, name: str, segment_id: str | None) -> Non
 #: A new static segment's list of at most this many customers enters membership within the request that saves it;
 #: a longer one is saved (and checked for a twin) in the request, and its members enter in a background job. Entry
 #: writes members, history, month figures and statistics: 1.5 s in process for 171,341 members at 1,000,000 customers
-#: on SQLite, 6.9 s for the whole request on PostgreSQL (docs/benchmarks.md); at this size, about 0.2 s.
+#: on SQLite, 2.2-4.9 s by the job on SQLite and PostgreSQL (docs/benchmarks.md); at this size, about 0.2 s.
 LIST_ENTRY_IN_REQUEST = 20_000
 
 
@@ -306,7 +306,7 @@ def create_static_from_csv(
     body = SegmentIn(name=name, description=description, team=team, type="static")
     segment = create_segment(session, settings, clock, body, principal, member_ids=ids)
     return CsvImportOut(
-        segment=to_out(segment, settings.currency_exponent), rows=len(rows), members=segment.member_count,
+        segment=to_out(segment, settings.currency_exponent), rows=len(rows), members=len(ids),
         unknown=unknown_rows[:CSV_REPORT_ROWS], unknown_count=len(unknown_rows),
         duplicates=len(rows) - len({sid for _, sid in rows}), blank_rows=blank[:CSV_REPORT_ROWS],
     )  # fmt: skip

@@ -79,8 +79,8 @@ def run(demo_db: Path) -> tuple[int, list[list[str]], float | None]:
                 "CSV upload, every customer (POST /segments/upload)",
                 lambda: client.post(f"{API}/segments/upload", data={"name": "Everyone (CSV)"},
                                     files={"file": ("all.csv", csv, "text/csv")}),
-                lambda b: f"list of {b['rows']:,} saved, {b['members']:,} members so far, {b['unknown_count']} "
-                f"unknown, {len(csv) / 1e6:.1f} MB file",
+                lambda b: f"list of {b['members']:,} saved; {b['segment']['members']:,} members so far (entry "
+                f"{b['segment']['refresh']['state']}); {b['unknown_count']} unknown; {len(csv) / 1e6:.1f} MB file",
             )  # fmt: skip
             segment_id = uploaded["segment"]["id"]
 

@@ -357,3 +357,30 @@ def test_segment_list_search(api: TestClient) -> None:
     found = api.get("/api/v1/segments", params={"q": "gold"}).json()
     assert [s["name"] for s in found["items"]] == ["Gold Poles"] and found["total"] == 1
     assert api.get("/api/v1/segments", params={"status": "inactive"}).json()["items"][0]["name"] == "Silver"
+
+
+def test_editing_a_list_touches_only_the_given_customers_and_moves_segments_that_use_it(api: TestClient) -> None:
+    """Add and remove change the given customers' list rows and membership (history, counts) without a recompute of
+    the whole list, and a dynamic segment whose rule uses the list follows (its recompute is queued)."""
+    listed = create(api, name="Listed", type="static", customers=["c0", "c1"])
+    user = create(api, name="Listed and Polish",
+                  rule={"and": [{"in_segment": listed["id"]}, {"field": "profile.country", "op": "is", "value": "PL"}]})
+    run(api)
+    assert members(api, user["id"]) == ["c0"]
+    added = api.post(f"/api/v1/segments/{listed['id']}/members/add", json={"customers": ["c2", "c1", "nobody"]}).json()
+    assert (added["added"], added["unchanged"], added["unknown"], added["members"]) == (1, 1, ["nobody"], 3)
+    assert members(api, listed["id"]) == ["c0", "c1", "c2"]
+    assert api.get(f"/api/v1/segments/{user['id']}").json()["refresh"]["state"] == "queued"
+    run(api)
+    assert members(api, user["id"]) == ["c0", "c2"]
+    removed = api.post(f"/api/v1/segments/{listed['id']}/members/remove", json={"customers": ["c0", "c4"]}).json()
+    assert (removed["removed"], removed["unchanged"], removed["members"]) == (1, 1, 2)
+    run(api)
+    assert members(api, listed["id"]) == ["c1", "c2"] and members(api, user["id"]) == ["c2"]
+    history = api.get(f"/api/v1/segments/{listed['id']}/history").json()
+    assert sorted((h["source_id"], h["change"], h["cause"]) for h in history) == [
+        ("c0", "entered", "manual"), ("c0", "exited", "manual"), ("c1", "entered", "manual"),
+        ("c2", "entered", "manual"),
+    ]  # fmt: skip
+    again = api.post("/api/v1/segments", json={"name": "Twin", "type": "static", "customers": ["c2", "c1"]})
+    assert again.status_code == 409 and listed["id"] in again.json()["detail"]  # the digest follows the edits

@@ -66,6 +66,13 @@ def dependents(session: Session, segment_id: str) -> list[Segment]:
     ]
 
 
+def queue_dependents(session: Session, segment_id: str, now: datetime) -> None:
+    """The segment's membership moved: recompute the active segments whose rules use it (unless already queued)."""
+    for dependent in dependents(session, segment_id):
+        if dependent.refresh_state not in (RefreshState.queued.value, RefreshState.running.value):
+            queue(dependent, now)
+
+
 def _due(session: Session, now: datetime) -> list[Segment]:
     stale = now - STALE_AFTER
     return list(
@@ -143,9 +150,7 @@ def _run_one(factory: sessionmaker[Session], clock: Clock, settings: Settings, s
             segment.refresh_entered, segment.refresh_exited = entered, exited
             segment.refresh_error = None
             if entered or exited:
-                for dependent in dependents(session, segment_id):
-                    if dependent.refresh_state not in (RefreshState.queued.value, RefreshState.running.value):
-                        queue(dependent, now)
+                queue_dependents(session, segment_id, now)
         return True
     except Exception as exc:
         log.exception("recompute of segment %s failed", segment_id)

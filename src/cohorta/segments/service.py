@@ -36,6 +36,7 @@ from cohorta.membership.service import (
     apply_diff,
     customer_segment_rows,
     enter_list,
+    is_live,
     list_ids,
     member_ids,
     recompute,
@@ -376,18 +377,25 @@ def _set_static_list_from(session: Session, segment: Segment, member_query: sa.S
             sa.select(sa.literal(segment.id, sa.String), found.c.customer_id, sa.literal(now, UTCDateTime())),
         )
     )
+    count, digest = _list_digest(session, segment.id)
+    _refuse_twin(session, segment, digest, count)
+    return count
+
+
+def _list_digest(session: Session, segment_id: str) -> tuple[int, str]:
+    """(size, digest) of the segment's list as stored: :func:`_digest` of its ids, which come back to Python only as
+    one text value (a million ids: one string, not a million rows)."""
+    entries = table_of(SegmentListEntry)
     listed = sa.func.aggregate_strings(sa.cast(entries.c.customer_id, sa.String), ",")
-    count, text = connection.execute(
-        sa.select(sa.func.count(), listed).where(entries.c.segment_id == segment.id)
+    count, text = session.connection().execute(
+        sa.select(sa.func.count(), listed).where(entries.c.segment_id == segment_id)
     ).one()
     ids = np.fromstring(text or "", dtype=np.int64, sep=",")
     if ids.size != count:
-        raise RuntimeError(f"segment {segment.id}: read {ids.size} list ids of {count}")
+        raise RuntimeError(f"segment {segment_id}: read {ids.size} list ids of {count}")
     if not (ids[1:] > ids[:-1]).all():  # in the primary key's order already, as a rule
         text = ",".join(map(str, np.sort(ids).tolist()))
-    digest = hashlib.sha256((text or "").encode()).hexdigest()  # as _digest(): the sorted ids, comma-separated
-    _refuse_twin(session, segment, digest, int(count))
-    return int(count)
+    return int(count), hashlib.sha256((text or "").encode()).hexdigest()  # as _digest(): sorted, comma-separated
 
 
 def _replace_list(session: Session, segment: Segment, ids: set[int], now: datetime) -> tuple[int, int]:
@@ -464,7 +472,9 @@ def _after_definition_change(session: Session, settings: Settings, segment: Segm
     if segment.type == SegmentType.dynamic.value:
         jobs.queue(segment, now)
     else:
-        recompute(session, segment, now, settings, ChangeCause.manual)
+        entered, exited = recompute(session, segment, now, settings, ChangeCause.manual)
+        if entered or exited:
+            jobs.queue_dependents(session, segment.id, now)
 
 
 def restore_version(
@@ -720,13 +730,17 @@ def change_list(
         )
     now = clock.now()
     ids, unknown = _resolve(session, source_ids)
-    current = list_ids(session, segment.id)
-    target = {"add": current | ids, "remove": current - ids, "replace": ids}[mode]
-    added, removed = _replace_list(session, segment, target, now)
-    if segment.type == SegmentType.static.value:
-        segment.list_digest = _digest(target)
     cause = ChangeCause.sync if segment.type == SegmentType.external.value else ChangeCause.manual
-    recompute(session, segment, now, settings, cause)
+    if mode == "replace":
+        added, removed = _replace_list(session, segment, ids, now)
+        entered, exited = recompute(session, segment, now, settings, cause)
+        moved = bool(entered or exited)
+    else:
+        added, removed, moved = _edit_list(session, segment, ids, mode, now, cause)
+    if segment.type == SegmentType.static.value:
+        segment.list_digest = _list_digest(session, segment.id)[1]
+    if moved:
+        jobs.queue_dependents(session, segment.id, now)
     segment.updated_at = now
     unchanged = len(ids) - added if mode != "remove" else len(ids) - removed
     result = ListChangeOut(
@@ -737,6 +751,48 @@ def change_list(
         after={"added": added, "removed": removed, "unknown": len(unknown), "members": segment.member_count},
     )  # fmt: skip
     return result
+
+
+def _edit_list(
+    session: Session, segment: Segment, ids: set[int], mode: str, now: datetime, cause: ChangeCause
+) -> tuple[int, int, bool]:
+    """Add or remove these customers: only their list rows and, in a live segment, their membership change (no read
+    of the whole list: adding ten customers to a million-customer list touches ten). Returns (added, removed,
+    whether membership moved)."""
+    entries, members = table_of(SegmentListEntry), table_of(SegmentMember)
+    connection = session.connection()
+
+    def among(table: sa.Table) -> set[int]:
+        found: set[int] = set()
+        for chunk in chunked(sorted(ids)):
+            query = sa.select(table.c.customer_id).where(
+                table.c.segment_id == segment.id, InValues(table.c.customer_id, chunk)
+            )
+            found.update(connection.execute(query).scalars())
+        return found
+
+    listed = among(entries)
+    changed = sorted(ids - listed) if mode == "add" else sorted(ids & listed)
+    if mode == "add":
+        rows = [{"segment_id": segment.id, "customer_id": c, "added_at": now} for c in changed]
+        insert_rows(connection, entries, rows)
+    else:
+        for chunk in chunked(changed):
+            connection.execute(
+                sa.delete(entries).where(entries.c.segment_id == segment.id, InValues(entries.c.customer_id, chunk))
+            )
+    entering: list[int] = []
+    exiting: list[int] = []
+    if changed:
+        current = among(members)  # a live segment's members are its list; one outside its window has none
+        if mode == "add" and is_live(segment, now):
+            entering = [c for c in changed if c not in current]
+        else:
+            exiting = [c for c in changed if c in current]
+    if entering or exiting:
+        apply_diff(session, segment, entering, exiting, cause=cause, now=now)
+    added, removed = (len(changed), 0) if mode == "add" else (0, len(changed))
+    return added, removed, bool(entering or exiting)
 
 
 def imported_from(session: Session, segment_id: str) -> Source | None:
@@ -753,7 +809,9 @@ def replace_external_list(
     """A sync's result: the external segment's list becomes ``ids`` and membership follows (cause ``sync``), with
     history, webhooks and statistics as for any change. Returns the list's (added, removed)."""
     counts = _replace_list(session, segment, ids, now)
-    recompute(session, segment, now, settings, ChangeCause.sync)
+    entered, exited = recompute(session, segment, now, settings, ChangeCause.sync)
+    if entered or exited:
+        jobs.queue_dependents(session, segment.id, now)
     segment.updated_at = now
     return counts
 

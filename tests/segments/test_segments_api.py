@@ -384,3 +384,10 @@ def test_editing_a_list_touches_only_the_given_customers_and_moves_segments_that
     ]  # fmt: skip
     again = api.post("/api/v1/segments", json={"name": "Twin", "type": "static", "customers": ["c2", "c1"]})
     assert again.status_code == 409 and listed["id"] in again.json()["detail"]  # the digest follows the edits
+    # Inactive: the list changes, membership is not maintained (it stays as it was) until the segment is active again.
+    assert api.post(f"/api/v1/segments/{user['id']}/deactivate").status_code == 200  # it uses the list
+    assert api.post(f"/api/v1/segments/{listed['id']}/deactivate").status_code == 200
+    paused = api.post(f"/api/v1/segments/{listed['id']}/members/add", json={"customers": ["c3"]}).json()
+    assert (paused["added"], paused["members"]) == (1, 2) and members(api, listed["id"]) == ["c1", "c2"]
+    assert api.post(f"/api/v1/segments/{listed['id']}/activate").status_code == 200
+    assert members(api, listed["id"]) == ["c1", "c2", "c3"]

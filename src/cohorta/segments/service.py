@@ -762,16 +762,16 @@ def _edit_list(
     entries, members = table_of(SegmentListEntry), table_of(SegmentMember)
     connection = session.connection()
 
-    def among(table: sa.Table) -> set[int]:
+    def among(table: sa.Table, wanted: set[int]) -> set[int]:
         found: set[int] = set()
-        for chunk in chunked(sorted(ids)):
+        for chunk in chunked(sorted(wanted)):
             query = sa.select(table.c.customer_id).where(
                 table.c.segment_id == segment.id, InValues(table.c.customer_id, chunk)
             )
             found.update(connection.execute(query).scalars())
         return found
 
-    listed = among(entries)
+    listed = among(entries, ids)
     changed = sorted(ids - listed) if mode == "add" else sorted(ids & listed)
     if mode == "add":
         rows = [{"segment_id": segment.id, "customer_id": c, "added_at": now} for c in changed]
@@ -783,9 +783,11 @@ def _edit_list(
             )
     entering: list[int] = []
     exiting: list[int] = []
-    if changed:
-        current = among(members)  # a live segment's members are its list; one outside its window has none
-        if mode == "add" and is_live(segment, now):
+    # Membership follows a live segment's list; an inactive one is not maintained (its members stay as they were until
+    # it is activated again, which recomputes it), and one outside its window has none.
+    if changed and is_live(segment, now):
+        current = among(members, set(changed))
+        if mode == "add":
             entering = [c for c in changed if c not in current]
         else:
             exiting = [c for c in changed if c in current]

@@ -359,13 +359,13 @@ def analytics_cases(client: httpx.Client, url: str, runs: int, real: list[RealSe
     combine = {"operation": "intersection", "segments": three, "name": "Intersection (analytics bench)"}
     saved: dict[str, Any] = {}
 
-    def entered(body: dict[str, Any]) -> str:
+    def answer_kept(body: dict[str, Any]) -> str:
         saved.update(body)
         if body["refresh"]["state"] == "queued":
             return "list saved; members entering (job queued)"
         return f"{body['members']:,} members saved"
 
-    cases.append(measure(client, case, lambda c, i: c.post(f"{API}/segments/combine", json=combine), 0, entered))
+    cases.append(measure(client, case, lambda c, i: c.post(f"{API}/segments/combine", json=combine), 0, answer_kept))
     if saved.get("refresh", {}).get("state") == "queued":  # a long list: its members enter in the background
         started = time.perf_counter()
         run_queued(url)

@@ -27,7 +27,16 @@ from cohorta.customers.models import Customer, ValueType
 from cohorta.customers.service import attribute_definitions, customer_id_for
 from cohorta.customers.summary import chunked
 from cohorta.customers.values import column_for
-from cohorta.db import InValues, UTCDateTime, as_instant, insert_rows, new_id, table_of
+from cohorta.db import (
+    InValues,
+    UTCDateTime,
+    as_instant,
+    delete_rows,
+    insert_rows,
+    new_id,
+    select_rows,
+    table_of,
+)
 from cohorta.errors import Conflict, FieldError, InvalidInput, NotFound
 from cohorta.evaluation import store
 from cohorta.evaluation.catalog import build_catalog
@@ -765,10 +774,8 @@ def _edit_list(
     def among(table: sa.Table, wanted: set[int]) -> set[int]:
         found: set[int] = set()
         for chunk in chunked(sorted(wanted)):
-            query = sa.select(table.c.customer_id).where(
-                table.c.segment_id == segment.id, InValues(table.c.customer_id, chunk)
-            )
-            found.update(connection.execute(query).scalars())
+            rows = select_rows(connection, table, ("customer_id",), {"segment_id": [segment.id], "customer_id": chunk})
+            found.update(row["customer_id"] for row in rows)
         return found
 
     listed = among(entries, ids)
@@ -778,9 +785,7 @@ def _edit_list(
         insert_rows(connection, entries, rows)
     else:
         for chunk in chunked(changed):
-            connection.execute(
-                sa.delete(entries).where(entries.c.segment_id == segment.id, InValues(entries.c.customer_id, chunk))
-            )
+            delete_rows(connection, entries, {"segment_id": [segment.id], "customer_id": chunk})
     entering: list[int] = []
     exiting: list[int] = []
     # Membership follows a live segment's list; an inactive one is not maintained (its members stay as they were until

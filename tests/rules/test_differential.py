@@ -56,3 +56,34 @@ def test_rules_decided_by_one_table_list_each_customer_once() -> None:
              {"and": [spent, any_tag]}, {"activity": "orders", "op": "gte", "value": 2}]
     found = [check_same(validate(rule, CATALOG, 2), ctx, backends, snaps) for rule in rules]
     assert found[0] and found[3] and found[4] == found[0] & found[3] == found[5]
+
+
+def test_counts_decided_without_grouping_and_event_property_conditions_agree_everywhere() -> None:
+    """Counts whose test every customer with a row passes ("at least 1") or fails ("is 0", "less than 1") are read
+    from the rows without grouping, and event property conditions become semi joins (nested when there are
+    several): every engine still gives the predicate's answer, negated too."""
+    backends, snaps = _world(1, "UTC")
+    ctx = Context(ANCHOR, "UTC", 2, CATALOG)
+    viewed = {"activity": "events", "event": "product_viewed", "window": {"last_days": 60}}
+    cheap = {"field": "properties.price", "op": "lt", "value": 5}
+    a1 = {"field": "properties.sku", "op": "is", "value": "a1"}
+    rules = [
+        *({**viewed, "op": op, "value": value} for op, value in
+          (("gte", 1), ("gt", 0), ("is", 0), ("lt", 1), ("lte", 0), ("gte", 2), ("is", 1), ("lt", 2))),
+        {"not": {**viewed, "op": "is", "value": 0}},
+        {**viewed, "where": [a1], "op": "gte", "value": 1},
+        {**viewed, "where": [a1, cheap], "op": "gte", "value": 1},
+        {**viewed, "where": [a1, cheap, {"field": "properties.tags", "op": "has_any", "value": ["sale"]}],
+         "op": "gte", "value": 1},
+        {"not": {**viewed, "where": [a1, cheap], "op": "gte", "value": 2}},
+        {**viewed, "where": [cheap], "op": "is", "value": 0},
+    ]  # fmt: skip
+    found = [check_same(validate(rule, CATALOG, 2), ctx, backends, snaps) for rule in rules]
+    everyone = {s.customer_id for s in snaps}
+    at_least_1, more_than_0, none, below_1, at_most_0, at_least_2, exactly_1, below_2, not_none = found[:9]
+    assert at_least_1 == more_than_0 == not_none and none == below_1 == at_most_0
+    assert at_least_1 and none and at_least_1 | none == everyone and not at_least_1 & none
+    assert at_least_2 | exactly_1 == at_least_1 and at_least_2 and exactly_1 and below_2 == none | exactly_1
+    one_a1, a1_cheap, a1_cheap_sale, not_two_a1_cheap, no_cheap = found[9:]
+    assert a1_cheap_sale <= a1_cheap <= one_a1 <= at_least_1 and a1_cheap and one_a1 - a1_cheap
+    assert not_two_a1_cheap and no_cheap and everyone - not_two_a1_cheap <= a1_cheap

@@ -18,6 +18,7 @@ of those names.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import ibis
@@ -38,7 +39,7 @@ from .plan import (
     bind,
     sample_bucket,
 )
-from .semantics import AvgTest, InSet, Test
+from .semantics import AvgTest, Compare, InSet, Test
 from .tables import TABLES, VALUE_COLUMN, Tables
 from .timeutil import Context
 
@@ -188,6 +189,8 @@ class _BatchCompiler:
         if isinstance(b, BList) and b.source == "attribute":
             return self.list_semis(b, self._eav(b, None))
         if isinstance(b, BActivity) and not _default_passes(b):
+            if _count_passes_every_group(b) is True:  # "at least one": the rows themselves, no grouping
+                return [_Semi.of(self.activity_rows(b), "customer_id", ibis.literal(True), unique=False)]
             agg, passes = self.activity_measure(b)
             return [_Semi.of(agg, "customer_id", passes, unique=True)]  # grouped by customer
         return None
@@ -199,9 +202,8 @@ class _BatchCompiler:
         if b.source == "attribute":
             av = t.customer_attribute_values
             return t.customers.id, av.filter(av.name == b.name), "customer_id", VALUE_COLUMN[typ]
-        assert row is not None
         pv = t.event_property_values
-        return row.id, pv.filter(pv.key == b.name), "event_pk", VALUE_COLUMN[typ]
+        return None if row is None else row.id, pv.filter(pv.key == b.name), "event_pk", VALUE_COLUMN[typ]
 
     def field(self, b: BField, row: ir.Table | None, exact: bool) -> ir.BooleanValue:
         # Inside _keyed's subquery the test filters rows (not exact), except when the default passes: then the
@@ -258,8 +260,37 @@ class _BatchCompiler:
             preds.append(tc >= b.lo)
         if b.event is not None:
             preds.append(table.name == b.event)
-        preds.extend(self.node(f, table) for f in b.filters)
-        return table.filter(*preds)
+        semis = []
+        for f in b.filters:
+            # An event property condition is a semi join on the event rows (SQL: a correlated EXISTS probing the
+            # properties' primary key for each event in the window), not ``id IN (every event with that value)``:
+            # SQLite built that list by reading every property row of the key, all time (318 against 50 ms for
+            # "shoes viewed twice in 30 days" at 100,000 customers).
+            found = self._property_semis(f)
+            if found is None:
+                preds.append(self.node(f, table))
+            else:
+                semis.extend(found)
+        rows = table.filter(*preds)
+        if not semis:
+            return rows
+        # Several conditions nest (property rows of the first whose event has a row of the second, whose event has
+        # a row of the third, ...), each semi join with a plain table on its left: SQL engines get one EXISTS inside
+        # another, and SQLite accepts only one semi join per SELECT.
+        having = semis[-1].rows
+        for semi in reversed(semis[:-1]):
+            outer = semi.rows.view()
+            having = outer.semi_join(having, outer.event_pk == having.event_pk)
+        return rows.semi_join(having, rows.id == having.event_pk)
+
+    def _property_semis(self, b: Bound) -> list[_Semi] | None:
+        """A where condition on an event property that is only semi joins on the property rows, or None."""
+        if isinstance(b, BField) and b.source == "property":
+            _key, eav, key_col, vcol = self._eav(b, None)
+            return [_Semi.of(eav, key_col, _holds(eav[vcol], b.test, False), unique=False)]
+        if isinstance(b, BList) and b.source == "property":
+            return self.list_semis(b, self._eav(b, None))
+        return None
 
     def activity_measure(self, b: BActivity) -> tuple[ir.Table, ir.BooleanValue]:
         """The measure per customer with rows in the window, and whether it passes (without rows, ``b.default``
@@ -291,8 +322,29 @@ class _BatchCompiler:
 
     def activity(self, b: BActivity) -> ir.BooleanValue:
         """A measure whose default passes (the others are semi joins: ``semis``): no group that fails."""
+        if _count_passes_every_group(b) is False:  # "none": customers without a row, no grouping
+            return ~self.t.customers.id.isin(self.activity_rows(b).customer_id)
         agg, passes = self.activity_measure(b)
         return _keyed(self.t.customers.id, agg, "customer_id", passes, True)
+
+
+def _count_passes_every_group(b: BActivity) -> bool | None:
+    """For a count, whether every customer with a row in the window passes the test (True: "at least 1"), none
+    does (False: "is 0", "less than 1"), or it depends on the count (None). A group counts 1 or more rows, so the
+    first two need no grouping: SQLite sorted every order of the window to count them (no orders in 60 days)."""
+    test = b.test
+    if b.fn != "count":
+        return None
+    if isinstance(test, InSet):  # "is 0"
+        return False if all(_number(v) and v < 1 for v in test.values) else None
+    if not isinstance(test, Compare) or not _number(test.bound):
+        return None
+    bound = test.bound
+    if (test.op == "gte" and bound <= 1) or (test.op == "gt" and bound < 1):
+        return True
+    if (test.op == "lt" and bound <= 1) or (test.op in ("lte", "is") and bound < 1):
+        return False
+    return None
 
 
 def _default_passes(b: BField | BActivity) -> bool:
@@ -300,6 +352,10 @@ def _default_passes(b: BField | BActivity) -> bool:
     if isinstance(b.test, AvgTest):  # an average over no rows is unknown
         return False
     return b.default is not None and b.test.py()(b.default)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
 
 
 def compile_bound_batch(b: Bound, tables: Tables = TABLES) -> ir.Table:

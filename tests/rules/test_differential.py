@@ -58,10 +58,9 @@ def test_rules_decided_by_one_table_list_each_customer_once() -> None:
     assert found[0] and found[3] and found[4] == found[0] & found[3] == found[5]
 
 
-def test_counts_decided_without_grouping_and_event_property_conditions_agree_everywhere() -> None:
-    """Counts whose test every customer with a row passes ("at least 1") or fails ("is 0", "less than 1") are read
-    from the rows without grouping, and event property conditions become semi joins (nested when there are
-    several): every engine still gives the predicate's answer, negated too."""
+def test_counts_at_the_edges_and_event_property_conditions_agree_everywhere() -> None:
+    """Counts at their edges ("at least 1", "is 0", "less than 1", negated) and event property conditions, which
+    become semi joins (nested when there are several): every engine gives the predicate's answer."""
     backends, snaps = _world(1, "UTC")
     ctx = Context(ANCHOR, "UTC", 2, CATALOG)
     viewed = {"activity": "events", "event": "product_viewed", "window": {"last_days": 60}}

@@ -177,6 +177,13 @@ def test_external_segments_are_set_by_another_system(api: TestClient) -> None:
     assert (again["added"], again["removed"], again["members"]) == (1, 1, 2)
     assert members(api, external["id"]) == ["c1", "c4"]
     assert {h["cause"] for h in api.get(f"/api/v1/segments/{external['id']}/history").json()} == {"sync"}
+    # Inactive: the list is replaced, membership is not maintained (it stays as it was) until active again.
+    assert api.post(f"/api/v1/segments/{external['id']}/deactivate").status_code == 200
+    paused = api.put(f"/api/v1/segments/{external['id']}/members", json={"customers": ["c2", "c3"]}).json()
+    assert (paused["added"], paused["removed"], paused["members"]) == (2, 2, 2)
+    assert members(api, external["id"]) == ["c1", "c4"]
+    assert api.post(f"/api/v1/segments/{external['id']}/activate").status_code == 200
+    assert members(api, external["id"]) == ["c2", "c3"]
     dynamic = create(api, name="Dyn", text="summary.order_count > 0")
     assert api.put(f"/api/v1/segments/{dynamic['id']}/members", json={"customers": ["c0"]}).status_code == 409
 

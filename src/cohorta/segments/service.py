@@ -742,8 +742,7 @@ def change_list(
     cause = ChangeCause.sync if segment.type == SegmentType.external.value else ChangeCause.manual
     if mode == "replace":
         added, removed = _replace_list(session, segment, ids, now)
-        entered, exited = recompute(session, segment, now, settings, cause)
-        moved = bool(entered or exited)
+        moved = _follow_list(session, settings, segment, now, cause)
     else:
         added, removed, moved = _edit_list(session, segment, ids, mode, now, cause)
     if segment.type == SegmentType.static.value:
@@ -816,11 +815,20 @@ def replace_external_list(
     """A sync's result: the external segment's list becomes ``ids`` and membership follows (cause ``sync``), with
     history, webhooks and statistics as for any change. Returns the list's (added, removed)."""
     counts = _replace_list(session, segment, ids, now)
-    entered, exited = recompute(session, segment, now, settings, ChangeCause.sync)
-    if entered or exited:
+    if _follow_list(session, settings, segment, now, ChangeCause.sync):
         jobs.queue_dependents(session, segment.id, now)
     segment.updated_at = now
     return counts
+
+
+def _follow_list(session: Session, settings: Settings, segment: Segment, now: datetime, cause: ChangeCause) -> bool:
+    """After a whole list was replaced: an active segment's membership follows it (none outside its window); an
+    inactive one is not maintained, so its members stay as they were until it is activated again, which recomputes
+    it (as for :func:`_edit_list`). Returns whether membership moved."""
+    if segment.status != SegmentStatus.active.value:
+        return False
+    entered, exited = recompute(session, segment, now, settings, cause)
+    return bool(entered or exited)
 
 
 # --- reads ---------------------------------------------------------------------------------------------------

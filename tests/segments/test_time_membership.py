@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from cohorta.app import create_app
 from cohorta.clock import FrozenClock
 from cohorta.config import Settings
-from cohorta.membership.jobs import queue_window_edges, run_due_wakeups
+from cohorta.membership.jobs import queue_safety_net, queue_window_edges, run_due_wakeups
 from tests.conftest import ADMIN_TOKEN
 from tests.segments.test_segments_api import create, members, run
 
@@ -146,3 +146,34 @@ def test_wakeups_planned_after_a_recompute_read_the_segments_a_rule_uses(api: Te
     clock.set(datetime(2026, 3, 17, 9, 0, 1, tzinfo=UTC))  # the order is now more than 7 days old
     tick(api)
     assert members(api, recent_poles["id"]) == []
+
+
+def test_a_safety_net_that_changes_nothing_keeps_the_planned_wakeups(
+    api: TestClient, clock: FrozenClock, store: sa.Engine
+) -> None:
+    """Writes and wake-ups keep the stored wake-ups current, so a safety net that finds nothing to change leaves them
+    as they are (re-planning every customer was most of its time); one that had to change membership plans the whole
+    segment again."""
+    api.post("/api/v1/orders", json={"id": "o0", "customer": "c0", "total": "10", "created_at": "2026-03-10T09:00:00Z"})
+    lapsed = create(api, name="Lapsed", text="summary.last_order_at more_than_days_ago 30")
+    tick(api)
+    planned = datetime(2026, 4, 9, 22, 0, tzinfo=UTC)
+    assert wakeups(store) == [("c0", planned)]
+    marker = datetime(2026, 4, 1, 0, 0, tzinfo=UTC)  # not an instant planning would give: shows who wrote it
+    with store.begin() as connection:
+        connection.execute(sa.text("UPDATE segment_wakeups SET due_at = :at"), {"at": marker.replace(tzinfo=None)})
+    state = api.app.state  # type: ignore[attr-defined]
+
+    def safety_net() -> dict[str, object]:
+        clock.advance(timedelta(days=1, minutes=1))
+        assert queue_safety_net(state.session_factory, clock, state.settings) == [lapsed["id"]]
+        tick(api)
+        return dict(api.get(f"/api/v1/segments/{lapsed['id']}").json()["drift"])
+
+    assert safety_net()["entered"] == 0 and wakeups(store) == [("c0", marker)]
+    with store.begin() as connection:  # a member no mechanism put there: drift, and the segment is planned again
+        connection.execute(sa.text(
+            "INSERT INTO segment_members (segment_id, customer_id, since) "
+            "SELECT :segment, id, '2026-03-15 00:00:00.000000' FROM customers WHERE source_id = 'c1'"
+        ), {"segment": lapsed["id"]})  # fmt: skip
+    assert safety_net()["exited"] == 1 and wakeups(store) == [("c0", planned)]

@@ -122,7 +122,10 @@ def run_pending(
 
 
 def _run_one(factory: sessionmaker[Session], clock: Clock, settings: Settings, segment_id: str) -> bool:
-    """Recompute one segment; True when it succeeded."""
+    """Recompute one segment; True when it succeeded and its wake-ups must be planned again: after every recompute
+    except a safety net that changed nothing. Writes and wake-ups keep the stored wake-ups current as they keep
+    membership, so a safety net without changes has nothing to correct in them either (re-planning every customer of
+    a time-dependent segment was most of its time); one with changes plans the whole segment again."""
     try:
         with unit_of_work(factory, write_lock=True) as session:
             # The row lock serialises this recompute with live re-evaluations of the same segment.
@@ -156,7 +159,7 @@ def _run_one(factory: sessionmaker[Session], clock: Clock, settings: Settings, s
             segment.refresh_error = None
             if entered or exited:
                 queue_dependents(session, segment_id, now)
-        return True
+            return bool(entered or exited) or segment.refresh_reason != "safety_net"
     except Exception as exc:
         log.exception("recompute of segment %s failed", segment_id)
         with unit_of_work(factory) as session:

@@ -911,3 +911,29 @@ def test_between_mixing_naive_and_aware_datetimes_is_a_rule_error() -> None:
     rule = {"field": "profile.created_at", "op": "between", "value": ["2026-03-01T00:00:00", "2026-03-02T00:00:00Z"]}
     with pytest.raises(rules.RuleError, match="both bounds"):
         rules.validate(rule, CATALOG, EXPONENT)
+
+
+@pytest.mark.parametrize(("rule", "expected"), [
+    # a default that passes ("no failing row"), a negated list, a negated activity beside another condition
+    ({"field": "loyalty.club.points_balance", "op": "lt", "value": 110}, {"de", "none"}),
+    ({"not": {"field": "attributes.tags", "op": "has_any", "value": ["vip"]}}, {"de", "none"}),
+    ({"and": [{"field": "profile.country", "op": "in", "value": ["PL", "DE"]},
+              {"not": {"activity": "orders", "window": {"last_days": 60}, "op": "gte", "value": 1}}]}, {"de"}),
+])  # fmt: skip
+def test_negations_are_anti_joins_on_postgresql(stores: list[Store], rule: dict[str, Any], expected: set[str]) -> None:
+    """PostgreSQL runs ``NOT IN (subquery)`` as a test of each row against the whole list once the list outgrows
+    ``work_mem`` (47 minutes at 1,000,000 customers); the store sends it ``NOT EXISTS``, planned as an anti join,
+    and every evaluator on both stores still agrees."""
+    earned = PointsTransactionIn(type="points", program="club", entry="earn", points=150, id="l1", customer="pl",
+                                 timestamp=AS_OF - DAY)
+    world = World(customers=[person("pl", country="PL", attributes={"tags": ["VIP"]}), person("de", country="DE"),
+                             person("none", country=None)],
+                  orders=[paid("o1", "pl", AS_OF - DAY, "10.00")], loyalty=[earned])  # fmt: skip
+    assert evaluate(stores, world, rule, AS_OF) == expected  # evaluate checks that every evaluator agrees
+    postgres = next(s for s in stores if s.name == "postgresql")
+    with postgres.factory() as session:
+        ctx = rules.Context(AS_OF, "UTC", EXPONENT, CATALOG)
+        sql = batch.matching_sql(session, rules.validate(rule, CATALOG, EXPONENT), ctx)
+        plan = "\n".join(row[0] for row in session.execute(sa.text(f"EXPLAIN {sql}")))
+    assert "NOT EXISTS" in sql
+    assert "Anti Join" in plan and "SubPlan" not in plan, plan

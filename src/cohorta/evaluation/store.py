@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import ibis
+import ibis.backends.sql.compilers
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
+from sqlglot import exp
 
 from cohorta import rules
 
@@ -27,7 +29,37 @@ def dialect_of(session: Session) -> str:
 
 
 def to_sql(session: Session, expr: Any) -> str:
-    return str(ibis.to_sql(expr, dialect=dialect_of(session)))
+    dialect = dialect_of(session)
+    if dialect != "postgres":
+        return str(ibis.to_sql(expr, dialect=dialect))
+    compiler = ibis.backends.sql.compilers.postgres.compiler
+    tree = compiler.to_sqlglot(expr.unbind())
+    return str(tree.transform(_not_in_as_not_exists).sql(dialect=compiler.dialect, pretty=True))
+
+
+def _not_in_as_not_exists(node: exp.Expression) -> exp.Expression:
+    """``NOT (key IN (SELECT c FROM ...))`` as ``NOT EXISTS (SELECT 1 FROM (...) WHERE c = key)``, for PostgreSQL.
+
+    PostgreSQL cannot plan ``NOT IN`` over a subquery as an anti join (NULLs would change its answer), so when the
+    subquery's ids do not fit in ``work_mem`` it tests each outer row against the whole materialised list: "club
+    points below 110" at 1,000,000 customers ran for over 47 minutes; as ``NOT EXISTS`` (a hash anti join) 1.0 s.
+    The two mean the same here: the rule compiler's subqueries never yield NULL (:mod:`cohorta.rules.batch`) and
+    the keys they are tested against are primary keys. ``IN`` over a list of values is left alone."""
+    if not isinstance(node, exp.Not):
+        return node
+    inner = node.this
+    while isinstance(inner, exp.Paren):
+        inner = inner.this
+    query = inner.args.get("query") if isinstance(inner, exp.In) else None
+    if query is None:
+        return node
+    select = query.this if isinstance(query, exp.Subquery) else query
+    if not isinstance(select, exp.Select) or len(select.selects) != 1:
+        return node
+    column = select.selects[0].alias_or_name
+    listed = exp.column(column, table="not_in")
+    probe = exp.select("1").from_(select.subquery("not_in")).where(exp.EQ(this=listed, expression=inner.this.copy()))
+    return exp.Not(this=exp.Exists(this=probe))
 
 
 def run_sql(session: Session, sql: str) -> sa.CursorResult[Any]:

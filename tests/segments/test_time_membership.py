@@ -148,12 +148,12 @@ def test_wakeups_planned_after_a_recompute_read_the_segments_a_rule_uses(api: Te
     assert members(api, recent_poles["id"]) == []
 
 
-def test_a_safety_net_that_changes_nothing_keeps_the_planned_wakeups(
+def test_a_safety_net_without_drift_keeps_the_planned_wakeups(
     api: TestClient, clock: FrozenClock, store: sa.Engine
 ) -> None:
-    """Writes and wake-ups keep the stored wake-ups current, so a safety net that finds nothing to change leaves them
-    as they are (re-planning every customer was most of its time); one that had to change membership plans the whole
-    segment again."""
+    """Writes and wake-ups keep the stored wake-ups current, so a safety net that finds no drift leaves them as they
+    are (re-planning every customer was most of its time), even when it moved a customer whose wake-up was due; one
+    that found drift plans the whole segment again."""
     api.post("/api/v1/orders", json={"id": "o0", "customer": "c0", "total": "10", "created_at": "2026-03-10T09:00:00Z"})
     lapsed = create(api, name="Lapsed", text="summary.last_order_at more_than_days_ago 30")
     tick(api)
@@ -167,13 +167,21 @@ def test_a_safety_net_that_changes_nothing_keeps_the_planned_wakeups(
     def safety_net() -> dict[str, object]:
         clock.advance(timedelta(days=1, minutes=1))
         assert queue_safety_net(state.session_factory, clock, state.settings) == [lapsed["id"]]
-        tick(api)
+        run(api)  # the recomputes only: the scheduler's wake-up pass comes after them
         return dict(api.get(f"/api/v1/segments/{lapsed['id']}").json()["drift"])
 
     assert safety_net()["entered"] == 0 and wakeups(store) == [("c0", marker)]
+    clock.set(datetime(2026, 4, 10, 0, 0, tzinfo=UTC))  # c0 has lapsed and the marked wake-up is due
+    assert safety_net()["entered"] == 0 and members(api, lapsed["id"]) == ["c0"]  # due: not drift
+    assert wakeups(store) == [("c0", marker)]  # kept for the wake-up pass, which finds c0 in and plans nothing more
+    assert tick(api) == 1 and wakeups(store) == [] and members(api, lapsed["id"]) == ["c0"]
+    with store.begin() as connection:
+        connection.execute(sa.text("INSERT INTO segment_wakeups (segment_id, customer_id, due_at) "
+                                   "SELECT :segment, id, :at FROM customers WHERE source_id = 'c0'"),
+                           {"segment": lapsed["id"], "at": "2026-06-01 00:00:00.000000"})  # stale: replanning drops it
     with store.begin() as connection:  # a member no mechanism put there: drift, and the segment is planned again
         connection.execute(sa.text(
             "INSERT INTO segment_members (segment_id, customer_id, since) "
             "SELECT :segment, id, '2026-03-15 00:00:00.000000' FROM customers WHERE source_id = 'c1'"
         ), {"segment": lapsed["id"]})  # fmt: skip
-    assert safety_net()["exited"] == 1 and wakeups(store) == [("c0", planned)]
+    assert safety_net()["exited"] == 1 and wakeups(store) == []  # planned again: c0 is in for good

@@ -123,9 +123,11 @@ def run_pending(
 
 def _run_one(factory: sessionmaker[Session], clock: Clock, settings: Settings, segment_id: str) -> bool:
     """Recompute one segment; True when it succeeded and its wake-ups must be planned again: after every recompute
-    except a safety net that changed nothing. Writes and wake-ups keep the stored wake-ups current as they keep
-    membership, so a safety net without changes has nothing to correct in them either (re-planning every customer of
-    a time-dependent segment was most of its time); one with changes plans the whole segment again."""
+    except a safety net that found no drift. Writes and wake-ups keep the stored wake-ups current as they keep
+    membership, so a safety net without drift has nothing to correct in them either (re-planning every customer of a
+    time-dependent segment was most of its time; the customers it moved because their wake-up was due keep that
+    wake-up, which the scheduler runs next and which plans their following one); one with drift plans the whole
+    segment again."""
     try:
         with unit_of_work(factory, write_lock=True) as session:
             # The row lock serialises this recompute with live re-evaluations of the same segment.
@@ -133,6 +135,7 @@ def _run_one(factory: sessionmaker[Session], clock: Clock, settings: Settings, s
             if segment is None:
                 return False
             now = clock.now()
+            replan = True
             if segment.refresh_reason == LIST_ENTRY and not has_members(session, segment_id):
                 # A new static segment's long list: the same single statements as entry within the request.
                 entered, exited = enter_list(session, segment, now, ChangeCause.manual), 0
@@ -151,7 +154,8 @@ def _run_one(factory: sessionmaker[Session], clock: Clock, settings: Settings, s
                     pending = due_wakeups(session, segment_id, now)
                     missing, extra = len(entering - pending), len(exiting - pending)
                     segment.drift_checked_at, segment.drift_entered, segment.drift_exited = now, missing, extra
-                    if missing or extra:
+                    replan = bool(missing or extra)
+                    if replan:
                         log.warning("drift in segment %s: %d members missing, %d extra", segment_id, missing, extra)
             segment.refresh_state = RefreshState.done.value
             segment.refresh_finished_at = clock.now()
@@ -159,7 +163,7 @@ def _run_one(factory: sessionmaker[Session], clock: Clock, settings: Settings, s
             segment.refresh_error = None
             if entered or exited:
                 queue_dependents(session, segment_id, now)
-            return bool(entered or exited) or segment.refresh_reason != "safety_net"
+            return replan
     except Exception as exc:
         log.exception("recompute of segment %s failed", segment_id)
         with unit_of_work(factory) as session:

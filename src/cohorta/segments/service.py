@@ -481,9 +481,7 @@ def _after_definition_change(session: Session, settings: Settings, segment: Segm
     if segment.type == SegmentType.dynamic.value:
         jobs.queue(segment, now)
     else:
-        entered, exited = recompute(session, segment, now, settings, ChangeCause.manual)
-        if entered or exited:
-            jobs.queue_dependents(session, segment.id, now)
+        _follow_list(session, settings, segment, now, ChangeCause.manual)
 
 
 def restore_version(
@@ -739,16 +737,13 @@ def change_list(
         )
     now = clock.now()
     ids, unknown = _resolve(session, source_ids)
-    cause = ChangeCause.sync if segment.type == SegmentType.external.value else ChangeCause.manual
-    if mode == "replace":
-        added, removed = _replace_list(session, segment, ids, now)
-        moved = _follow_list(session, settings, segment, now, cause)
+    if mode == "replace":  # external only (refused above for static)
+        added, removed = replace_external_list(session, settings, segment, ids, now)
     else:
-        added, removed, moved = _edit_list(session, segment, ids, mode, now, cause)
+        cause = ChangeCause.sync if segment.type == SegmentType.external.value else ChangeCause.manual
+        added, removed = _edit_list(session, segment, ids, mode, now, cause)
     if segment.type == SegmentType.static.value:
         segment.list_digest = _list_digest(session, segment.id)[1]
-    if moved:
-        jobs.queue_dependents(session, segment.id, now)
     segment.updated_at = now
     unchanged = len(ids) - added if mode != "remove" else len(ids) - removed
     result = ListChangeOut(
@@ -763,10 +758,10 @@ def change_list(
 
 def _edit_list(
     session: Session, segment: Segment, ids: set[int], mode: str, now: datetime, cause: ChangeCause
-) -> tuple[int, int, bool]:
+) -> tuple[int, int]:
     """Add or remove these customers: only their list rows and, in a live segment, their membership change (no read
-    of the whole list: adding ten customers to a million-customer list touches ten). Returns (added, removed,
-    whether membership moved)."""
+    of the whole list: adding ten customers to a million-customer list touches ten); segments using it are queued
+    when membership moved. Returns (added, removed)."""
     entries, members = table_of(SegmentListEntry), table_of(SegmentMember)
     connection = session.connection()
 
@@ -797,8 +792,8 @@ def _edit_list(
             exiting = [c for c in changed if c in current]
     if entering or exiting:
         apply_diff(session, segment, entering, exiting, cause=cause, now=now)
-    added, removed = (len(changed), 0) if mode == "add" else (0, len(changed))
-    return added, removed, bool(entering or exiting)
+        jobs.queue_dependents(session, segment.id, now)
+    return (len(changed), 0) if mode == "add" else (0, len(changed))
 
 
 def imported_from(session: Session, segment_id: str) -> Source | None:
@@ -815,20 +810,20 @@ def replace_external_list(
     """A sync's result: the external segment's list becomes ``ids`` and membership follows (cause ``sync``), with
     history, webhooks and statistics as for any change. Returns the list's (added, removed)."""
     counts = _replace_list(session, segment, ids, now)
-    if _follow_list(session, settings, segment, now, ChangeCause.sync):
-        jobs.queue_dependents(session, segment.id, now)
+    _follow_list(session, settings, segment, now, ChangeCause.sync)
     segment.updated_at = now
     return counts
 
 
-def _follow_list(session: Session, settings: Settings, segment: Segment, now: datetime, cause: ChangeCause) -> bool:
-    """After a whole list was replaced: an active segment's membership follows it (none outside its window); an
-    inactive one is not maintained, so its members stay as they were until it is activated again, which recomputes
-    it (as for :func:`_edit_list`). Returns whether membership moved."""
+def _follow_list(session: Session, settings: Settings, segment: Segment, now: datetime, cause: ChangeCause) -> None:
+    """A static or external segment's membership follows its whole list (none outside its window) when the segment
+    is active, and the segments using it are queued if it moved; an inactive one is not maintained, so its members
+    stay as they were until it is activated again, which recomputes it (as for :func:`_edit_list`)."""
     if segment.status != SegmentStatus.active.value:
-        return False
+        return
     entered, exited = recompute(session, segment, now, settings, cause)
-    return bool(entered or exited)
+    if entered or exited:
+        jobs.queue_dependents(session, segment.id, now)
 
 
 # --- reads ---------------------------------------------------------------------------------------------------

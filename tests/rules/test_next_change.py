@@ -560,3 +560,24 @@ def test_event_row_effect_cannot_tell_under_a_where_that_moves_with_the_clock() 
     rule = {"activity": "events", "event": "product_viewed", "op": "gte", "value": 1,
             "where": [{"field": "properties.release", "op": "in_next_days", "value": 10}]}
     assert event_row_effect(validate(rule, catalog, 2), Context(ANCHOR, "UTC", 2, catalog)) is None
+
+
+def test_rules_that_test_event_rows_alike_share_one_effect_function() -> None:
+    """Variants of a rule (other thresholds or windows) get the same effect function, so live membership works out
+    a new row's effect once for all of them; rules whose rows count otherwise get their own."""
+    catalog = Catalog(event_definitions={"product_viewed": {"category": "string"}})
+    ctx = Context(ANCHOR, "UTC", 2, catalog)
+
+    def effect(value: int, window: int, category: str = "shoes", op: str = "gte") -> object:
+        rule = {"id": f"n{value}{window}", "activity": "events", "event": "product_viewed", "op": op, "value": value,
+                "window": {"last_days": window},
+                "where": [{"id": f"w{window}", "field": "properties.category", "op": "is", "value": category}]}
+        return event_row_effect(validate(rule, catalog, 2), ctx)
+
+    shoes = effect(2, 30)
+    assert effect(3, 30) is shoes and effect(2, 60) is shoes
+    assert effect(2, 30, category="bags") is not shoes
+    assert effect(2, 30, op="lt") is not shoes  # lowers instead of raising
+    row = {"name": "product_viewed", "occurred_at": ANCHOR.replace(tzinfo=None), "properties": {"category": "bags"}}
+    assert shoes(row) is RowEffect.NONE  # type: ignore[operator]
+    assert effect(2, 30, category="bags")(row) is RowEffect.RAISES  # type: ignore[operator]

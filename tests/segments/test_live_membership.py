@@ -217,6 +217,8 @@ def test_events_that_cannot_count_leave_segments_alone_and_nothing_drifts(api: T
     definitions: list[dict[str, Any]] = [
         {"name": "Bags", "rule": {"activity": "events", "event": "product_viewed", "op": "gte", "value": 1,
                                   "where": [{"field": "properties.category", "op": "in", "value": ["bags"]}]}},
+        # a variant of "Shoes twice": the same effect function, decided with its own membership
+        {"name": "Shoes thrice in 60 days", "rule": {**shoes_rule, "window": {"last_days": 60}, "value": 3}},
         {"name": "Any view in 7 days", "rule": {"activity": "events", "event": "product_viewed",
                                                 "window": {"last_days": 7}, "op": "gte", "value": 1}},
         {"name": "Released soon", "rule": {"activity": "events", "event": "product_viewed", "op": "gte", "value": 1,
@@ -290,3 +292,35 @@ def test_events_that_cannot_count_leave_segments_alone_and_nothing_drifts(api: T
             api.post("/api/v1/events", json=event(f"e{step}"))
         clock.advance(timedelta(seconds=rng.randrange(1, 30)))
     assert_no_drift(api, segments)
+
+
+def test_snapshots_hold_only_the_attributes_the_rules_name(api: TestClient, store: sa.Engine) -> None:
+    """A customer holds many custom attributes and a rule reads one or two: live re-evaluation loads only those,
+    and a rule over another attribute still sees its own."""
+    from sqlalchemy.orm import Session
+
+    from cohorta import rules
+    from cohorta.evaluation.snapshots import load_snapshots
+
+    for name, typ in (("club_level", "string"), ("pets", "number"), ("newsletter", "boolean")):
+        api.put(f"/api/v1/attributes/{name}", json={"type": typ})
+    api.put("/api/v1/customers/c0", json={"attributes": {"club_level": "gold", "pets": 2, "newsletter": True}})
+    with Session(store) as session:
+        (customer_id,) = session.execute(sa.text("SELECT id FROM customers WHERE source_id = 'c0'")).one()
+        wanted = {
+            frozenset({"attributes.club_level"}): {"club_level": "gold"},
+            frozenset({"attributes.pets", "profile.country"}): {"pets": 2},
+            frozenset({"profile.country"}): {},
+        }
+        for fields, expected in wanted.items():
+            requirements = rules.Requirements(fields=set(fields))
+            snapshot = load_snapshots(session, [customer_id], requirements)[customer_id]
+            assert dict(snapshot.attributes) == expected
+        everything = load_snapshots(session, [customer_id])[customer_id]
+        assert set(everything.attributes) == {"club_level", "pets", "newsletter"}
+    gold = create(api, name="Gold", text='attributes.club_level is "gold"')
+    pets = create(api, name="Two pets", text="attributes.pets >= 2")
+    run(api)
+    api.put("/api/v1/customers/c0", json={"attributes": {"club_level": "silver", "pets": 2, "newsletter": True}})
+    assert segment_names(api, "c0") == ["Two pets"]
+    assert members(api, gold["id"]) == [] and members(api, pets["id"]) == ["c0"]

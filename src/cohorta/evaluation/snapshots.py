@@ -81,7 +81,12 @@ def load_snapshots(
     definitions = types.attributes
     # The parts of a customer the rules read (all without requirements): a query each, so skipped when unread.
     fields = requirements.fields if requirements is not None else None
-    read_attributes = fields is None or any(f.startswith("attributes.") for f in fields)
+    # Only the custom attributes the rules name: a customer holds many, a rule reads one or two (loading all of them
+    # was 40% of loading the snapshots of a bulk events write).
+    attribute_names = None if fields is None else sorted(
+        {f.removeprefix("attributes.") for f in fields if f.startswith("attributes.")}
+    )
+    read_attributes = attribute_names is None or bool(attribute_names)
     read_summary = fields is None or any(f.startswith("summary.") or f == "loyalty.points_balance" for f in fields)
     read_programs = fields is None or any(f.startswith("loyalty.") and f != "loyalty.points_balance" for f in fields)
     for chunk in chunked(sorted(set(customer_ids))):
@@ -92,7 +97,7 @@ def load_snapshots(
                 segment_ids=set((segment_ids or {}).get(row["id"], set())),
             )
         if read_attributes:
-            _attach_attributes(session, chunk, snapshots, definitions)
+            _attach_attributes(session, chunk, snapshots, definitions, attribute_names)
         if read_summary:
             for row in _rows(session, table_of(CustomerSummary), {"customer_id": chunk}):
                 snapshots[row["customer_id"]].summary = row
@@ -128,9 +133,14 @@ def _attach_attributes(
     chunk: Sequence[int],
     snapshots: dict[int, rules.CustomerSnapshot],
     definitions: dict[str, ValueType],
+    names: Sequence[str] | None,
 ) -> None:
+    """The customers' values of the attributes ``names`` (None: all)."""
+    any_of: dict[str, Sequence[Any]] = {"customer_id": chunk}
+    if names is not None:
+        any_of["name"] = names
     grouped: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
-    for row in _rows(session, table_of(CustomerAttributeValue), {"customer_id": chunk}):
+    for row in _rows(session, table_of(CustomerAttributeValue), any_of):
         grouped[(row["customer_id"], row["name"])].append(row)
     for (customer_id, name), rows in grouped.items():
         value_type = definitions.get(name)

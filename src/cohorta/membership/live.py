@@ -278,26 +278,32 @@ def reevaluate(
 
 def _changed_by_new_events(session: Session, now: datetime, new: NewEvents, index: SegmentIndex) -> Scope:
     rows = load_event_rows(session, new.pks, index.types)
+    # Per effect function, the customers whose new rows can change the answer and how (variants of a rule share
+    # one function: rules.event_row_effect), worked out once for the whole write.
+    effects: dict[int, dict[int, rules.RowEffect]] = {}
+
+    def effects_of(effect_of: Callable[[dict[str, Any]], rules.RowEffect]) -> dict[int, rules.RowEffect]:
+        found = effects.get(id(effect_of))
+        if found is None:
+            found = {}
+            for cid, customer_rows in rows.items():
+                effect = rules.RowEffect.NONE
+                for row in customer_rows:
+                    effect |= effect_of(row)
+                if effect is not rules.RowEffect.NONE:
+                    found[cid] = effect
+            effects[id(effect_of)] = found
+        return found
 
     def scope(segment: LiveSegment, chunk: Sequence[int], memberships: Mapping[int, set[str]]) -> set[int]:
-        effect_of = segment.event_effect
+        in_chunk = set(chunk)
+        out = in_chunk & new.rewritten  # a rewritten event may have removed a row that counted
+        if segment.event_effect is None:
+            return out | (in_chunk & rows.keys())
         live = in_window(segment.starts_at, segment.expires_at, now)
-        out: set[int] = set()
-        for cid in chunk:
-            if cid in new.rewritten:  # a rewritten event may have removed a row that counted
-                out.add(cid)
-                continue
-            found = rows.get(cid)
-            if not found:
-                continue
-            if effect_of is None:
-                out.add(cid)
-                continue
-            effect = rules.RowEffect.NONE
-            for row in found:
-                effect |= effect_of(row)
-            if effect is rules.RowEffect.NONE:
-                continue
+        by_customer = effects_of(segment.event_effect)
+        for cid in in_chunk & by_customer.keys():
+            effect = by_customer[cid]
             member = segment.id in memberships.get(cid, ())
             if (effect is rules.RowEffect.RAISES and member and live) or (
                 effect is rules.RowEffect.LOWERS and not member

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import weakref
+from collections.abc import Callable, Hashable
 from enum import Enum
 from typing import Any
 
@@ -118,10 +120,12 @@ def event_row_effect(rule: Rule | NodeType, ctx: Context) -> Callable[[EventRow]
     for n in walk(root):
         if isinstance(n, Activity) and n.activity == "events" and any(w.op in RELATIVE_OPERATORS for w in n.where):
             return None
-    tests = [
-        (b.event, [compile_row_filter(f) for f in b.filters], effect)
-        for b, effect in _event_activities(bind(root, ctx))
-    ]
+    activities = _event_activities(bind(root, ctx))
+    key = _effect_key(activities)
+    shared = None if key is None else _SHARED_EFFECTS.get(key)
+    if shared is not None:
+        return shared
+    tests = [(b.event, [compile_row_filter(f) for f in b.filters], effect) for b, effect in activities]
 
     def effect_of(row: EventRow) -> RowEffect:
         name = row.get("name")
@@ -131,4 +135,32 @@ def event_row_effect(rule: Rule | NodeType, ctx: Context) -> Callable[[EventRow]
                 found |= effect
         return found
 
+    if key is not None:
+        _SHARED_EFFECTS[key] = effect_of
     return effect_of
+
+
+#: One effect function for rules whose event activities test the same rows the same way (the variants of a rule
+#: with other thresholds or windows), so a caller can compute a row's effect once for all of them (by identity).
+_SHARED_EFFECTS: weakref.WeakValueDictionary[Hashable, Callable[[EventRow], RowEffect]] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def _effect_key(found: list[tuple[BActivity, RowEffect]]) -> Hashable | None:
+    """What the effect function of these activities depends on (event names, row filters without their node ids,
+    effects), or None when a filter value cannot be hashed (then the function is not shared)."""
+    key = tuple((b.event, tuple(_without_ids(f) for f in b.filters), effect) for b, effect in found)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _without_ids(b: Bound) -> Bound:
+    if isinstance(b, BNot):
+        return dataclasses.replace(b, item=_without_ids(b.item), node_id=None)
+    if isinstance(b, BAnd | BOr):
+        return dataclasses.replace(b, items=tuple(_without_ids(x) for x in b.items), node_id=None)
+    return dataclasses.replace(b, node_id=None)

@@ -324,3 +324,35 @@ def test_snapshots_hold_only_the_attributes_the_rules_name(api: TestClient, stor
     api.put("/api/v1/customers/c0", json={"attributes": {"club_level": "silver", "pets": 2, "newsletter": True}})
     assert segment_names(api, "c0") == ["Two pets"]
     assert members(api, gold["id"]) == [] and members(api, pets["id"]) == ["c0"]
+
+
+def test_a_bulk_write_loads_for_each_customer_what_its_segments_read(api: TestClient, clock: FrozenClock) -> None:
+    """Customers of one events write decided for different segments get snapshots with different parts (views
+    only; newsletter opens with orders and an attribute; a segment using the latter with the summary): each segment
+    still sees everything its rule reads, including segments that follow a used segment's moves."""
+    api.put("/api/v1/attributes/club_level", json={"type": "string"})
+    api.put("/api/v1/event-definitions/newsletter_opened", json={"properties": {}})
+    api.put("/api/v1/customers/c1", json={"country": "DE", "attributes": {"club_level": "gold"}})
+    api.put("/api/v1/customers/c2", json={"country": "PL", "attributes": {"club_level": "gold"}})
+    for who in ("c1", "c2"):
+        api.post("/api/v1/orders", json={"id": f"o-{who}", "customer": who, "total": "80",
+                                         "created_at": (clock.now() - timedelta(days=3)).isoformat()})
+    viewers = create(api, name="Viewers", rule={"activity": "events", "event": "product_viewed", "op": "gte",
+                                                "value": 2, "window": {"last_days": 7}})
+    readers = create(api, name="Gold readers who ordered", rule={"and": [
+        {"activity": "events", "event": "newsletter_opened", "op": "gte", "value": 1, "window": {"last_days": 30}},
+        {"activity": "orders", "op": "gte", "value": 1, "window": {"last_days": 30}},
+        {"field": "attributes.club_level", "op": "is", "value": "gold"}]})  # fmt: skip
+    polish = create(api, name="Polish readers who spent", rule={"and": [
+        {"in_segment": readers["id"]}, {"field": "profile.country", "op": "is", "value": "PL"},
+        {"field": "summary.total_spent", "op": "gte", "value": 50}]})  # fmt: skip
+    run(api)
+    now = clock.now().isoformat()
+    batch = [{"id": f"v{i}", "customer": "c0", "name": "product_viewed", "timestamp": now,
+              "properties": {"category": "shoes"}} for i in range(2)]  # fmt: skip
+    batch += [{"id": f"n-{c}", "customer": c, "name": "newsletter_opened", "timestamp": now} for c in ("c1", "c2")]
+    assert api.post("/api/v1/events/bulk", json={"items": batch}).status_code == 200
+    assert members(api, viewers["id"]) == ["c0"]
+    assert sorted(members(api, readers["id"])) == ["c1", "c2"]
+    assert members(api, polish["id"]) == ["c2"]
+    assert_no_drift(api, [viewers, readers, polish])

@@ -344,6 +344,7 @@ def evaluate(
         return {}
     _lock_segments(session, [s.id for s in affected])
     requirements = _union([s.requirements for s in affected])
+    needs = None if scope is None else _needs(affected)
     read = sorted({s.id for s in affected}.union(*(s.uses for s in affected)))  # memberships the rules look at
     changes: dict[str, tuple[int, int]] = {}
     for chunk in chunked(list(ids), 1_000):
@@ -356,7 +357,14 @@ def evaluate(
             needed = [cid for cid in chunk if cid in wanted]
             if not needed:
                 continue
-        snapshots = load_snapshots(session, needed, requirements, segment_ids=memberships, types=index.types)
+        if picked is None or needs is None:
+            snapshots = load_snapshots(session, needed, requirements, segment_ids=memberships, types=index.types)
+        else:
+            snapshots = {}
+            for customers_alike, parts in _alike(needed, picked, needs):
+                snapshots.update(
+                    load_snapshots(session, customers_alike, parts, segment_ids=memberships, types=index.types)
+                )
         # One mutable set per customer, shared with the snapshot: segments that use a segment see its changes.
         member_of: dict[int, set[str]] = {}
         for customer_id, snapshot in snapshots.items():
@@ -445,6 +453,39 @@ def _affected(segments: Sequence[LiveSegment], reads: Callable[[LiveSegment], bo
         if reads(segment) or segment.uses & hit:
             hit.add(segment.id)
     return [s for s in segments if s.id in hit]
+
+
+def _needs(affected: Sequence[LiveSegment]) -> dict[str, rules.Requirements]:
+    """Per segment, what a customer decided for it needs in their snapshot: its own requirements and those of the
+    segments using it (they are decided for the customers whose membership in it moves)."""
+    needs: dict[str, rules.Requirements] = {}
+    for segment in reversed(affected):  # users come after what they use
+        users = [needs[u.id] for u in affected if segment.id in u.uses and u.id in needs]
+        needs[segment.id] = _union([segment.requirements, *users])
+    return needs
+
+
+def _alike(
+    customers: Sequence[int], picked: Mapping[str, set[int]], needs: Mapping[str, rules.Requirements]
+) -> list[tuple[list[int], rules.Requirements]]:
+    """The customers grouped by what their snapshots must hold, given the segments each is decided for: a bulk
+    events write decides most customers for a few product-view segments only, which need none of the orders,
+    attributes or other events that the newsletter segments beside them read."""
+    decided_for: dict[int, list[str]] = defaultdict(list)
+    for segment_id, ids in picked.items():
+        for cid in ids:
+            decided_for[cid].append(segment_id)
+    by_segments: dict[frozenset[str], list[int]] = defaultdict(list)
+    for cid in customers:
+        by_segments[frozenset(decided_for[cid])].append(cid)
+    by_parts: dict[Any, tuple[list[int], rules.Requirements]] = {}
+    for segment_ids, group in by_segments.items():
+        parts = _union([needs[sid] for sid in segment_ids])
+        key = (frozenset(parts.activities), frozenset(parts.events), frozenset(parts.fields),
+               frozenset(parts.earliest_activity.items()))  # fmt: skip
+        found = by_parts.setdefault(key, ([], parts))
+        found[0].extend(group)
+    return list(by_parts.values())
 
 
 def _union(requirements: Sequence[rules.Requirements]) -> rules.Requirements:

@@ -59,6 +59,9 @@ def dependents(session: Session, segment_id: str) -> list[Segment]:
             Segment.type == SegmentType.dynamic.value,
             Segment.status == SegmentStatus.active.value,
             Segment.id != segment_id,
+            # only rules whose text names the id are parsed (parsing all 200 after every recompute that moved
+            # someone cost a safety net 200 x 200 parses); the parse below decides
+            sa.cast(Segment.rule, sa.Text).contains(segment_id),
         )
     ).all()
     return [

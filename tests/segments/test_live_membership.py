@@ -356,3 +356,31 @@ def test_a_bulk_write_loads_for_each_customer_what_its_segments_read(api: TestCl
     assert sorted(members(api, readers["id"])) == ["c1", "c2"]
     assert members(api, polish["id"]) == ["c2"]
     assert_no_drift(api, [viewers, readers, polish])
+
+
+def test_a_recompute_that_fills_the_membership_tables_refreshes_postgresql_statistics(
+    api: TestClient, store: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL plans the live path's membership reads from statistics; a recompute run that wrote many rows
+    analyzes the membership tables, so they do not keep describing empty tables (autovacuum may be late or off)."""
+    from cohorta.membership import jobs
+
+    if store.dialect.name != "postgresql":
+        pytest.skip("statistics are PostgreSQL's")
+
+    def estimated_members() -> float:
+        with store.connect() as conn:
+            return float(conn.execute(sa.text("SELECT reltuples FROM pg_class WHERE relname = 'segment_members'"))
+                         .scalar_one())  # fmt: skip
+
+    with store.begin() as conn:  # statistics of an empty table, whatever earlier tests left
+        conn.execute(sa.text("TRUNCATE segment_members, segment_membership_history, segment_wakeups"))
+        conn.execute(sa.text("ANALYZE segment_members, segment_membership_history, segment_wakeups"))
+    assert estimated_members() <= 0
+    create(api, name="Everybody", text='profile.country in ("PL", "DE")')
+    run(api)  # 3 members, 6 rows: under the threshold
+    assert estimated_members() <= 0
+    monkeypatch.setattr(jobs, "ANALYZE_AFTER_ROWS", 4)
+    create(api, name="Poles", text='profile.country in ("PL")')
+    run(api)  # 2 members and their history: 4 rows, and more than a tenth of what the statistics know
+    assert estimated_members() == 5

@@ -140,7 +140,8 @@ class SegmentMember(Base):
     __tablename__ = "segment_members"
     __table_args__ = (
         *_membership_keys_sqlite_only(),
-        sa.Index("ix_segment_members_customer", "customer_id"),
+        # a customer's memberships from the index alone (migration 0017)
+        sa.Index("ix_segment_members_customer", "customer_id", "segment_id"),
         {"sqlite_with_rowid": False},
     )
 

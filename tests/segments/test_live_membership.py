@@ -358,15 +358,13 @@ def test_a_bulk_write_loads_for_each_customer_what_its_segments_read(api: TestCl
     assert_no_drift(api, [viewers, readers, polish])
 
 
+@pytest.mark.parametrize("store", ["postgresql"], indirect=True)  # statistics are PostgreSQL's
 def test_a_recompute_that_fills_the_membership_tables_refreshes_postgresql_statistics(
     api: TestClient, store: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PostgreSQL plans the live path's membership reads from statistics; a recompute run that wrote many rows
     analyzes the membership tables, so they do not keep describing empty tables (autovacuum may be late or off)."""
     from cohorta.membership import jobs
-
-    if store.dialect.name != "postgresql":
-        pytest.skip("statistics are PostgreSQL's")
 
     def estimated_members() -> float:
         with store.connect() as conn:

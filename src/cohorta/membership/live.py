@@ -343,8 +343,7 @@ def evaluate(
     if not affected or not ids:
         return {}
     _lock_segments(session, [s.id for s in affected])
-    requirements = _union([s.requirements for s in affected])
-    needs = None if scope is None else _needs(affected)
+    needs = {} if scope is None else _needs(affected)  # what a customer decided for a segment needs (see _alike)
     read = sorted({s.id for s in affected}.union(*(s.uses for s in affected)))  # memberships the rules look at
     changes: dict[str, tuple[int, int]] = {}
     for chunk in chunked(list(ids), 1_000):
@@ -357,14 +356,15 @@ def evaluate(
             needed = [cid for cid in chunk if cid in wanted]
             if not needed:
                 continue
-        if picked is None or needs is None:
-            snapshots = load_snapshots(session, needed, requirements, segment_ids=memberships, types=index.types)
-        else:
-            snapshots = {}
-            for customers_alike, parts in _alike(needed, picked, needs):
-                snapshots.update(
-                    load_snapshots(session, customers_alike, parts, segment_ids=memberships, types=index.types)
-                )
+        # every customer decided for every segment (no scope) needs all the segments read; else see _alike
+        groups = [(list(needed), _union([s.requirements for s in affected]))] if picked is None else _alike(
+            needed, picked, needs
+        )
+        snapshots: dict[int, rules.CustomerSnapshot] = {}
+        for customers_alike, parts in groups:
+            snapshots.update(
+                load_snapshots(session, customers_alike, parts, segment_ids=memberships, types=index.types)
+            )
         # One mutable set per customer, shared with the snapshot: segments that use a segment see its changes.
         member_of: dict[int, set[str]] = {}
         for customer_id, snapshot in snapshots.items():

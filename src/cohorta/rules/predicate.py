@@ -232,18 +232,18 @@ def measure_value(b: BActivity) -> Callable[[list[Row]], Any]:
     return avg
 
 
-def _anonymous(b: Bound) -> Bound:
+def anonymous(b: Bound) -> Bound:
     """The node without its ids (and those of its children): equal row filters of different rules compare equal."""
     if isinstance(b, BNot):
-        return BNot(_anonymous(b.item))
+        return BNot(anonymous(b.item))
     if isinstance(b, BAnd | BOr):
-        return type(b)(tuple(_anonymous(x) for x in b.items))
+        return type(b)(tuple(anonymous(x) for x in b.items))
     return dataclasses.replace(b, node_id=None)
 
 
 def activity_spec(b: BActivity) -> RowSpec:
     """The (shared) spec of the rows ``b`` counts: one index per snapshot serves every rule with the same filters."""
-    filters = [(_anonymous(f), _compile(f), _group(f)) for f in b.filters]
+    filters = [(anonymous(f), _compile(f), _group(f)) for f in b.filters]
     return row_spec(ACTIVITY_ROWS[b.activity], b.time_column, b.event, filters)
 
 

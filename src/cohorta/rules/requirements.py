@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import weakref
 from collections.abc import Callable, Hashable
 from enum import Enum
@@ -10,7 +9,7 @@ from typing import Any
 
 from .model import RELATIVE_OPERATORS, Activity, Condition, NodeType, Rule, walk
 from .plan import BActivity, BAnd, BNot, BOr, Bound, BSample, BSegment, Requirements, bind
-from .predicate import compile_row_filter
+from .predicate import anonymous, compile_row_filter
 from .semantics import Compare
 from .timeutil import Context
 
@@ -150,17 +149,10 @@ _SHARED_EFFECTS: weakref.WeakValueDictionary[Hashable, Callable[[EventRow], RowE
 def _effect_key(found: list[tuple[BActivity, RowEffect]]) -> Hashable | None:
     """What the effect function of these activities depends on (event names, row filters without their node ids,
     effects), or None when a filter value cannot be hashed (then the function is not shared)."""
-    key = tuple((b.event, tuple(_without_ids(f) for f in b.filters), effect) for b, effect in found)
+    key = tuple((b.event, tuple(anonymous(f) for f in b.filters), effect) for b, effect in found)
     try:
         hash(key)
     except TypeError:
         return None
     return key
 
-
-def _without_ids(b: Bound) -> Bound:
-    if isinstance(b, BNot):
-        return dataclasses.replace(b, item=_without_ids(b.item), node_id=None)
-    if isinstance(b, BAnd | BOr):
-        return dataclasses.replace(b, items=tuple(_without_ids(x) for x in b.items), node_id=None)
-    return dataclasses.replace(b, node_id=None)

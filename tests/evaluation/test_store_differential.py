@@ -55,7 +55,8 @@ from cohorta.evaluation import store as batch
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.evaluation.snapshots import load_snapshots
 from cohorta.rules.catalog import ACTIVITY_FIELDS, OPERATORS_BY_TYPE
-from cohorta.rules.model import CALENDAR_PERIODS, MEASURE_FUNCTIONS, WINDOW_CALENDAR_PERIODS
+from cohorta.rules.model import CALENDAR_PERIODS, MEASURE_FUNCTIONS, WINDOW_CALENDAR_PERIODS, walk
+from cohorta.segments.preview import NodeMatches
 
 UTC = dt.UTC
 EXPONENT = 2
@@ -743,6 +744,96 @@ def test_batch_and_predicate_agree_on_both_stores(stores: list[Store]) -> None:
     assert counts["pairs"] >= MIN_PAIRS, f"only {counts['pairs']} rule/data pairs were checked"
     # not vacuous: most rules split the customers rather than matching nobody or everybody
     assert kinds["some"] >= counts["evaluations"] // 4, dict(kinds)
+
+
+def test_dropoff_counts_are_those_of_each_node_evaluated_alone(stores: list[Store]) -> None:
+    """The preview reads each condition once and combines the matches (``segments.preview.NodeMatches``);
+    every count must be what evaluating that node (or that AND prefix) on its own in the store gives, on both
+    stores."""
+    checked: Counter[str] = Counter()
+
+    @settings(max_examples=max(MAX_EXAMPLES // 3, 5), deadline=None, derandomize=True, database=None,
+              print_blob=False, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                                       HealthCheck.data_too_large])
+    @given(points=evaluation_points(), data=st.data())
+    def check(points: list[tuple[dt.datetime, str]], data: st.DataObject) -> None:
+        as_of, zone = points[0]
+        rule_jsons = data.draw(st.lists(rule_trees(as_of), min_size=4, max_size=4), label="rules")
+        world = make_world(data.draw(st.integers(0, 2**32 - 1), label="world seed"), points,
+                           data.draw(st.integers(10, 22), label="customers"))
+        load(stores, world)
+        ctx = rules.Context(as_of=as_of, timezone=zone, currency_exponent=EXPONENT, catalog=CATALOG)
+        for rule_json in rule_jsons:
+            checked.update(check_node_counts(stores, rule_json, ctx))
+
+    check()
+    assert checked["cumulative"] >= 20, dict(checked)  # not vacuous: ANDs were drawn and their prefixes counted
+
+
+def check_node_counts(stores: Sequence[Store], rule_json: dict[str, Any], ctx: rules.Context) -> Counter[str]:
+    """Asserts the preview's counts of every node and AND prefix, its count and its sample on each store; returns
+    how many nodes and prefixes were checked."""
+    checked: Counter[str] = Counter()
+    rule = rules.assign_ids(rules.validate(rule_json, CATALOG, EXPONENT))
+    for s in stores:
+        with s.factory() as session:
+            population = batch.population(session)
+            matches = NodeMatches(session, ctx, population)
+            matching = matches.of(rule.root)
+            nodes = matches.counts(rule)
+            got = {node.id: (node.passing, node.cumulative) for node in nodes}
+            want = {node_id: (batch.count_matching(session, node, ctx), prefix)
+                    for node_id, node, prefix in _nodes_and_prefixes(session, rule, ctx)}
+            assert got == want, f"{s.name}: {json.dumps(rule_json, default=str)}"
+            expected = batch.matching_ids(session, rule, ctx)
+            assert matching.count(population) == len(expected)
+            assert matches.lowest(matching, 5) == sorted(expected)[:5]
+            checked["nodes"] += len(nodes)
+            checked["cumulative"] += sum(node.cumulative is not None for node in nodes)
+    return checked
+
+
+ORDERS_30_DAYS = {"activity": "orders", "window": {"last_days": 30}}
+
+
+@pytest.mark.parametrize("rule", [
+    # conditions read as "everyone except": what a negation negates, a default that passes, a count of no rows
+    {"and": [{"field": "profile.country", "op": "is_not", "value": "PL"}, {**ORDERS_30_DAYS, "op": "is", "value": 0}]},
+    {"or": [{**ORDERS_30_DAYS, "op": "lt", "value": 1},
+            {"field": "loyalty.club.points_balance", "op": "lt", "value": 50}]},
+    {"and": [{"not": {**ORDERS_30_DAYS, "op": "gte", "value": 1}}, {**ORDERS_30_DAYS, "op": "in", "value": [0]}]},
+    # a count that only asks for a row, and ones that need counting
+    {"and": [{**ORDERS_30_DAYS, "op": "gt", "value": 0}, {**ORDERS_30_DAYS, "op": "lte", "value": 1},
+             {**ORDERS_30_DAYS, "op": "between", "value": [1, 2]}]},
+    {"or": [{"activity": "events", "event": "product_viewed", "op": "gte", "value": 1},
+            {"not": {"activity": "points", "op": "is", "value": 0}}]},
+    # samples beside conditions and under a negation
+    {"and": [{"sample": {"percent": 50, "seed": "a"}}, {"not": {"sample": {"percent": 10, "seed": "b"}}},
+             {"field": "profile.country", "op": "in", "value": ["PL", "DE"]}]},
+])
+def test_dropoff_counts_in_every_form_a_condition_is_read(stores: list[Store], rule: dict[str, Any]) -> None:
+    """Pinned rules for each way ``NodeMatches`` reads a condition (its matches, or every customer but those), on
+    one data set with orders inside and outside the window, balances on both sides of the threshold and no data."""
+    world = make_world(20261124, [(AS_OF, "Europe/Warsaw")], 22)
+    load(stores, world)
+    ctx = rules.Context(as_of=AS_OF, timezone="Europe/Warsaw", currency_exponent=EXPONENT, catalog=CATALOG)
+    assert check_node_counts(stores, rule, ctx)["nodes"] >= 3
+
+
+def _nodes_and_prefixes(session: Session, rule: rules.Rule,
+                        ctx: rules.Context) -> Iterator[tuple[str, Any, int | None]]:
+    """Every node the drop-off counts, with the count of its AND prefix (itself and every earlier member) evaluated
+    alone in the store, or None outside an AND."""
+    prefixes: dict[int, int] = {}
+    for node in walk(rule.root):
+        if isinstance(node, rules.And):
+            for index, member in enumerate(node.and_):
+                prefix = rules.And.model_validate({"and": [rules.node_to_json(n) for n in node.and_[: index + 1]]})
+                prefixes[id(member)] = batch.count_matching(session, prefix, ctx)
+    where = {id(c) for node in walk(rule.root) if isinstance(node, rules.Activity) for c in node.where}
+    for node in walk(rule.root):
+        if id(node) not in where:
+            yield node.id, node, prefixes.get(id(node))
 
 
 # -- edge cases, on both stores ----------------------------------------------------------------------------------------

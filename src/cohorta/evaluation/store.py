@@ -11,6 +11,7 @@ from typing import Any
 
 import ibis
 import ibis.backends.sql.compilers
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from sqlglot import exp
@@ -84,31 +85,52 @@ def count_matching(session: Session, rule: rules.Rule | Any, ctx: rules.Context,
     return int(run_sql(session, f"SELECT COUNT(*) FROM ({sql}) AS matching").scalar_one())
 
 
-def count_and_sample(session: Session, sql: str, columns: list[str], limit: int) -> tuple[int, list[dict[str, Any]]]:
-    """How many customers a compiled rule's SQL matches, and up to ``limit`` of them (listed by internal id).
+def matching_or_other_ids(session: Session, rule: rules.Rule | Any, ctx: rules.Context) -> tuple[np.ndarray, bool]:
+    """The ids the rule matches, as an array (in no particular order); or, with True, the ids of the customers it
+    does not match, when those are cheaper to find (``rules.compile_batch_or_complement``)."""
+    expr, complement = rules.compile_batch_or_complement(rule, ctx)
+    return id_array(session, to_sql(session, expr)), complement
 
-    One statement evaluates the rule once: its ids are materialised, counted, and the first ``limit`` found are
-    joined to ``customers``. Counting and sampling separately evaluated it twice, which for a rule whose matches are
-    gathered before they are read (an aggregate, an attribute) doubled the preview (1 s more at 1,000,000
-    customers). The sample is the first the database finds: the same for the same data and query plan, not
-    necessarily the lowest ids.
-    """
-    if limit <= 0:
-        return int(run_sql(session, f"SELECT COUNT(*) FROM ({sql}) AS matching").scalar_one()), []
+
+def id_array(session: Session, sql: str) -> np.ndarray:
+    """The ids (column ``customer_id``) that ``sql`` returns, as an array.
+
+    They come back as one comma-separated string aggregated by the database and parsed by numpy: a row per id through
+    the driver cost 100 ms for 420,000 ids on SQLite at 1,000,000 customers, this 29 ms (counting them: 9 ms)."""
+    if session.get_bind().dialect.name == "postgresql":
+        aggregate = f"SELECT string_agg(ids.customer_id::text, ',') FROM ({sql}) AS ids"
+    else:
+        aggregate = f"SELECT group_concat(ids.customer_id) FROM ({sql}) AS ids"
+    joined = run_sql(session, aggregate).scalar_one()
+    if not joined:
+        return np.zeros(0, dtype=np.int64)
+    return np.fromstring(joined, dtype=np.int64, sep=",")
+
+
+def customer_ids(session: Session) -> np.ndarray:
+    """Every customer's id, as an array."""
+    return id_array(session, "SELECT id AS customer_id FROM customers")
+
+
+def id_bound(session: Session) -> int:
+    """One more than the highest customer id: the size of a mask indexed by customer id."""
+    return int(session.execute(sa.text("SELECT COALESCE(MAX(id), 0) + 1 FROM customers")).scalar_one())
+
+
+def customers_by_id(session: Session, ids: list[int], columns: list[str]) -> list[dict[str, Any]]:
+    """``columns`` of the customers with these ids, by id."""
+    if not ids:
+        return []
+    listed = ", ".join(str(int(i)) for i in ids)
+    result = run_sql(session, f"SELECT {_column_list(session, columns)} FROM customers AS c WHERE c.id IN ({listed}) "
+                     "ORDER BY c.id")
+    keys = list(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result.all()]
+
+
+def _column_list(session: Session, columns: list[str]) -> str:
     quote = session.get_bind().dialect.identifier_preparer.quote
-    column_list = ", ".join(f"c.{quote(column)}" for column in columns)
-    result = run_sql(
-        session,
-        f"WITH matching AS MATERIALIZED ({sql}) "
-        f"SELECT (SELECT COUNT(*) FROM matching) AS matching_count, {column_list} "
-        f"FROM (SELECT customer_id FROM matching LIMIT {int(limit)}) AS sampled "
-        f"JOIN customers AS c ON c.id = sampled.customer_id ORDER BY c.id",
-    )
-    keys = list(result.keys())[1:]
-    rows = result.all()
-    # No row means no match at all: the sample only comes back empty when nothing matches.
-    count = int(rows[0][0]) if rows else 0
-    return count, [dict(zip(keys, row[1:], strict=True)) for row in rows]
+    return ", ".join(f"c.{quote(column)}" for column in columns)
 
 
 def warm_up() -> None:

@@ -24,6 +24,7 @@ Ids and references
 Evaluation
     ``Context(as_of, timezone="UTC", currency_exponent=2, catalog=Catalog())``;
     ``compile_batch(rule, ctx, tables=TABLES) -> ibis.Table`` (one column ``customer_id``, distinct);
+    ``compile_batch_or_complement(rule, ctx) -> (ibis.Table, bool)`` (with True: the ids *not* matching);
     ``compile_predicate(rule, ctx) -> Callable[[CustomerSnapshot], bool]``; ``CustomerSnapshot``;
     ``rule_requirements(rule, ctx) -> Requirements``; ``event_row_effect(rule, ctx)`` (what can a new event do to
     the rule's answer?); ``explain(rule, snapshot, ctx) -> dict``;
@@ -50,7 +51,7 @@ Semantics in one place
 * Sample: bucket = a fixed integer hash of (customer id, seed) mod 10000; in the sample when bucket < percent*100.
 """
 
-from .batch import compile_batch
+from .batch import compile_batch, compile_batch_or_complement
 from .catalog import Catalog, FieldSpec
 from .errors import Problem, RuleError
 from .explain import explain
@@ -87,6 +88,7 @@ __all__ = [
     "Tables",
     "assign_ids",
     "compile_batch",
+    "compile_batch_or_complement",
     "compile_predicate",
     "event_row_effect",
     "explain",

@@ -123,6 +123,10 @@ class BSample:
     keys: tuple[int, int, int]
     node_id: str | None = None
 
+    def includes(self, customer_id: Any) -> Any:
+        """In the sample: on a Python int, an Ibis integer column or a NumPy array of ids alike."""
+        return sample_bucket(customer_id, self.keys) < self.threshold
+
 
 @dataclass(frozen=True)
 class BActivity:
@@ -161,7 +165,8 @@ def sample_keys(seed: str) -> tuple[int, int, int]:
 
 
 def sample_bucket(customer_id: Any, keys: tuple[int, int, int]) -> Any:
-    """Bucket 0..9999 of a customer: works on a Python int and on an Ibis integer column alike.
+    """Bucket 0..9999 of a customer: works on a Python int, an Ibis integer column and a NumPy int64 array alike
+    (every intermediate value stays below 2**53).
 
     Three rounds of ``h = (h * K + h // 2**13 + key) mod P``; the floor division makes the map non-affine.
     Customer ids are assumed non-negative.

@@ -333,8 +333,8 @@ def _compile(b: Bound) -> Callable[[Any], bool]:
         sid = b.segment_id
         return lambda s: sid in s.segment_ids
     if isinstance(b, BSample):
-        keys, threshold = b.keys, b.threshold
-        return lambda s: bool(sample_bucket(s.customer_id, keys) < threshold)
+        includes = b.includes
+        return lambda s: bool(includes(s.customer_id))
     return _activity(b)
 
 

@@ -304,7 +304,7 @@ _PLACEHOLDER = And(**{"and": []})
 
 
 def _path_key(problem: Problem) -> list[Any]:
-    return [(0, int(x)) if x.isdigit() else (1, x) for x in re.split(r"[.\[\]]+", problem.path) if x]
+    return [(0, int(x)) if x.isdecimal() else (1, x) for x in re.split(r"[.\[\]]+", problem.path) if x]
 
 
 def parse_rule_json(rule_json: Any) -> Rule:

@@ -159,7 +159,7 @@ class EmarsysConnector:
 
     def fetch(self, remote_id: str) -> Iterator[list[str]]:
         kind, _, number = remote_id.partition(":")
-        if not number.isdigit() or f"{kind}:" not in (LIST_PREFIX, SEGMENT_PREFIX):
+        if not number.isdecimal() or f"{kind}:" not in (LIST_PREFIX, SEGMENT_PREFIX):
             raise SourceError(f"no Emarsys list or segment {remote_id!r}: ids look like list:123 or segment:45")
         pages = self._list_ids(number) if f"{kind}:" == LIST_PREFIX else self._segment_ids(number)
         for ids in pages:

@@ -68,7 +68,7 @@ def at_path(document: Any, path: str, where: str) -> Any:
     for step in path.split(".") if path else []:
         if isinstance(value, dict) and step in value:
             value = value[step]
-        elif isinstance(value, list) and step.lstrip("-").isdigit() and -len(value) <= int(step) < len(value):
+        elif isinstance(value, list) and step.lstrip("-").isdecimal() and -len(value) <= int(step) < len(value):
             value = value[int(step)]
         else:
             raise SourceError(f"{where}: nothing at {path!r} in the answer")

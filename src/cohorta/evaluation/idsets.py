@@ -1,0 +1,66 @@
+"""Sets of customer ids as boolean masks, for combining the matches of a rule's nodes without asking the store again.
+
+A preview's drop-off counts the customers passing each node of a rule and, down an AND, passing every earlier
+member too. Asking the store once per node and once per AND prefix evaluated each condition several times (a rule of
+three members under an AND: the root, three members, their children, two prefixes), so a rule whose count took
+420 ms took 2.3 s with its drop-off at 1,000,000 customers. Here each condition is read once, as a mask indexed by
+customer id (one byte per id: 1 MB at 1,000,000), and every group, prefix and count is mask arithmetic.
+
+A negation is kept as a flag (the complement of the mask among all customers) rather than materialised, so nothing
+needs the list of every customer id: ``population - count`` counts it, and AND/OR with a complement are masks again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class IdSet:
+    """The ids set in ``mask`` (index = customer id), or with ``complement`` every customer except those."""
+
+    mask: np.ndarray
+    complement: bool = False
+
+    @staticmethod
+    def of(ids: np.ndarray, size: int) -> IdSet:
+        """The set of ``ids`` (each below ``size``)."""
+        mask = np.zeros(size, dtype=bool)
+        mask[ids] = True
+        return IdSet(mask)
+
+    @staticmethod
+    def nobody(size: int) -> IdSet:
+        return IdSet(np.zeros(size, dtype=bool))
+
+    @staticmethod
+    def everybody(size: int) -> IdSet:
+        return IdSet(np.zeros(size, dtype=bool), complement=True)
+
+    def count(self, population: int) -> int:
+        """How many customers, of ``population`` in all, are in the set."""
+        inside = int(np.count_nonzero(self.mask))
+        return population - inside if self.complement else inside
+
+    def ids(self, limit: int) -> list[int]:
+        """Up to ``limit`` of the ids, lowest first (only for a set that is not a complement: those need the list of
+        every customer)."""
+        if self.complement:
+            raise ValueError("a complement does not know its ids")
+        return [int(i) for i in np.flatnonzero(self.mask)[:limit]]
+
+    def __invert__(self) -> IdSet:
+        return IdSet(self.mask, not self.complement)
+
+    def __and__(self, other: IdSet) -> IdSet:
+        a, b = self.mask, other.mask
+        if not self.complement and not other.complement:
+            return IdSet(a & b)
+        if self.complement and other.complement:  # not A and not B = not (A or B)
+            return IdSet(a | b, complement=True)
+        return IdSet(b & ~a) if self.complement else IdSet(a & ~b)
+
+    def __or__(self, other: IdSet) -> IdSet:
+        return ~(~self & ~other)

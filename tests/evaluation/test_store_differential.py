@@ -1,10 +1,11 @@
 """Differential tests of rule evaluation on the real stores.
 
 For random rules over random customers (written through the real ingestion services, so the summary tables are the
-real ones), at moving ``as_of`` instants and in several time zones, four answers must be the same set of customers:
+real ones), at moving ``as_of`` instants and in several time zones, six answers must be the same set of customers:
 
-* the batch compiler run on SQLite (``cohorta.evaluation.store.matching_ids``),
+* the batch compiler run on SQLite (``cohorta.evaluation.store.matching_sql``),
 * the batch compiler run on PostgreSQL,
+* ``cohorta.evaluation.store.matching_ids`` (the rule read from its smaller side) on each store,
 * the real-time predicate (``rules.compile_predicate``) over snapshots loaded from SQLite
   (``cohorta.evaluation.snapshots.load_snapshots`` with ``rules.rule_requirements``),
 * the same predicate over snapshots loaded from PostgreSQL.
@@ -181,7 +182,7 @@ def compiled_sql(session: Session, rule: rules.Rule, ctx: rules.Context) -> str 
 
 def answers(sessions: dict[str, Session], sqls: dict[str, str | Exception], customer_ids: list[int],
             rule: rules.Rule, ctx: rules.Context) -> dict[str, set[int] | str]:
-    """The four answers; an evaluator that raises answers with the error text."""
+    """The six answers; an evaluator that raises answers with the error text."""
     out: dict[str, set[int] | str] = {}
     predicate = rules.compile_predicate(rule, ctx)
     requirements = rules.rule_requirements(rule, ctx)
@@ -194,6 +195,11 @@ def answers(sessions: dict[str, Session], sqls: dict[str, str | Exception], cust
         except Exception as exc:
             session.rollback()
             out[f"batch/{name}"] = _error(exc)
+        try:  # what segment recomputes read: the same rule, read from its smaller side
+            out[f"ids/{name}"] = batch.matching_ids(session, rule, ctx)
+        except Exception as exc:
+            session.rollback()
+            out[f"ids/{name}"] = _error(exc)
         try:
             snapshots = load_snapshots(session, customer_ids, requirements)
             out[f"predicate/{name}"] = {cid for cid, snap in snapshots.items() if predicate(snap)}
@@ -216,7 +222,7 @@ def disagreement(got: dict[str, set[int] | str], by_id: dict[int, str]) -> str |
 
 def evaluate(stores: Sequence[Store], world: World, rule_json: dict[str, Any], as_of: dt.datetime,
              timezone: str = "UTC") -> set[str]:
-    """Load ``world`` into both stores, check that the four answers agree, return the matching source ids."""
+    """Load ``world`` into both stores, check that the six answers agree, return the matching source ids."""
     ids = load(stores, world)
     by_id = {v: k for k, v in ids.items()}
     rule = rules.validate(rule_json, CATALOG, EXPONENT)
@@ -679,7 +685,7 @@ def rule_trees(ref: dt.datetime) -> st.SearchStrategy[dict[str, Any]]:
 
 
 def test_batch_and_predicate_agree_on_both_stores(stores: list[Store]) -> None:
-    """>= 1,000 rule/data pairs (each at one or two instants): the four evaluators never disagree.
+    """>= 1,000 rule/data pairs (each at one or two instants): the six answers never disagree.
 
     Each example draws one or two (as_of, zone) points, RULES_PER_EXAMPLE rules and WORLDS_PER_EXAMPLE data sets; every
     rule is compiled once per point and store, then run against every data set (written fresh into both stores).

@@ -77,7 +77,11 @@ def matching_sql(session: Session, rule: rules.Rule | Any, ctx: rules.Context) -
 
 
 def matching_ids(session: Session, rule: rules.Rule | Any, ctx: rules.Context) -> set[int]:
-    return {row[0] for row in run_sql(session, matching_sql(session, rule, ctx))}
+    """The ids of every customer the rule matches, read from the smaller side (:func:`matching_or_other_ids`)."""
+    ids, others = matching_or_other_ids(session, rule, ctx)
+    if others:
+        ids = np.setdiff1d(customer_ids(session), ids)
+    return set(ids.tolist())
 
 
 def count_matching(session: Session, rule: rules.Rule | Any, ctx: rules.Context, *, sql: str | None = None) -> int:

@@ -44,12 +44,12 @@ class IdSet:
         inside = int(np.count_nonzero(self.mask))
         return population - inside if self.complement else inside
 
-    def ids(self, limit: int) -> list[int]:
-        """Up to ``limit`` of the ids, lowest first (only for a set that is not a complement: those need the list of
-        every customer)."""
+    def ids(self, limit: int | None = None) -> list[int]:
+        """The ids (up to ``limit`` of them), lowest first (only for a set that is not a complement: those need the
+        list of every customer)."""
         if self.complement:
             raise ValueError("a complement does not know its ids")
-        return [int(i) for i in np.flatnonzero(self.mask)[:limit]]
+        return np.flatnonzero(self.mask)[:limit].tolist()
 
     def __invert__(self) -> IdSet:
         return IdSet(self.mask, not self.complement)

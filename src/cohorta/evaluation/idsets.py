@@ -19,30 +19,35 @@ import numpy as np
 
 @dataclass(frozen=True)
 class IdSet:
-    """The ids set in ``mask`` (index = customer id), or with ``complement`` every customer except those."""
+    """The ids set in ``mask`` (index = customer id; ids past its end are not in it), or with ``complement`` every
+    customer except those.
+
+    Masks of different lengths combine (the shorter one is read as False past its end), so each mask is as long as
+    the highest id it holds: nothing has to know the highest customer id beforehand, which on PostgreSQL (each
+    statement reads at its own snapshot) could already be out of date when the next condition is read."""
 
     mask: np.ndarray
     complement: bool = False
 
     @staticmethod
-    def of(ids: np.ndarray, size: int) -> IdSet:
-        """The set of ``ids`` (each below ``size``)."""
-        mask = np.zeros(size, dtype=bool)
+    def of(ids: np.ndarray) -> IdSet:
+        """The set of ``ids`` (non-negative; repeats are fine)."""
+        mask = np.zeros(int(ids.max()) + 1 if len(ids) else 0, dtype=bool)
         mask[ids] = True
         return IdSet(mask)
 
     @staticmethod
-    def nobody(size: int) -> IdSet:
-        return IdSet(np.zeros(size, dtype=bool))
+    def nobody() -> IdSet:
+        return IdSet(np.zeros(0, dtype=bool))
 
     @staticmethod
-    def everybody(size: int) -> IdSet:
-        return IdSet(np.zeros(size, dtype=bool), complement=True)
+    def everybody() -> IdSet:
+        return IdSet(np.zeros(0, dtype=bool), complement=True)
 
     def count(self, population: int) -> int:
         """How many customers, of ``population`` in all, are in the set."""
         inside = int(np.count_nonzero(self.mask))
-        return population - inside if self.complement else inside
+        return max(population - inside, 0) if self.complement else inside
 
     def ids(self, limit: int | None = None) -> list[int]:
         """The ids (up to ``limit`` of them), lowest first (only for a set that is not a complement: those need the
@@ -55,7 +60,7 @@ class IdSet:
         return IdSet(self.mask, not self.complement)
 
     def __and__(self, other: IdSet) -> IdSet:
-        a, b = self.mask, other.mask
+        a, b = _aligned(self.mask, other.mask)
         if not self.complement and not other.complement:
             return IdSet(a & b)
         if self.complement and other.complement:  # not A and not B = not (A or B)
@@ -64,3 +69,11 @@ class IdSet:
 
     def __or__(self, other: IdSet) -> IdSet:
         return ~(~self & ~other)
+
+
+def _aligned(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two masks at the same length, the shorter one extended with False."""
+    if len(a) == len(b):
+        return a, b
+    longer = max(len(a), len(b))
+    return np.pad(a, (0, longer - len(a))), np.pad(b, (0, longer - len(b)))

@@ -80,10 +80,9 @@ def matching_sql(session: Session, rule: rules.Rule | Any, ctx: rules.Context) -
 def matching_ids(session: Session, rule: rules.Rule | Any, ctx: rules.Context) -> set[int]:
     """The ids of every customer the rule matches, read from the smaller side (:func:`matching_or_other_ids`)."""
     ids, others = matching_or_other_ids(session, rule, ctx)
-    size = id_bound(session)
-    found = IdSet.of(ids, size)
+    found = IdSet.of(ids)
     if others:  # masks: np.setdiff1d sorted both sides, 1 s for a million ids
-        found = IdSet.of(customer_ids(session), size) & ~found
+        found = IdSet.of(customer_ids(session)) & ~found
     return set(found.ids())
 
 
@@ -117,11 +116,6 @@ def id_array(session: Session, sql: str) -> np.ndarray:
 def customer_ids(session: Session) -> np.ndarray:
     """Every customer's id, as an array."""
     return id_array(session, "SELECT id AS customer_id FROM customers")
-
-
-def id_bound(session: Session) -> int:
-    """One more than the highest customer id: the size of a mask indexed by customer id."""
-    return int(session.execute(sa.text("SELECT COALESCE(MAX(id), 0) + 1 FROM customers")).scalar_one())
 
 
 def customers_by_id(session: Session, ids: list[int], columns: list[str]) -> list[dict[str, Any]]:

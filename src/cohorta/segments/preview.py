@@ -122,7 +122,6 @@ class NodeMatches:
         self.session = session
         self.ctx = ctx
         self.population = population
-        self.size = store.id_bound(session)
         self.passing: dict[int, int] = {}  # by id() of the node
         self.cumulative: dict[int, int] = {}  # AND members: passing it and every earlier member
 
@@ -130,12 +129,12 @@ class NodeMatches:
         """The customers ``node`` matches; counts it and its descendants on the way."""
         found: IdSet
         if isinstance(node, And):
-            found = IdSet.everybody(self.size)
+            found = IdSet.everybody()
             for index, member in enumerate(node.and_):
                 found = found & self.of(member)
                 self.cumulative[id(member)] = found.count(self.population) if index else self.passing[id(member)]
         elif isinstance(node, Or):
-            found = IdSet.nobody(self.size)
+            found = IdSet.nobody()
             for member in node.or_:
                 found = found | self.of(member)
         elif isinstance(node, Not):
@@ -144,7 +143,7 @@ class NodeMatches:
             found = self._sampled(node)
         else:
             ids, others = store.matching_or_other_ids(self.session, node, self.ctx)
-            found = ~IdSet.of(ids, self.size) if others else IdSet.of(ids, self.size)
+            found = ~IdSet.of(ids) if others else IdSet.of(ids)
         self.passing[id(node)] = found.count(self.population)
         return found
 
@@ -170,12 +169,13 @@ class NodeMatches:
         # 1,000,000 customers counted in 0.42 s as one SQLite query, in 0.11 s this way.
         bound = bind(node, self.ctx)
         assert isinstance(bound, BSample)
-        return IdSet(self._customers.mask & bound.includes(np.arange(self.size, dtype=np.int64)))
+        customers = self._customers.mask
+        return IdSet(customers & bound.includes(np.arange(len(customers), dtype=np.int64)))
 
     @functools.cached_property
     def _customers(self) -> IdSet:
         """Every customer, read once if needed."""
-        return IdSet.of(store.customer_ids(self.session), self.size)
+        return IdSet.of(store.customer_ids(self.session))
 
 
 def _warnings(session: Session, rule: rules.Rule, count: int, population: int) -> list[Warning]:

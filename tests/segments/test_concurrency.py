@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from cohorta.app import create_app
 from cohorta.clock import FrozenClock
 from cohorta.config import Settings
+from cohorta.evaluation.idsets import IdSet
 from cohorta.membership import service as membership
 from tests.conftest import ADMIN_TOKEN
 from tests.segments.test_segments_api import create, members, run
@@ -38,7 +39,7 @@ def test_a_write_during_a_recompute_is_not_lost(
     target_computed, write_started = threading.Event(), threading.Event()
     real_target_ids = membership.target_ids
 
-    def slow_target_ids(*args: Any, **kwargs: Any) -> set[int]:
+    def slow_target_ids(*args: Any, **kwargs: Any) -> IdSet:
         ids = real_target_ids(*args, **kwargs)  # computed before c1 moves to Poland
         target_computed.set()
         write_started.wait(10)

@@ -271,10 +271,10 @@ def test_a_failed_recompute_is_recorded_and_retried(
 ) -> None:
     segment = create(api, name="Poles", text='profile.country in ("PL")')
 
-    def broken(*_args: Any, **_kwargs: Any) -> set[int]:
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("engine unavailable")
 
-    monkeypatch.setattr("cohorta.membership.service.store.matching_ids", broken)
+    monkeypatch.setattr("cohorta.membership.service.store.matching_id_set", broken)
     run(api)
     failed = api.get(f"/api/v1/segments/{segment['id']}").json()
     assert failed["refresh"]["state"] == "queued" and failed["refresh"]["attempts"] == 1

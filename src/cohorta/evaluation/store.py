@@ -78,12 +78,17 @@ def matching_sql(session: Session, rule: rules.Rule | Any, ctx: rules.Context) -
 
 
 def matching_ids(session: Session, rule: rules.Rule | Any, ctx: rules.Context) -> set[int]:
-    """The ids of every customer the rule matches, read from the smaller side (:func:`matching_or_other_ids`)."""
+    """The ids of every customer the rule matches."""
+    return set(matching_id_set(session, rule, ctx).ids())
+
+
+def matching_id_set(session: Session, rule: rules.Rule | Any, ctx: rules.Context) -> IdSet:
+    """The customers the rule matches, read from the smaller side (:func:`matching_or_other_ids`), as a mask."""
     ids, others = matching_or_other_ids(session, rule, ctx)
     found = IdSet.of(ids)
     if others:  # masks: np.setdiff1d sorted both sides, 1 s for a million ids
         found = IdSet.of(customer_ids(session)) & ~found
-    return set(found.ids())
+    return found
 
 
 def count_matching(session: Session, rule: rules.Rule | Any, ctx: rules.Context, *, sql: str | None = None) -> int:
@@ -98,11 +103,13 @@ def matching_or_other_ids(session: Session, rule: rules.Rule | Any, ctx: rules.C
     return id_array(session, to_sql(session, expr)), complement
 
 
-def id_array(session: Session, sql: str) -> np.ndarray:
+def id_array(session: Session, sql: str | sa.Select[Any]) -> np.ndarray:
     """The ids (column ``customer_id``) that ``sql`` returns, as an array.
 
     They come back as one comma-separated string aggregated by the database and parsed by numpy: a row per id through
     the driver cost 100 ms for 420,000 ids on SQLite at 1,000,000 customers, this 29 ms (counting them: 9 ms)."""
+    if isinstance(sql, sa.Select):
+        sql = str(sql.compile(dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True}))
     if session.get_bind().dialect.name == "postgresql":
         aggregate = f"SELECT string_agg(ids.customer_id::text, ',') FROM ({sql}) AS ids"
     else:

@@ -41,9 +41,12 @@ from cohorta.webhooks.service import enqueue_memberships, hears_entries
 
 
 def member_ids(session: Session, segment_id: str) -> set[int]:
-    table = table_of(SegmentMember)
-    query = sa.select(table.c.customer_id).where(table.c.segment_id == segment_id)
-    return set(session.connection().execute(query).scalars())
+    return set(member_id_set(session, segment_id).ids())
+
+
+def member_id_set(session: Session, segment_id: str) -> IdSet:
+    """The segment's stored members, as a mask."""
+    return IdSet.of(store.id_array(session, _ids_in(table_of(SegmentMember), segment_id)))
 
 
 def has_members(session: Session, segment_id: str) -> bool:
@@ -53,9 +56,16 @@ def has_members(session: Session, segment_id: str) -> bool:
 
 
 def list_ids(session: Session, segment_id: str) -> set[int]:
-    table = table_of(SegmentListEntry)
-    query = sa.select(table.c.customer_id).where(table.c.segment_id == segment_id)
-    return set(session.connection().execute(query).scalars())
+    return set(list_id_set(session, segment_id).ids())
+
+
+def list_id_set(session: Session, segment_id: str) -> IdSet:
+    """The customers on a static or external segment's list, as a mask."""
+    return IdSet.of(store.id_array(session, _ids_in(table_of(SegmentListEntry), segment_id)))
+
+
+def _ids_in(table: sa.Table, segment_id: str) -> sa.Select[Any]:
+    return sa.select(table.c.customer_id).where(table.c.segment_id == segment_id)
 
 
 def is_live(segment: Segment, now: datetime) -> bool:
@@ -74,9 +84,7 @@ def target_ids(session: Session, segment: Segment, now: datetime, settings: Sett
     if not is_live(segment, now):
         return IdSet.nobody()
     if segment.type != SegmentType.dynamic.value:
-        entries = table_of(SegmentListEntry)
-        query = sa.select(entries.c.customer_id).where(entries.c.segment_id == segment.id)
-        return IdSet.of(store.id_array(session, query))
+        return list_id_set(session, segment.id)
     assert segment.rule is not None
     catalog = build_catalog(session)
     rule = rules.validate(segment.rule, catalog, settings.currency_exponent)
@@ -343,9 +351,7 @@ def recompute(
     the customers who entered and those who exited."""
     started = time.perf_counter()
     target = target_ids(session, segment, now, settings)
-    members = table_of(SegmentMember)
-    current = IdSet.of(store.id_array(session, sa.select(members.c.customer_id).where(
-        members.c.segment_id == segment.id)))
+    current = member_id_set(session, segment.id)
     # As masks: at 1,000,000 customers a segment's ids and members are up to a million ids each, and Python sets
     # of them cost more to build and subtract than the rest of the diff.
     entered, exited = set((target & ~current).ids()), set((current & ~target).ids())

@@ -2,7 +2,7 @@
 and whether a simulated day leaves anything for the safety net.
 
 Usage: python -m bench.live_bench --customers 100000 [--segments 200] [--engines sqlite,postgresql]
-       [--parts recompute,writes,day] [--writes 200] [--bulk-batches 5] [--bulk-size 5000]
+       [--parts recompute,writes,plan,day] [--writes 200] [--bulk-batches 5] [--bulk-size 5000]
        [--day-segments 200] [--step-minutes 5] [--writes-per-step 6]
 
 Per engine, on the demo data set (SQLite: a copy of the cached demo database, built by ``bench.rules_bench`` when
@@ -21,6 +21,8 @@ in process with a frozen clock at the data's end:
    each step writes orders, events and points (half to customers near a threshold) and runs one scheduler pass
    (window edges, safety nets, queued recomputes, due wake-ups). The daily safety net falls due in the last pass;
    its drift (members it had to add or remove) must be 0.
+4. plan (not in the default parts): the wake-ups of the first segment of each time-dependent benchmark rule planned
+   once more, as after a first computation (``jobs.plan_all_wakeups``), timed segment by segment.
 """
 
 from __future__ import annotations
@@ -43,12 +45,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from bench.common import TOKEN, console, demo_copy, print_table
 from bench.rules_bench import NOW, POLARS_VARIANTS, SEED, demo_database, load_frames
 from bench.rules_set import BRANDS, BY_NAME, CATEGORIES, RULES, variants
-from cohorta import db
+from cohorta import db, rules
 from cohorta.app import create_app
 from cohorta.clock import FrozenClock
 from cohorta.config import Settings
 from cohorta.db import unit_of_work
-from cohorta.membership.jobs import queue, run_pending
+from cohorta.membership.jobs import plan_all_wakeups, queue, run_pending
 from cohorta.membership.scheduler import Scheduler
 from cohorta.segments.models import MembershipChange, Segment, SegmentMember
 
@@ -317,9 +319,36 @@ def run_engine(kind: str, args: argparse.Namespace, out: dict[str, list[list[str
                     f"{base_bulk[1]:,.0f}", f"{live_bulk[1]:,.0f}",
                     "met" if live_bulk[0] >= TARGET_EVENTS_PER_SECOND else "**not met**",
                 ])  # fmt: skip
+            if "plan" in parts:
+                out["plan"] += plan_wakeups_once(app, ids, rules_, label)
             if "day" in parts:
                 out["day"].append(simulated_day(client, ids, args, label))
         engine.dispose()
+
+
+def plan_wakeups_once(app: Any, ids: list[str], rules_: list[tuple[str, str, int, dict[str, Any]]],
+                      label: str) -> list[list[str]]:  # fmt: skip
+    """Plan the wake-ups of the first segment of each time-dependent benchmark rule, as after a first computation
+    (``jobs.plan_all_wakeups``): seconds, wake-ups stored, and whether it was planned set-based."""
+    factory, clock, settings = app.state.session_factory, app.state.clock, app.state.settings
+    index = app.state.segment_index
+    rows, seen = [], set()
+    for segment_id, (_, base, _, _) in zip(ids, rules_, strict=True):
+        if base in seen:
+            continue
+        seen.add(base)
+        with factory() as session:
+            live = next((s for s in index.current(session, settings, clock.now()) if s.id == segment_id), None)
+            if live is None or not live.requirements.time_dependent:
+                continue
+            ctx = live.context(clock.now(), settings, index.catalog)
+            how = "walked" if rules.time_leaves(live.rule, ctx) is None else "set-based"
+        started = time.perf_counter()
+        planned = plan_all_wakeups(factory, clock, settings, index, segment_id)
+        seconds = time.perf_counter() - started
+        console.log(f"{label}: {base}: {planned:,} wake-ups in {seconds:.2f} s ({how})")
+        rows.append([label, base, how, f"{planned:,}", f"{seconds:.2f}"])
+    return rows
 
 
 def simulated_day(client: TestClient, ids: list[str], args: argparse.Namespace, label: str) -> list[str]:
@@ -397,7 +426,7 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     console.width = max(console.width, 200)
     console.print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()}, {os.cpu_count()} CPUs")
-    out: dict[str, list[list[str]]] = {"single": [], "bulk": [], "recompute": [], "day": [], "problems": []}
+    out: dict[str, list[list[str]]] = {"single": [], "bulk": [], "recompute": [], "day": [], "plan": [], "problems": []}
     for kind in args.engines.split(","):
         run_engine(kind, args, out)
     n = f"{args.customers:,} customers, {args.segments} active segments"
@@ -415,6 +444,10 @@ def main() -> None:
                     f"memory; target: {TARGET_RATIO:g}x or better",
                     ["engine", "segments", "first computation s", "safety-net recompute s", "Polars s",
                      "recompute / Polars", "ids equal", "drift", "target"], out["recompute"])  # fmt: skip
+    if out["plan"]:
+        print_table(f"Wake-ups of a whole segment planned once ({args.customers:,} customers), first segment of each "
+                    "time-dependent benchmark rule", ["engine", "rule", "planned", "wake-ups", "seconds"],
+                    out["plan"])  # fmt: skip
     if out["day"]:
         print_table(f"Simulated day ({args.customers:,} customers): writes and scheduler passes over 24 h of clock "
                     "time, then the daily safety net; target: drift 0",

@@ -54,7 +54,8 @@ from cohorta.customers.schemas import (
 )
 from cohorta.evaluation import store as batch
 from cohorta.evaluation.catalog import build_catalog
-from cohorta.evaluation.snapshots import load_snapshots
+from cohorta.evaluation.snapshots import load_snapshots, value_types
+from cohorta.evaluation.wakeups import wakeup_candidates
 from cohorta.rules.catalog import ACTIVITY_FIELDS, OPERATORS_BY_TYPE
 from cohorta.rules.model import CALENDAR_PERIODS, MEASURE_FUNCTIONS, WINDOW_CALENDAR_PERIODS, walk
 from cohorta.segments.preview import NodeMatches
@@ -1034,3 +1035,123 @@ def test_negations_are_anti_joins_on_postgresql(stores: list[Store], rule: dict[
         plan = "\n".join(row[0] for row in session.execute(sa.text(f"EXPLAIN {sql}")))
     assert "NOT EXISTS" in sql
     assert "Anti Join" in plan and "SubPlan" not in plan, plan
+
+
+# -- wake-ups planned set-based ----------------------------------------------------------------------------------------
+
+
+def test_wakeups_planned_set_based_are_never_late(stores: list[Store]) -> None:
+    """``evaluation.wakeups.wakeup_candidates`` (a time-dependent segment's wake-ups from grouped statements) on
+    random rules and data in both stores: for every customer, the rule's answer does not change anywhere before the
+    planned instant (followed change by change with ``rules.next_change`` and the predicate), and a customer left
+    without a wake-up never changes by the clock alone."""
+    checked: Counter[str] = Counter()
+
+    @settings(max_examples=max(MAX_EXAMPLES // 2, 5), deadline=None, derandomize=True, database=None,
+              print_blob=False, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                                       HealthCheck.data_too_large])
+    @given(points=evaluation_points(), data=st.data())
+    def check(points: list[tuple[dt.datetime, str]], data: st.DataObject) -> None:
+        as_of, zone = points[0]
+        rule_jsons = data.draw(st.lists(rule_trees(as_of), min_size=6, max_size=6), label="rules")
+        world = make_world(data.draw(st.integers(0, 2**32 - 1), label="world seed"), points,
+                           data.draw(st.integers(10, 22), label="customers"))
+        load(stores, world)
+        ctx = rules.Context(as_of=as_of, timezone=zone, currency_exponent=EXPONENT, catalog=CATALOG)
+        for rule_json in rule_jsons:
+            checked.update(check_wakeups(stores, rules.validate(rule_json, CATALOG, EXPONENT), ctx))
+
+    check()
+    # not vacuous: most random rules move with the clock and are planned set-based, and some customers were woken
+    assert checked["set-based"] >= 30 and checked["woken"] >= 100, dict(checked)
+
+
+@pytest.mark.parametrize("rule", [
+    {**ORDERS_30_DAYS, "op": "gte", "value": 2},  # leaving rows can flip it only while it is true
+    {"not": {**ORDERS_30_DAYS, "op": "gte", "value": 1}},  # "no order in 30 days"
+    {**ORDERS_30_DAYS, "measure": {"fn": "sum", "field": "total"}, "op": "gt", "value": 100},  # either way
+    {"activity": "points", "window": {"calendar": "this_month"}, "measure": {"fn": "sum", "field": "points"},
+     "op": "gt", "value": 10},
+    {"activity": "orders", "window": {"calendar": "last_quarter"}, "op": "gte", "value": 1},
+    {"activity": "events", "event": "product_viewed", "window": {"between": ["2026-03-01", "2026-03-20"]},
+     "op": "gte", "value": 1},
+    {"and": [{"field": "profile.birthdate", "op": "anniversary_within_days", "value": 7},
+             {"activity": "orders", "op": "gte", "value": 1}]},
+])
+def test_wakeups_planned_set_based_for_each_window(stores: list[Store], rule: dict[str, Any]) -> None:
+    """Pinned rules for each kind of leaf the set-based plan bounds, on one data set across a time-zone change."""
+    world = make_world(20261124, [(AS_OF, "Europe/Warsaw")], 22)
+    load(stores, world)
+    ctx = rules.Context(as_of=AS_OF, timezone="Europe/Warsaw", currency_exponent=EXPONENT, catalog=CATALOG)
+    checked = check_wakeups(stores, rules.validate(rule, CATALOG, EXPONENT), ctx)
+    assert checked["set-based"] == len(stores) and checked["customers"] >= 20
+
+
+def test_days_ago_windows_are_walked_per_customer() -> None:
+    rule = rules.validate({"activity": "orders", "window": {"days_ago": [7, 14]}, "op": "gte", "value": 1}, CATALOG)
+    ctx = rules.Context(as_of=AS_OF, timezone="UTC", catalog=CATALOG)
+    assert rules.time_leaves(rule, ctx) is None
+
+
+def check_wakeups(stores: Sequence[Store], rule: rules.Rule, ctx: rules.Context) -> Counter[str]:
+    checked: Counter[str] = Counter()
+    requirements = rules.rule_requirements(rule, ctx)
+    for s in stores:
+        with s.factory() as session:
+            planned = wakeup_candidates(session, rule, ctx, value_types(session))
+            if planned is None:
+                checked["walked"] += 1
+                continue
+            checked["set-based"] += 1
+            ids = [int(i) for i in batch.customer_ids(session)]
+            for customer_id, snapshot in load_snapshots(session, ids, requirements).items():
+                checked["customers"] += 1
+                checked["woken"] += customer_id in planned
+                late = first_change_before(rule, snapshot, ctx, planned.get(customer_id))
+                assert late is None, (
+                    f"{s.name}: {rules.to_text(rule)} at {ctx.as_of} {ctx.timezone}: customer {customer_id} planned "
+                    f"for {planned.get(customer_id)} but the answer changes at {late}"
+                )
+    return checked
+
+
+def first_change_before(rule: rules.Rule, snapshot: rules.CustomerSnapshot, ctx: rules.Context,
+                        planned: dt.datetime | None) -> dt.datetime | None:
+    """The first instant before ``planned`` (None: ever) where the rule's answer differs from its answer now,
+    following ``next_change`` from instant to instant (it may stop early where nothing changes), or None."""
+    answer = rules.compile_predicate(rule, ctx)(snapshot)
+    at = ctx
+    for _ in range(40):
+        following = rules.next_change(rule, snapshot, at)
+        if following is None or (planned is not None and following >= planned):
+            return None
+        at = at.at(following)
+        if rules.compile_predicate(rule, at)(snapshot) != answer:
+            return following
+    return None  # pragma: no cover - forty instants without a change
+
+
+
+def test_a_row_just_below_a_window_start_wakes_its_customer_when_the_clock_falls_back(stores: list[Store]) -> None:
+    """Warsaw falls back at 2025-10-26 01:00 UTC: "the last 7 days" then starts an hour earlier (local wall clock),
+    and an order that had just left the window counts again. No order is inside the window now, so no row can leave:
+    only the row below the start makes this customer's answer change, at the transition."""
+    as_of = dt.datetime(2025, 10, 26, 0, 30, tzinfo=UTC)
+    world = World(
+        customers=[CustomerBulkItem.model_validate({"source_id": "c01"}),
+                   CustomerBulkItem.model_validate({"source_id": "c02"})],
+        orders=[OrderIn(id="o1", customer="c01", status="paid", created_at=dt.datetime(2025, 10, 19, 0, 15, tzinfo=UTC),
+                        total=Decimal("10"), items=[]),
+                OrderIn(id="o2", customer="c02", status="paid", created_at=dt.datetime(2025, 10, 10, 0, 0, tzinfo=UTC),
+                        total=Decimal("10"), items=[])],
+        clock=as_of,
+    )
+    ids = load(stores, world)
+    ctx = rules.Context(as_of=as_of, timezone="Europe/Warsaw", currency_exponent=EXPONENT, catalog=CATALOG)
+    rule = rules.validate({"activity": "orders", "window": {"last_days": 7}, "op": "gte", "value": 1}, CATALOG,
+                          EXPONENT)
+    for s in stores:
+        with s.factory() as session:
+            planned = wakeup_candidates(session, rule, ctx, value_types(session))
+        assert planned == {ids["c01"]: dt.datetime(2025, 10, 26, 1, 0, tzinfo=UTC)}, s.name
+    assert check_wakeups(stores, rule, ctx)["set-based"] == len(stores)

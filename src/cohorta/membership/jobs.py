@@ -17,8 +17,9 @@ from cohorta import rules
 from cohorta.clock import Clock
 from cohorta.config import Settings
 from cohorta.customers.models import Customer
-from cohorta.db import unit_of_work
+from cohorta.db import insert_rows, table_of, unit_of_work
 from cohorta.evaluation.snapshots import load_snapshots
+from cohorta.evaluation.wakeups import wakeup_candidates
 from cohorta.membership.live import SegmentIndex, memberships_of, next_wakeup, plan_wakeups, wake
 from cohorta.membership.service import enter_list, has_members, recompute
 from cohorta.segments.models import (
@@ -249,17 +250,27 @@ def queue_safety_net(factory: sessionmaker[Session], clock: Clock, settings: Set
 
 def plan_all_wakeups(factory: sessionmaker[Session], clock: Clock, settings: Settings, index: SegmentIndex,
                      segment_id: str, chunk_size: int = 2_000) -> int:  # fmt: skip
-    """After a recompute: the next wake-up of every customer in a time-dependent segment (chunked transactions)."""
-    with unit_of_work(factory) as session:
+    """After a recompute: the next wake-up of every customer in a time-dependent segment. Set-based where the rule
+    allows (:func:`cohorta.evaluation.wakeups.wakeup_candidates`: one transaction, instants possibly early), else
+    a walk over every customer's snapshot in chunked transactions."""
+    with unit_of_work(factory, write_lock=True) as session:
         now = clock.now()
         live = {s.id: s for s in index.current(session, settings, now)}.get(segment_id)
         session.execute(sa.delete(SegmentWakeup).where(SegmentWakeup.segment_id == segment_id))
         if live is None or not live.requirements.time_dependent:
             return 0
+        ctx = live.context(now, settings, index.catalog)
+        # One transaction holding the write lock: a write committed between reading the rows and storing the
+        # instants would otherwise have its exact wake-up replaced by one computed before it.
+        candidates = wakeup_candidates(session, live.rule, ctx, index.types)
+        if candidates is not None:
+            insert_rows(session.connection(), table_of(SegmentWakeup), [
+                {"segment_id": segment_id, "customer_id": cid, "due_at": at} for cid, at in sorted(candidates.items())
+            ])  # fmt: skip
+            return len(candidates)
         ids = list(session.scalars(sa.select(Customer.id).order_by(Customer.id)))
     planned = 0
     cache = rules.NextChangeCache()  # the same rule and instant for every chunk
-    ctx = live.context(now, settings, index.catalog)
     used = sorted(live.uses)  # the memberships the rule reads (reading all of them cost most of planning)
     for start in range(0, len(ids), chunk_size):
         chunk = ids[start : start + chunk_size]

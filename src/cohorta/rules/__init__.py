@@ -29,6 +29,7 @@ Evaluation
     ``rule_requirements(rule, ctx) -> Requirements``; ``event_row_effect(rule, ctx)`` (what can a new event do to
     the rule's answer?); ``explain(rule, snapshot, ctx) -> dict``;
     ``next_change(rule, snapshot, ctx) -> datetime | None`` (when the answer may next change by the clock alone);
+    ``time_leaves(rule, ctx)`` (the parts of a rule that move with the clock, for wake-ups planned set-based);
     ``TABLES`` / ``Tables`` (unbound Ibis tables of the storage schema).
 
 Semantics in one place
@@ -65,15 +66,18 @@ from .tables import TABLES, Tables
 from .text import parse_text, to_text
 from .timeutil import Context
 from .validate import validate
+from .wakeup_plan import ActivityLeaf, FieldLeaf, time_leaves
 
 __all__ = [
     "TABLES",
     "Activity",
+    "ActivityLeaf",
     "And",
     "Catalog",
     "Condition",
     "Context",
     "CustomerSnapshot",
+    "FieldLeaf",
     "FieldSpec",
     "InSegment",
     "NextChangeCache",
@@ -100,6 +104,7 @@ __all__ = [
     "rule_requirements",
     "segment_references",
     "strip_ids",
+    "time_leaves",
     "to_text",
     "validate",
 ]  # fmt: skip

@@ -1,0 +1,216 @@
+"""Wake-ups for a whole segment at once: which parts of a rule move with the clock, and from a customer's earliest
+rows in each activity, the earliest instant at which that part may change.
+
+:func:`next_change` walks one customer's snapshot; planning a new time-dependent segment that way loads and walks
+every customer (200 s a segment at 1,000,000 customers). Here the rule is split into its time-dependent leaves:
+
+* an **activity** leaf's counted rows change only when a row arrives (its time passes ``as_of``), leaves a
+  ``last_days`` window (its time plus the window), or when a calendar window moves to the next period; so a few
+  minima per customer over the activity's rows (read set-based by the store, ``where`` conditions ignored: more rows
+  only make the instant earlier) give an instant no later than the leaf's first change. Whether the leaf is true now
+  (read set-based too) tells whether leaving rows can flip it at all (a false "viewed at least 3 times" stays false as
+  rows leave) and whether a calendar period's end changes it;
+* a **field** leaf (relative dates, anniversaries) is walked per customer over a snapshot holding that field only.
+
+The rule's answer can only change when one of its leaves does, so the minimum over the leaves is a safe wake-up
+(possibly early: at that instant the customer is re-evaluated and planned exactly by :func:`next_change`). Leaves this
+module cannot bound (``days_ago`` windows, ``where`` conditions that move with the clock, windows empty now) make
+:func:`time_leaves` return None and the caller walks every customer as before.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .model import (
+    RELATIVE_OPERATORS,
+    Activity,
+    And,
+    BetweenDates,
+    CalendarWindow,
+    Condition,
+    LastDays,
+    NodeType,
+    Not,
+    Or,
+    Rule,
+)
+from .next_change import ONE_MICROSECOND, TRANSITION_HORIZON, NextChangeCache, _between_end, _Walker, next_change
+from .plan import BActivity, BAnd, BField, BNot, BOr, Bound, bind
+from .predicate import CustomerSnapshot, value_getter
+from .requirements import RowEffect, count_effect
+from .timeutil import Context, calendar_period
+
+#: Rows this far below a ``last_days`` window's start can re-enter it at a time-zone jump (offsets lie within
+#: +-26 h of each other); the walk uses the same margin.
+REENTRY_MARGIN = dt.timedelta(days=3)
+
+
+@dataclass(frozen=True)
+class FieldLeaf:
+    """A relative-date or anniversary condition: walked per customer (:func:`next_change` of the leaf alone)."""
+
+    node: Condition
+    bound: BField
+
+    def planner(self, ctx: Context) -> Callable[[CustomerSnapshot], dt.datetime | None]:
+        """Snapshot -> the leaf's next change (aware UTC) or None. The leaf reads one value, so the instant is
+        worked out once per distinct value: birthdays and sign-up days repeat across a million customers."""
+        get, cache = value_getter(self.bound), NextChangeCache()
+        known: dict[Any, dt.datetime | None] = {}
+
+        def plan(snapshot: CustomerSnapshot) -> dt.datetime | None:
+            value = get(snapshot)
+            try:
+                return known[value]
+            except KeyError:
+                found = known[value] = next_change(self.node, snapshot, ctx, cache)
+                return found
+            except TypeError:  # pragma: no cover - relative operators read dates and instants, never lists
+                return next_change(self.node, snapshot, ctx, cache)
+
+        return plan
+
+
+@dataclass(frozen=True)
+class ActivityLeaf:
+    """An activity whose counted rows move with the clock. The store reads, per customer with a row of this activity
+    (and event) at or after ``since`` and before ``until``: the earliest row time (``first``), the earliest at or
+    after ``lo`` (``first_inside``: rows that can leave the window) and the earliest at or after ``arrives``
+    (``first_arriving``: rows after ``as_of``, counted once the clock passes them). All instants are naive UTC."""
+
+    node: Activity
+    bound: BActivity
+    since: dt.datetime | None
+    until: dt.datetime | None
+    lo: dt.datetime | None
+    arrives: dt.datetime
+    #: last_days: the first instant the window start stops moving with the clock (None: no jump within reach)
+    jump: dt.datetime | None
+    #: calendar windows: the start of the next period, where the window moves
+    period_end: dt.datetime | None
+    #: what one more counted row does to the bound activity (count >= n only raises it)
+    effect: RowEffect
+    #: the bound activity is the negation of the node (``is_not``, ``not_in`` bind as not ``is`` / ``in``: today
+    #: only operators whose effect is ANY, where it changes nothing, but the flip keeps this right for any other)
+    negated: bool = False
+
+    @property
+    def reads_truth(self) -> bool:
+        """Whether :meth:`candidate` needs to know if the leaf is true now (and, for calendar windows, at the next
+        period start and over no rows)."""
+        return isinstance(self.node.window, CalendarWindow) or (
+            isinstance(self.node.window, LastDays) and self.effect is not RowEffect.ANY
+        )
+
+    def next_period_node(self) -> Activity | None:
+        """For ``last_*`` calendar windows: the leaf as it reads at the next period start, where last period becomes
+        the current one (``this_*`` now)."""
+        w = self.node.window
+        if isinstance(w, CalendarWindow) and w.calendar.startswith("last_"):
+            return self.node.model_copy(update={"window": CalendarWindow(calendar="this_" + w.calendar[5:])})
+        return None
+
+    def candidate(
+        self,
+        now: dt.datetime,
+        first: dt.datetime,
+        first_inside: dt.datetime | None,
+        first_arriving: dt.datetime | None,
+        *,
+        true_now: bool = False,
+        true_next_period: bool = False,
+        true_empty: bool = False,
+    ) -> dt.datetime | None:
+        """The earliest instant this leaf may change for a customer with rows at or after ``since`` (naive UTC), or
+        None. ``true_*``: the leaf's (the node's) value now, at the next period start (calendar windows) and over no
+        rows."""
+        found = first_arriving  # a row after as_of arrives at its own time
+        w = self.node.window
+        if isinstance(w, LastDays):
+            assert self.lo is not None
+            counted_true = true_now != self.negated  # the bound activity's own value
+            can_leave = self.effect is RowEffect.ANY or (self.effect is RowEffect.RAISES) == counted_true
+            # Where the zone's offset changes the start jumps: rows leave at once (which matters only where leaving
+            # can flip the leaf) or rows just below it re-enter (only customers with such rows).
+            if self.jump is not None and (can_leave or first < self.lo):
+                found = _min(found, self.jump)
+            if can_leave and first_inside is not None:
+                # the start moves with the clock: the earliest row leaves once it is passed (the walk caps its
+                # search at the horizon, where it is planned again)
+                found = _min(found, now + (first_inside - self.lo), now + TRANSITION_HORIZON)
+        elif isinstance(w, CalendarWindow):
+            assert self.period_end is not None
+            # At the next period start the window reads what the leaf reads then (the current period, or no rows);
+            # one period later, no rows at all (rows arriving meanwhile are candidates of their own).
+            if w.calendar.startswith("this_"):
+                changes = true_now != true_empty
+            else:
+                changes = true_now != true_next_period or true_next_period != true_empty
+            if changes:
+                found = _min(found, self.period_end)
+        return found
+
+
+def time_leaves(rule: Rule | NodeType, ctx: Context) -> list[FieldLeaf | ActivityLeaf] | None:
+    """The rule's leaves that move with the clock, or None when one of them has no set-based bound."""
+    root = rule.root if isinstance(rule, Rule) else rule
+    found: list[FieldLeaf | ActivityLeaf] = []
+    walker = _Walker(CustomerSnapshot(customer_id=0, profile={}), ctx, NextChangeCache())
+    return found if _collect(root, bind(root, ctx), ctx, walker, found) else None
+
+
+def _collect(m: NodeType, b: Bound, ctx: Context, walker: _Walker, out: list[FieldLeaf | ActivityLeaf]) -> bool:
+    """Mirrors :meth:`_Walker.visit`: a node whose bound form is not what it reads is a constant there."""
+    if (type(m) is And or type(m) is Or) and (type(b) is BAnd or type(b) is BOr):
+        items = m.and_ if isinstance(m, And) else m.or_
+        return all(_collect(c, cb, ctx, walker, out) for c, cb in zip(items, b.items, strict=True))
+    if type(m) is Not and type(b) is BNot:
+        return _collect(m.not_, b.item, ctx, walker, out)
+    if type(m) is Condition:
+        if type(b) is BField and m.op in RELATIVE_OPERATORS:
+            out.append(FieldLeaf(m, b))
+        return True
+    if type(m) is Activity:
+        inner = b.item if type(b) is BNot else b
+        if type(inner) is BActivity:
+            leaf = _activity_leaf(m, inner, ctx, walker, negated=inner is not b)
+            if leaf is None:
+                return False
+            out.append(leaf)
+    return True
+
+
+def _activity_leaf(m: Activity, b: BActivity, ctx: Context, walker: _Walker, negated: bool) -> ActivityLeaf | None:
+    if b.empty or any(w.op in RELATIVE_OPERATORS for w in m.where):
+        return None
+    w, now = m.window, ctx.as_of_utc
+    effect = count_effect(b)
+    if w is None:
+        return ActivityLeaf(m, b, b.hi, None, None, b.hi, None, None, effect, negated)
+    if isinstance(w, BetweenDates):
+        start = b.hi if b.lo is None else max(b.lo, b.hi)
+        return ActivityLeaf(m, b, start, _between_end(ctx, w), None, b.hi, None, None, effect, negated)
+    if isinstance(w, LastDays):
+        assert b.lo is not None
+        return ActivityLeaf(m, b, b.lo - REENTRY_MARGIN, None, b.lo, b.hi, walker.last_days_jump(w.last_days), None,
+                            effect, negated)  # fmt: skip
+    if isinstance(w, CalendarWindow) and b.lo is not None:
+        today = walker.local_day(now)
+        if today is None:
+            return None
+        _, last = calendar_period("this_" + w.calendar.split("_", 1)[1], today)
+        period_end = walker.day_start(last + dt.timedelta(days=1))
+        if period_end is None:
+            return None
+        # rows after as_of arrive once the clock passes them (for last_* windows later: early is safe)
+        return ActivityLeaf(m, b, b.lo, None, b.lo, now + ONE_MICROSECOND, None, period_end, effect, negated)
+    return None  # days_ago: rows enter and leave by local days (walked per customer)
+
+
+def _min(*values: dt.datetime | None) -> dt.datetime | None:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None

@@ -185,3 +185,41 @@ def test_a_safety_net_without_drift_keeps_the_planned_wakeups(
             "SELECT :segment, id, '2026-03-15 00:00:00.000000' FROM customers WHERE source_id = 'c1'"
         ), {"segment": lapsed["id"]})  # fmt: skip
     assert safety_net()["exited"] == 1 and wakeups(store) == []  # planned again: c0 is in for good
+
+
+@pytest.fixture
+def api_utc(store: sa.Engine, clock: FrozenClock, settings: Settings) -> Iterator[TestClient]:
+    app = create_app(settings.model_copy(update={"scheduler": False, "timezone": "UTC"}), clock=clock, engine=store)
+    with TestClient(app, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+        client.put("/api/v1/event-definitions/product_viewed", json={})
+        for index in range(2):
+            client.put(f"/api/v1/customers/c{index}", json={})
+        yield client
+
+
+def test_a_new_segment_wakes_a_customer_early_once_then_at_the_exact_instant(
+    api_utc: TestClient, clock: FrozenClock, store: sa.Engine
+) -> None:
+    """A new segment's wake-ups are planned set-based (jobs.plan_all_wakeups): from the earliest counted row, which
+    may leave before the count drops under the threshold. At that instant the customer is re-evaluated, stays, and is
+    planned exactly; c1 (one view, never two) gets no wake-up at all."""
+    now = clock.now()  # 2026-03-14 12:00 UTC
+    for number, days_ago in enumerate((20, 10, 2)):
+        api_utc.post("/api/v1/events", json={"id": f"v{number}", "customer": "c0", "name": "product_viewed",
+                                             "timestamp": (now - timedelta(days=days_ago)).isoformat()})  # fmt: skip
+    api_utc.post("/api/v1/events", json={"id": "w0", "customer": "c1", "name": "product_viewed",
+                                         "timestamp": (now - timedelta(days=5)).isoformat()})  # fmt: skip
+    viewers = create(api_utc, name="Viewers", rule={"activity": "events", "event": "product_viewed",
+                                                    "window": {"last_days": 30}, "op": "gte", "value": 2})  # fmt: skip
+    tick(api_utc)
+    assert members(api_utc, viewers["id"]) == ["c0"]
+    assert wakeups(store) == [("c0", now + timedelta(days=10))]  # the view of 20 days ago leaves the window
+    clock.set(now + timedelta(days=10, seconds=30))
+    assert tick(api_utc) == 1
+    assert members(api_utc, viewers["id"]) == ["c0"]  # still two views
+    # now exact: the count drops under 2 when the view of 10 days ago leaves
+    assert wakeups(store) == [("c0", now + timedelta(days=20, microseconds=1))]
+    clock.set(now + timedelta(days=20, seconds=30))
+    assert tick(api_utc) == 1
+    assert members(api_utc, viewers["id"]) == []
+    assert wakeups(store) == []

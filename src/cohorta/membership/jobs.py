@@ -20,7 +20,7 @@ from cohorta.customers.models import Customer
 from cohorta.db import insert_rows, table_of, unit_of_work
 from cohorta.evaluation.snapshots import load_snapshots
 from cohorta.evaluation.wakeups import wakeup_candidates
-from cohorta.membership.live import SegmentIndex, memberships_of, next_wakeup, plan_wakeups, wake
+from cohorta.membership.live import SegmentIndex, lock_segments, memberships_of, next_wakeup, plan_wakeups, wake
 from cohorta.membership.service import enter_list, has_members, recompute
 from cohorta.segments.models import (
     ChangeCause,
@@ -256,12 +256,14 @@ def plan_all_wakeups(factory: sessionmaker[Session], clock: Clock, settings: Set
     with unit_of_work(factory, write_lock=True) as session:
         now = clock.now()
         live = {s.id: s for s in index.current(session, settings, now)}.get(segment_id)
+        lock_segments(session, [segment_id])
         session.execute(sa.delete(SegmentWakeup).where(SegmentWakeup.segment_id == segment_id))
         if live is None or not live.requirements.time_dependent:
             return 0
         ctx = live.context(now, settings, index.catalog)
-        # One transaction holding the write lock: a write committed between reading the rows and storing the
-        # instants would otherwise have its exact wake-up replaced by one computed before it.
+        # One transaction holding the write lock (SQLite) or the segment's row (taken first, as live writes take
+        # the segments they decide): a write committed between reading the rows and storing the instants would
+        # otherwise have its exact wake-up replaced by one computed before it.
         candidates = wakeup_candidates(session, live.rule, ctx, index.types)
         if candidates is not None:
             insert_rows(session.connection(), table_of(SegmentWakeup), [

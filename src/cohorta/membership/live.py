@@ -342,7 +342,7 @@ def evaluate(
     ``scope`` (None: all of them) picks the customers each segment is decided for."""
     if not affected or not ids:
         return {}
-    _lock_segments(session, [s.id for s in affected])
+    lock_segments(session, [s.id for s in affected])
     needs = {} if scope is None else _needs(affected)  # what a customer decided for a segment needs (see _alike)
     read = sorted({s.id for s in affected}.union(*(s.uses for s in affected)))  # memberships the rules look at
     changes: dict[str, tuple[int, int]] = {}
@@ -521,7 +521,7 @@ def memberships_of(
     return found
 
 
-def _lock_segments(session: Session, segment_ids: Sequence[str]) -> None:
+def lock_segments(session: Session, segment_ids: Sequence[str]) -> None:
     """Serialise with recomputes of the same segments (PostgreSQL row locks; SQLite has one writer anyway), so
     neither overwrites the other's changes."""
     if session.get_bind().dialect.name == "postgresql":

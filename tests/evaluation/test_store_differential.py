@@ -1063,7 +1063,7 @@ def test_wakeups_planned_set_based_are_never_late(stores: list[Store]) -> None:
 
     check()
     # not vacuous: most random rules move with the clock and are planned set-based, and some customers were woken
-    assert checked["set-based"] >= 30 and checked["woken"] >= 100, dict(checked)
+    assert checked["set-based"] >= 30 and checked["woken"] >= 50, dict(checked)
 
 
 @pytest.mark.parametrize("rule", [

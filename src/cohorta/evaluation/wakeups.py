@@ -38,14 +38,26 @@ def wakeup_candidates(
     if leaves is None:
         return None
     found: dict[int, dt.datetime] = {}
+    gate_sets: dict[int, IdSet] = {}  # by id of the gate's node: a gate shared by several leaves is read once
 
-    def keep(customer_id: int, instant: dt.datetime | None) -> None:
-        if instant is not None:
-            earlier = found.get(customer_id)
-            if earlier is None or instant < earlier:
-                found[customer_id] = instant
+    def gate_set(gate: rules.Gate) -> IdSet:
+        node, wanted = gate
+        matching = gate_sets.get(id(node))
+        if matching is None:
+            matching = gate_sets[id(node)] = store.matching_id_set(session, node, ctx)
+        return matching if wanted else ~matching
 
     for leaf in leaves:
+        allowed = None
+        for gate in leaf.gates:
+            allowed = gate_set(gate) if allowed is None else allowed & gate_set(gate)
+
+        def keep(customer_id: int, instant: dt.datetime | None, _allowed: IdSet | None = allowed) -> None:
+            if instant is not None and (_allowed is None or _holds(_allowed, customer_id)):
+                earlier = found.get(customer_id)
+                if earlier is None or instant < earlier:
+                    found[customer_id] = instant
+
         if isinstance(leaf, rules.ActivityLeaf):
             _activity_candidates(session, leaf, ctx, keep)
         else:

@@ -66,7 +66,7 @@ from .tables import TABLES, Tables
 from .text import parse_text, to_text
 from .timeutil import Context
 from .validate import validate
-from .wakeup_plan import ActivityLeaf, FieldLeaf, time_leaves
+from .wakeup_plan import ActivityLeaf, FieldLeaf, Gate, time_leaves
 
 __all__ = [
     "TABLES",
@@ -79,6 +79,7 @@ __all__ = [
     "CustomerSnapshot",
     "FieldLeaf",
     "FieldSpec",
+    "Gate",
     "InSegment",
     "NextChangeCache",
     "Not",

@@ -13,7 +13,9 @@ every customer (200 s a segment at 1,000,000 customers). Here the rule is split 
 * a **field** leaf (relative dates, anniversaries) is walked per customer over a snapshot holding that field only.
 
 The rule's answer can only change when one of its leaves does, so the minimum over the leaves is a safe wake-up
-(possibly early: at that instant the customer is re-evaluated and planned exactly by :func:`next_change`). Leaves this
+(possibly early: at that instant the customer is re-evaluated and planned exactly by :func:`next_change`). A leaf is
+bounded only for the customers whose groups can follow it (its :data:`Gate` s: the members of an ``and`` or ``or``
+above it that never move with the clock, which decide the group for good when false, resp. true). Leaves this
 module cannot bound (``days_ago`` windows, ``where`` conditions that move with the clock, windows empty now) make
 :func:`time_leaves` return None and the caller walks every customer as before.
 """
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .model import (
@@ -44,6 +46,11 @@ from .predicate import CustomerSnapshot, value_getter
 from .requirements import RowEffect, count_effect
 from .timeutil import Context, calendar_period
 
+#: (a part of the rule that never changes with the clock, the value it must have): the leaf can change the rule's
+#: answer only for customers where every gate holds. An ``and`` with a member false for good is false for good, an
+#: ``or`` with a member true for good is true for good, whatever its other members do.
+Gate = tuple[NodeType, bool]
+
 #: Rows this far below a ``last_days`` window's start can re-enter it at a time-zone jump (offsets lie within
 #: +-26 h of each other); the walk uses the same margin.
 REENTRY_MARGIN = dt.timedelta(days=3)
@@ -55,6 +62,7 @@ class FieldLeaf:
 
     node: Condition
     bound: BField
+    gates: tuple[Gate, ...] = ()
 
     def planner(self, ctx: Context) -> Callable[[CustomerSnapshot], dt.datetime | None]:
         """Snapshot -> the leaf's next change (aware UTC) or None. The leaf reads one value, so the instant is
@@ -97,6 +105,7 @@ class ActivityLeaf:
     #: the bound activity is the negation of the node (``is_not``, ``not_in`` bind as not ``is`` / ``in``: today
     #: only operators whose effect is ANY, where it changes nothing, but the flip keeps this right for any other)
     negated: bool = False
+    gates: tuple[Gate, ...] = ()
 
     @property
     def reads_truth(self) -> bool:
@@ -167,7 +176,18 @@ def _collect(m: NodeType, b: Bound, ctx: Context, walker: _Walker, out: list[Fie
     """Mirrors :meth:`_Walker.visit`: a node whose bound form is not what it reads is a constant there."""
     if (type(m) is And or type(m) is Or) and (type(b) is BAnd or type(b) is BOr):
         items = m.and_ if isinstance(m, And) else m.or_
-        return all(_collect(c, cb, ctx, walker, out) for c, cb in zip(items, b.items, strict=True))
+        moving: list[FieldLeaf | ActivityLeaf] = []
+        gates: list[Gate] = []
+        for c, cb in zip(items, b.items, strict=True):
+            found: list[FieldLeaf | ActivityLeaf] = []
+            if not _collect(c, cb, ctx, walker, found):
+                return False
+            if found:
+                moving += found
+            else:  # never changes with the clock: the others matter only while it does not decide the group
+                gates.append((c, type(m) is And))
+        out += [replace(leaf, gates=(*gates, *leaf.gates)) for leaf in moving] if gates else moving
+        return True
     if type(m) is Not and type(b) is BNot:
         return _collect(m.not_, b.item, ctx, walker, out)
     if type(m) is Condition:

@@ -49,6 +49,8 @@ def test_counts_and_ids_are_those_of_the_same_expression_over_sets(expression: A
     if not got.complement:
         assert got.ids() == sorted(want)
         assert got.ids(2) == sorted(want)[:2]
+    # membership of every customer (and of ids past every mask's end)
+    assert {c for c in range(max(CUSTOMERS) + 3) if c in got} & CUSTOMERS == want
 
 
 def test_everybody_and_nobody_are_the_identities_of_and_and_or() -> None:

@@ -56,6 +56,10 @@ class IdSet:
             raise ValueError("a complement does not know its ids")
         return np.flatnonzero(self.mask)[:limit].tolist()
 
+    def __contains__(self, customer_id: int) -> bool:
+        inside = customer_id < len(self.mask) and bool(self.mask[customer_id])
+        return inside != self.complement
+
     def __invert__(self) -> IdSet:
         return IdSet(self.mask, not self.complement)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -53,7 +53,7 @@ def wakeup_candidates(
             allowed = gate_set(gate) if allowed is None else allowed & gate_set(gate)
 
         def keep(customer_id: int, instant: dt.datetime | None, _allowed: IdSet | None = allowed) -> None:
-            if instant is not None and (_allowed is None or _holds(_allowed, customer_id)):
+            if instant is not None and (_allowed is None or customer_id in _allowed):
                 earlier = found.get(customer_id)
                 if earlier is None or instant < earlier:
                     found[customer_id] = instant
@@ -83,8 +83,7 @@ def _activity_candidates(
     now = ctx.as_of_utc
     for customer_id, first, first_inside, first_arriving in session.execute(query):
         states = truth.of(customer_id) if truth is not None else {}
-        keep(customer_id, leaf.candidate(now, first.astimezone(UTC).replace(tzinfo=None), _naive(first_inside),
-                                         _naive(first_arriving), **states))  # fmt: skip
+        keep(customer_id, leaf.candidate(now, _naive(first), _naive(first_inside), _naive(first_arriving), **states))
 
 
 class _Truth:
@@ -97,14 +96,9 @@ class _Truth:
         self.empty = rules.compile_predicate(leaf.node, ctx)(rules.CustomerSnapshot(customer_id=0, profile={}))
 
     def of(self, customer_id: int) -> dict[str, bool]:
-        now = _holds(self.now, customer_id)
-        following = self.empty if self.next_period is None else _holds(self.next_period, customer_id)
+        now = customer_id in self.now
+        following = self.empty if self.next_period is None else customer_id in self.next_period
         return {"true_now": now, "true_next_period": following, "true_empty": self.empty}
-
-
-def _holds(ids: IdSet, customer_id: int) -> bool:
-    inside = customer_id < len(ids.mask) and bool(ids.mask[customer_id])
-    return inside != ids.complement
 
 
 def _field_candidates(
@@ -144,5 +138,9 @@ def _aware(instant: dt.datetime) -> dt.datetime:
     return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant
 
 
+@overload
+def _naive(instant: dt.datetime) -> dt.datetime: ...
+@overload
+def _naive(instant: dt.datetime | None) -> dt.datetime | None: ...
 def _naive(instant: dt.datetime | None) -> dt.datetime | None:
     return None if instant is None else instant.astimezone(UTC).replace(tzinfo=None)

@@ -2,7 +2,7 @@
 rows in each activity, the earliest instant at which that part may change.
 
 :func:`next_change` walks one customer's snapshot; planning a new time-dependent segment that way loads and walks
-every customer (200 s a segment at 1,000,000 customers). Here the rule is split into its time-dependent leaves:
+every customer (54-247 s a segment at 1,000,000 customers). Here the rule is split into its time-dependent leaves:
 
 * an **activity** leaf's counted rows change only when a row arrives (its time passes ``as_of``), leaves a
   ``last_days`` window (its time plus the window), or when a calendar window moves to the next period; so a few

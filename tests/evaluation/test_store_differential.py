@@ -23,7 +23,7 @@ import os
 import random
 import shutil
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -757,24 +757,34 @@ def test_dropoff_counts_are_those_of_each_node_evaluated_alone(stores: list[Stor
     """The preview reads each condition once and combines the matches (``segments.preview.NodeMatches``);
     every count must be what evaluating that node (or that AND prefix) on its own in the store gives, on both
     stores."""
+    checked = on_random_worlds(stores, max(MAX_EXAMPLES // 3, 5), 4,
+                               lambda rule_json, ctx: check_node_counts(stores, rule_json, ctx))
+    assert checked["cumulative"] >= 20, dict(checked)  # not vacuous: ANDs were drawn and their prefixes counted
+
+
+def on_random_worlds(stores: Sequence[Store], examples: int, rules_per_world: int,
+                     check_rule: Callable[[dict[str, Any], rules.Context], Counter[str]]) -> Counter[str]:
+    """``check_rule`` on random rules over random data (written into both stores) at a random instant and zone; the
+    counts it returned, added up."""
     checked: Counter[str] = Counter()
 
-    @settings(max_examples=max(MAX_EXAMPLES // 3, 5), deadline=None, derandomize=True, database=None,
-              print_blob=False, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                                       HealthCheck.data_too_large])
+    @settings(max_examples=examples, deadline=None, derandomize=True, database=None, print_blob=False,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                     HealthCheck.data_too_large])
     @given(points=evaluation_points(), data=st.data())
     def check(points: list[tuple[dt.datetime, str]], data: st.DataObject) -> None:
         as_of, zone = points[0]
-        rule_jsons = data.draw(st.lists(rule_trees(as_of), min_size=4, max_size=4), label="rules")
+        rule_jsons = data.draw(st.lists(rule_trees(as_of), min_size=rules_per_world, max_size=rules_per_world),
+                               label="rules")
         world = make_world(data.draw(st.integers(0, 2**32 - 1), label="world seed"), points,
                            data.draw(st.integers(10, 22), label="customers"))
         load(stores, world)
         ctx = rules.Context(as_of=as_of, timezone=zone, currency_exponent=EXPONENT, catalog=CATALOG)
         for rule_json in rule_jsons:
-            checked.update(check_node_counts(stores, rule_json, ctx))
+            checked.update(check_rule(rule_json, ctx))
 
     check()
-    assert checked["cumulative"] >= 20, dict(checked)  # not vacuous: ANDs were drawn and their prefixes counted
+    return checked
 
 
 def check_node_counts(stores: Sequence[Store], rule_json: dict[str, Any], ctx: rules.Context) -> Counter[str]:
@@ -1045,23 +1055,8 @@ def test_wakeups_planned_set_based_are_never_late(stores: list[Store]) -> None:
     random rules and data in both stores: for every customer, the rule's answer does not change anywhere before the
     planned instant (followed change by change with ``rules.next_change`` and the predicate), and a customer left
     without a wake-up never changes by the clock alone."""
-    checked: Counter[str] = Counter()
-
-    @settings(max_examples=max(MAX_EXAMPLES // 2, 5), deadline=None, derandomize=True, database=None,
-              print_blob=False, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                                       HealthCheck.data_too_large])
-    @given(points=evaluation_points(), data=st.data())
-    def check(points: list[tuple[dt.datetime, str]], data: st.DataObject) -> None:
-        as_of, zone = points[0]
-        rule_jsons = data.draw(st.lists(rule_trees(as_of), min_size=6, max_size=6), label="rules")
-        world = make_world(data.draw(st.integers(0, 2**32 - 1), label="world seed"), points,
-                           data.draw(st.integers(10, 22), label="customers"))
-        load(stores, world)
-        ctx = rules.Context(as_of=as_of, timezone=zone, currency_exponent=EXPONENT, catalog=CATALOG)
-        for rule_json in rule_jsons:
-            checked.update(check_wakeups(stores, rules.validate(rule_json, CATALOG, EXPONENT), ctx))
-
-    check()
+    checked = on_random_worlds(stores, max(MAX_EXAMPLES // 2, 5), 6, lambda rule_json, ctx: check_wakeups(
+        stores, rules.validate(rule_json, CATALOG, EXPONENT), ctx))
     # not vacuous: most random rules move with the clock and are planned set-based, and some customers were woken
     assert checked["set-based"] >= 30 and checked["woken"] >= 50, dict(checked)
 

@@ -157,7 +157,7 @@ def _attach(
     chunk: Sequence[int],
     since: datetime | None,
 ) -> None:
-    at_least = None if since is None else {time_column: _aware(since)}
+    at_least = None if since is None else {time_column: aware_utc(since)}
     for row in _rows(session, table, {"customer_id": chunk}, at_least):
         getattr(snapshots[row["customer_id"]], kind).append(row)
 
@@ -173,7 +173,7 @@ def _attach_events(
     any_of: dict[str, Sequence[Any]] = {"customer_id": chunk}
     if names:
         any_of["name"] = sorted(names)
-    at_least = None if since is None else {"occurred_at": _aware(since)}
+    at_least = None if since is None else {"occurred_at": aware_utc(since)}
     for customer_id, event in _event_rows(session, any_of, at_least, declared):
         snapshots[customer_id].events.append(event)
 
@@ -215,7 +215,7 @@ def _event_rows(
     return found
 
 
-def _aware(instant: datetime) -> datetime:
+def aware_utc(instant: datetime) -> datetime:
     """Window starts come from the rules as naive UTC; the store's columns take aware instants."""
     return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant
 

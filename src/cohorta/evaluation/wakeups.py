@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any, overload
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -22,7 +22,8 @@ from cohorta.customers.summary import chunked
 from cohorta.db import table_of
 from cohorta.evaluation import store
 from cohorta.evaluation.idsets import IdSet
-from cohorta.evaluation.snapshots import ValueTypes, load_snapshots
+from cohorta.evaluation.snapshots import ValueTypes, aware_utc, load_snapshots
+from cohorta.rules.timeutil import to_utc_naive
 
 _ACTIVITY_TABLES: dict[str, Any] = {"orders": Order, "order_items": OrderItem, "events": Event,
                                     "points": LoyaltyTransaction, "redemptions": LoyaltyTransaction}  # fmt: skip
@@ -70,20 +71,21 @@ def _activity_candidates(
 ) -> None:
     table = table_of(_ACTIVITY_TABLES[leaf.bound.activity])
     at = table.c[leaf.bound.time_column]
-    inside = sa.func.min(sa.case((at >= _aware(leaf.lo), at))) if leaf.lo is not None else sa.null()
-    arriving = sa.func.min(sa.case((at >= _aware(leaf.arrives), at)))
+    inside = sa.func.min(sa.case((at >= aware_utc(leaf.lo), at))) if leaf.lo is not None else sa.null()
+    arriving = sa.func.min(sa.case((at >= aware_utc(leaf.arrives), at)))
     query = sa.select(table.c.customer_id, sa.func.min(at), inside, arriving).group_by(table.c.customer_id)
     if leaf.since is not None:
-        query = query.where(at >= _aware(leaf.since))
+        query = query.where(at >= aware_utc(leaf.since))
     if leaf.until is not None:
-        query = query.where(at < _aware(leaf.until))
+        query = query.where(at < aware_utc(leaf.until))
     if leaf.bound.event is not None:
         query = query.where(table.c.name == leaf.bound.event)
     truth = _Truth(session, leaf, ctx) if leaf.reads_truth else None
     now = ctx.as_of_utc
     for customer_id, first, first_inside, first_arriving in session.execute(query):
         states = truth.of(customer_id) if truth is not None else {}
-        keep(customer_id, leaf.candidate(now, _naive(first), _naive(first_inside), _naive(first_arriving), **states))
+        found = leaf.candidate(now, to_utc_naive(first), _naive(first_inside), _naive(first_arriving), **states)
+        keep(customer_id, found)
 
 
 class _Truth:
@@ -134,13 +136,5 @@ _FIELD_COLUMNS: dict[str, tuple[sa.Table, str, str]] = {
 }
 
 
-def _aware(instant: dt.datetime) -> dt.datetime:
-    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant
-
-
-@overload
-def _naive(instant: dt.datetime) -> dt.datetime: ...
-@overload
-def _naive(instant: dt.datetime | None) -> dt.datetime | None: ...
 def _naive(instant: dt.datetime | None) -> dt.datetime | None:
-    return None if instant is None else instant.astimezone(UTC).replace(tzinfo=None)
+    return None if instant is None else to_utc_naive(instant)

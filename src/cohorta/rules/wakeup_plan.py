@@ -102,9 +102,6 @@ class ActivityLeaf:
     period_end: dt.datetime | None
     #: what one more counted row does to the bound activity (count >= n only raises it)
     effect: RowEffect
-    #: the bound activity is the negation of the node (``is_not``, ``not_in`` bind as not ``is`` / ``in``: today
-    #: only operators whose effect is ANY, where it changes nothing, but the flip keeps this right for any other)
-    negated: bool = False
     gates: tuple[Gate, ...] = ()
 
     @property
@@ -141,8 +138,7 @@ class ActivityLeaf:
         w = self.node.window
         if isinstance(w, LastDays):
             assert self.lo is not None
-            counted_true = true_now != self.negated  # the bound activity's own value
-            can_leave = self.effect is RowEffect.ANY or (self.effect is RowEffect.RAISES) == counted_true
+            can_leave = self.effect is RowEffect.ANY or (self.effect is RowEffect.RAISES) == true_now
             # Where the zone's offset changes the start jumps: rows leave at once (which matters only where leaving
             # can flip the leaf) or rows just below it re-enter (only customers with such rows).
             if self.jump is not None and (can_leave or first < self.lo):
@@ -209,15 +205,19 @@ def _activity_leaf(m: Activity, b: BActivity, ctx: Context, walker: _Walker, neg
         return None
     w, now = m.window, ctx.as_of_utc
     effect = count_effect(b)
+    if negated and effect is not RowEffect.ANY:
+        # the node's truth would be the opposite of the counted activity's; only ``is_not`` and ``not_in`` bind
+        # negated, and their effect is ANY, so this never happens today: walk rather than plan on a flipped truth
+        return None
     if w is None:
-        return ActivityLeaf(m, b, b.hi, None, None, b.hi, None, None, effect, negated)
+        return ActivityLeaf(m, b, b.hi, None, None, b.hi, None, None, effect)
     if isinstance(w, BetweenDates):
         start = b.hi if b.lo is None else max(b.lo, b.hi)
-        return ActivityLeaf(m, b, start, _between_end(ctx, w), None, b.hi, None, None, effect, negated)
+        return ActivityLeaf(m, b, start, _between_end(ctx, w), None, b.hi, None, None, effect)
     if isinstance(w, LastDays):
         assert b.lo is not None
         return ActivityLeaf(m, b, b.lo - REENTRY_MARGIN, None, b.lo, b.hi, walker.last_days_jump(w.last_days), None,
-                            effect, negated)  # fmt: skip
+                            effect)  # fmt: skip
     if isinstance(w, CalendarWindow) and b.lo is not None:
         today = walker.local_day(now)
         if today is None:
@@ -227,7 +227,7 @@ def _activity_leaf(m: Activity, b: BActivity, ctx: Context, walker: _Walker, neg
         if period_end is None:
             return None
         # rows after as_of arrive once the clock passes them (for last_* windows later: early is safe)
-        return ActivityLeaf(m, b, b.lo, None, b.lo, now + ONE_MICROSECOND, None, period_end, effect, negated)
+        return ActivityLeaf(m, b, b.lo, None, b.lo, now + ONE_MICROSECOND, None, period_end, effect)
     return None  # days_ago: rows enter and leave by local days (walked per customer)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from rule_strategies import FIELDS, RULES, activity, condition
 from rules_harness import ANCHOR, CATALOG, make_store, snapshots
@@ -24,6 +24,7 @@ from cohorta.rules import (
     Rule,
     compile_predicate,
     event_row_effect,
+    kept_answer,
     next_change,
     validate,
 )
@@ -303,6 +304,160 @@ def test_walk_claims_exact_only_where_the_answer_flips(rule: dict, seed: int, tz
             at = when.replace(tzinfo=UTC)
             assert compile_predicate(parsed, ctx.at(at - US))(snap) == value, (rule, ctx.as_of, at, snap)
             assert compile_predicate(parsed, ctx.at(at))(snap) != value, (rule, ctx.as_of, at, snap)
+
+
+@st.composite
+def _count(draw: st.DrawFn) -> dict[str, Any]:
+    """A count compared with a threshold (the rules whose answers :func:`kept_answer` keeps), over any window."""
+    rule = draw(activity())
+    rule.pop("measure", None)
+    rule["op"] = draw(st.sampled_from(["gte", "gt", "lt", "lte", "is"]))
+    rule["value"] = draw(st.integers(0, 3))
+    rule["window"] = draw(st.sampled_from([{"last_days": 3}, {"last_days": 30}, {"calendar": "this_month"},
+                                           {"calendar": "this_week"}, {"calendar": "last_month"}, None,
+                                           {"days_ago": [2, 9]}]))
+    if rule["window"] is None:
+        del rule["window"]
+    return rule
+
+
+COUNT_RULES = st.recursive(
+    st.one_of(_count(), _count(), condition(), condition(TEMPORAL_FIELDS)),
+    lambda kids: st.one_of(
+        st.builds(lambda xs: {"and": xs}, st.lists(kids, min_size=1, max_size=3)),
+        st.builds(lambda xs: {"or": xs}, st.lists(kids, min_size=1, max_size=3)),
+        st.builds(lambda x: {"not": x}, kids),
+    ),
+    max_leaves=4,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rule=st.one_of(COUNT_RULES, COUNT_RULES, TIME_RULES, RULES), seed=st.integers(0, 5),
+       tz=st.sampled_from(ZONES), era=st.sampled_from(sorted(ERAS)), shift=AS_OF_SHIFTS,
+       sample_seed=st.integers(0, 2**32))
+@example(rule={"activity": "events", "event": "app_opened", "window": {"last_days": 3}, "op": "gte", "value": 2},
+         seed=1, tz="Europe/Warsaw", era="fall", shift=dt.timedelta(hours=-30), sample_seed=0)
+def test_a_kept_answer_stays_until_a_row_arrives(rule: dict, seed: int, tz: str, era: str, shift: dt.timedelta,
+                                                 sample_seed: int) -> None:
+    """Where kept_answer says a customer's answer stays (no row of theirs arrives or re-enters a window), it is the
+    same at every instant sampled over the next 400 days, and the walk agrees that it never changes."""
+    rnd = random.Random(sample_seed)
+    parsed = validate(rule, CATALOG, 2)
+    ctx = Context(ERAS[era] + shift, tz, 2, CATALOG)
+    kept = kept_answer(parsed, ctx)
+    if kept is None:
+        return
+    pred = _predicates_at(parsed, ctx)
+    days = sorted(_rule_days(rule))
+    for snap in _world(seed, tz, era)[:4] + [_dense_snapshot(rnd, 100 + i, ctx, days) for i in range(6)]:
+        answer = pred(ctx.as_of)(snap)
+        if not kept.keeps(snap, answer):
+            continue
+        event(f"kept {answer}")
+        assert next_change(parsed, snap, ctx) is None, (rule, ctx.as_of, snap)
+        for t in _samples(rnd, snap, rule, ctx, None):
+            assert pred(t)(snap) == answer, (rule, ctx.as_of, t, snap)
+
+
+def _views(*times: dt.datetime) -> CustomerSnapshot:
+    return CustomerSnapshot(customer_id=1, profile={"country": "PL"}, events=[
+        {"name": "product_viewed", "occurred_at": t.astimezone(UTC).replace(tzinfo=None), "properties": {}}
+        for t in times])  # fmt: skip
+
+
+VIEWED_3_TIMES = {"activity": "events", "event": "product_viewed", "window": {"last_days": 30}, "op": "gte",
+                  "value": 3}
+
+
+ORDERED_IN_90_DAYS = {"activity": "orders", "window": {"last_days": 90}, "op": "gte", "value": 1}
+
+
+@pytest.mark.parametrize(("rule", "answers", "deciding"), [
+    (VIEWED_3_TIMES, {False}, None),
+    ({"not": VIEWED_3_TIMES}, {True}, None),
+    ({**VIEWED_3_TIMES, "op": "lt"}, {True}, None),
+    ({**VIEWED_3_TIMES, "window": {"calendar": "this_month"}}, {False}, None),
+    ({**VIEWED_3_TIMES, "window": {"between": ["2026-01-01", "2026-12-31"]}}, {False, True}, None),
+    ({"and": [VIEWED_3_TIMES, {"field": "profile.country", "op": "is", "value": "PL"}, {"in_segment": "seg-a"}]},
+     {False}, False),
+    ({"or": [VIEWED_3_TIMES, ORDERED_IN_90_DAYS]}, {False}, None),
+    # moves both ways, but a false "viewed" keeps the and false
+    ({"and": [VIEWED_3_TIMES, {"not": ORDERED_IN_90_DAYS}]}, set(), False),
+    ({"not": {"and": [VIEWED_3_TIMES, {"not": ORDERED_IN_90_DAYS}]}}, set(), True),
+    ({"or": [VIEWED_3_TIMES, {"field": "profile.birthdate", "op": "anniversary_within_days", "value": 7}]}, None,
+     None),
+    ({**VIEWED_3_TIMES, "window": {"days_ago": [7, 14]}}, None, None),
+    ({**VIEWED_3_TIMES, "window": {"calendar": "last_month"}}, None, None),
+    ({**VIEWED_3_TIMES, "op": "between", "value": [1, 3]}, None, None),
+    ({"activity": "events", "event": "product_viewed", "window": {"last_days": 30},
+      "where": [{"field": "properties.seen_at", "op": "less_than_days_ago", "value": 3}], "op": "gte", "value": 1},
+     None, None),
+])  # fmt: skip
+def test_kept_answers_by_rule_shape(rule: dict, answers: set[bool] | None, deciding: bool | None) -> None:
+    catalog = Catalog(event_definitions={"product_viewed": {"seen_at": "datetime"}})
+    kept = kept_answer(validate(rule, catalog, 2), Context(_at(2026, 6, 15), "UTC", 2, catalog))
+    assert (None if kept is None else set(kept.answers)) == answers
+    assert (None if kept is None else kept.deciding) == deciding
+
+
+def test_an_and_moving_both_ways_stays_false_while_a_member_stays_false() -> None:
+    """"Loyalty member, no order in 60 days, and 2 newsletters opened in 30 days or VIP" (the benchmark's nested
+    rule) rises when an order leaves its window and falls when an open does. Kept out: a customer who is not a
+    loyalty member, or who opened too few newsletters (none to arrive). Walked: one kept out only by a recent order."""
+    rule = validate({"and": [
+        {"field": "attributes.vip", "op": "is", "value": True},
+        {"not": ORDERED_IN_90_DAYS},
+        {"or": [{"activity": "events", "event": "app_opened", "window": {"last_days": 30}, "op": "gte", "value": 2},
+                {"field": "profile.country", "op": "is", "value": "DE"}]},
+    ]}, CATALOG, 2)  # fmt: skip
+    as_of = _at(2026, 6, 15)
+    ctx = Context(as_of, "UTC", 2, CATALOG)
+    kept = kept_answer(rule, ctx)
+    assert kept is not None and not kept.answers
+    predicate = compile_predicate(rule, ctx)
+
+    def customer(vip: bool, opens: int, order_days_ago: int | None) -> CustomerSnapshot:
+        orders = [] if order_days_ago is None else [
+            {"status": "paid", "created_at": (as_of - dt.timedelta(days=order_days_ago)).replace(tzinfo=None),
+             "total_minor": 100}]  # fmt: skip
+        return CustomerSnapshot(customer_id=1, profile={"country": "PL"}, attributes={"vip": vip}, orders=orders,
+                                events=[{"name": "app_opened", "properties": {},
+                                         "occurred_at": (as_of - dt.timedelta(days=d + 1)).replace(tzinfo=None)}
+                                        for d in range(opens)])  # fmt: skip
+
+    for snap, keeps in [
+        (customer(vip=False, opens=5, order_days_ago=None), True),
+        (customer(vip=True, opens=1, order_days_ago=None), True),
+        (customer(vip=True, opens=1, order_days_ago=10), True),
+        (customer(vip=True, opens=5, order_days_ago=85), False),  # in once the order leaves its window
+    ]:
+        assert predicate(snap) is False
+        assert kept.keeps(snap, False) is keeps
+        assert (next_change(rule, snap, ctx) is None) is keeps
+    assert not kept.keeps(customer(vip=True, opens=5, order_days_ago=None), True)
+
+
+def test_a_customer_keeps_an_answer_only_without_rows_to_arrive_or_re_enter() -> None:
+    """Viewed twice in 30 days in Warsaw, days before the clocks fall back (2025-10-26): "at least 3 times" stays
+    false, unless a view lies after as_of (it arrives) or just below the window's start (it re-enters when the
+    window's start jumps back an hour)."""
+    as_of = _at(2025, 10, 20, 12)
+    ctx = Context(as_of, "Europe/Warsaw", 2, CATALOG)
+    rule = validate(VIEWED_3_TIMES, CATALOG, 2)
+    kept = kept_answer(rule, ctx)
+    assert kept is not None
+    inside = [as_of - dt.timedelta(days=d) for d in (1, 5)]
+    assert kept.keeps(_views(*inside), False) and next_change(rule, _views(*inside), ctx) is None
+    assert not kept.keeps(_views(*inside), True)  # a member is planned as before
+    arriving = _views(*inside, as_of + dt.timedelta(days=2))
+    assert not kept.keeps(arriving, False) and next_change(rule, arriving, ctx) is not None
+    below = _views(*inside, as_of - dt.timedelta(days=30, hours=1))
+    assert compile_predicate(rule, ctx)(below) is False
+    assert not kept.keeps(below, False)
+    utc = Context(as_of, "UTC", 2, CATALOG)  # no jump in UTC: a row below the start has left for good
+    kept_utc = kept_answer(rule, utc)
+    assert kept_utc is not None and kept_utc.keeps(below, False) and next_change(rule, below, utc) is None
 
 
 # -- exact instants ---------------------------------------------------------------------------------------------------

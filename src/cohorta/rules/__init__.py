@@ -30,6 +30,7 @@ Evaluation
     the rule's answer?); ``explain(rule, snapshot, ctx) -> dict``;
     ``next_change(rule, snapshot, ctx) -> datetime | None`` (when the answer may next change by the clock alone);
     ``time_leaves(rule, ctx)`` (the parts of a rule that move with the clock, for wake-ups planned set-based);
+    ``kept_answer(rule, ctx)`` (the answers only an arriving row can change: no wake-up to plan for them);
     ``TABLES`` / ``Tables`` (unbound Ibis tables of the storage schema).
 
 Semantics in one place
@@ -66,7 +67,7 @@ from .tables import TABLES, Tables
 from .text import parse_text, to_text
 from .timeutil import Context
 from .validate import validate
-from .wakeup_plan import ActivityLeaf, FieldLeaf, Gate, time_leaves
+from .wakeup_plan import ActivityLeaf, FieldLeaf, Gate, KeptAnswer, kept_answer, time_leaves
 
 __all__ = [
     "TABLES",
@@ -81,6 +82,7 @@ __all__ = [
     "FieldSpec",
     "Gate",
     "InSegment",
+    "KeptAnswer",
     "NextChangeCache",
     "Not",
     "Or",
@@ -99,6 +101,7 @@ __all__ = [
     "explain",
     "find_cycle",
     "json_schema",
+    "kept_answer",
     "next_change",
     "node_to_json",
     "parse_text",

@@ -23,10 +23,12 @@ module cannot bound (``days_ago`` windows, ``where`` conditions that move with t
 from __future__ import annotations
 
 import datetime as dt
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .activity_index import RowSpec
 from .model import (
     RELATIVE_OPERATORS,
     Activity,
@@ -42,7 +44,7 @@ from .model import (
 )
 from .next_change import ONE_MICROSECOND, TRANSITION_HORIZON, NextChangeCache, _between_end, _Walker, next_change
 from .plan import BActivity, BAnd, BField, BNot, BOr, Bound, bind
-from .predicate import CustomerSnapshot, value_getter
+from .predicate import CustomerSnapshot, activity_spec, compile_bound, value_getter
 from .requirements import RowEffect, count_effect
 from .timeutil import Context, calendar_period
 
@@ -234,3 +236,129 @@ def _activity_leaf(m: Activity, b: BActivity, ctx: Context, walker: _Walker, neg
 def _min(*values: dt.datetime | None) -> dt.datetime | None:
     present = [v for v in values if v is not None]
     return min(present) if present else None
+
+
+# -- answers the clock cannot change -----------------------------------------------------------------------------
+
+#: An activity whose counted rows move with the clock: its rows, the instant from which a row arrives (counted once
+#: the clock passes it), and for a ``last_days`` window whose start jumps within reach, that start (rows just below
+#: it re-enter when the zone's clocks fall back).
+Watch = tuple[RowSpec, dt.datetime, dt.datetime | None]
+
+
+@dataclass(frozen=True)
+class KeptAnswer:
+    """What the clock alone cannot change in a rule's answer without one of the customer's rows arriving or
+    re-entering a window (see :func:`kept_answer`): a customer holding such an answer has no wake-up to plan."""
+
+    #: answers kept by the whole rule as long as no row of ``watches`` arrives or re-enters
+    answers: frozenset[bool]
+    watches: tuple[Watch, ...]
+    #: the answer an ``and`` (False) or ``or`` (True) gets from one member holding it, and those members that can
+    #: keep it: (the member's predicate, what it keeps, that value). "Loyalty member and no order in 60 days and
+    #: (opened 2 newsletters in 30 days or VIP)" moves both ways, but a customer with too few opens stays out.
+    deciding: bool | None = None
+    deciders: tuple[Decider, ...] = ()
+
+    def can_keep(self, answer: bool) -> bool:
+        return answer in self.answers or (answer is self.deciding and bool(self.deciders))
+
+    def keeps(self, snapshot: CustomerSnapshot, answer: bool) -> bool:
+        """Whether ``answer`` (the rule's answer for ``snapshot`` now) stays until the customer's data changes. Reads
+        the row indexes the predicate built (two binary searches per activity)."""
+        if answer in self.answers and self._quiet(snapshot):
+            return True
+        if answer is self.deciding:
+            return any(test(snapshot) is value and kept.keeps(snapshot, value) for test, kept, value in self.deciders)
+        return False
+
+    def _quiet(self, snapshot: CustomerSnapshot) -> bool:
+        for spec, arrives, start in self.watches:
+            times = spec.fetch(snapshot).times
+            if times and times[-1] >= arrives:
+                return False
+            if start is not None and bisect_left(times, start - REENTRY_MARGIN) != bisect_left(times, start):
+                return False
+        return True
+
+
+#: A member of an ``and``/``or``: its predicate, what it keeps, and the value by which it decides the group.
+Decider = tuple[Callable[[CustomerSnapshot], bool], KeptAnswer, bool]
+
+#: How the clock alone moves a part of a rule, given no row arrives or re-enters a window: not at all, only from
+#: true to false, only from false to true (None: either way, or this module cannot tell).
+_STILL, _FALLS, _RISES = "still", "falls", "rises"
+_OPPOSITE_DIRECTION = {_STILL: _STILL, _FALLS: _RISES, _RISES: _FALLS}
+_KEPT_BY_DIRECTION = {_STILL: frozenset((False, True)), _FALLS: frozenset((False,)), _RISES: frozenset((True,))}
+
+
+def kept_answer(rule: Rule | NodeType, ctx: Context, cache: NextChangeCache | None = None) -> KeptAnswer | None:
+    """What the clock alone cannot change without a row arriving, or None when it may move every answer.
+
+    A count compared with ``gte`` over a ``last_days`` or ``this_*`` window only loses rows as the clock moves, so
+    it can only turn false: a customer it is false for stays out until a row arrives ("viewed at least 3 times in
+    30 days", the bulk of the pairs a bulk events write decides). ``lt``/``lte`` counts are the mirror image; counts
+    over all time or between two dates change only with arrivals; ``and``/``or`` keep their members' direction and
+    ``not`` reverses it; an ``and`` stays false while a member stays false (an ``or`` true while one stays true).
+    Relative dates, ``days_ago`` and ``last_*`` windows (rows enter them), other measures and ``where`` conditions
+    that move with the clock may go either way. Mirrors :meth:`_Walker.visit`."""
+    root = rule.root if isinstance(rule, Rule) else rule
+    walker = _Walker(CustomerSnapshot(customer_id=0, profile={}), ctx, cache or NextChangeCache())
+    return _kept(root, bind(root, ctx), walker)[1]
+
+
+def _kept(m: NodeType, b: Bound, walker: _Walker) -> tuple[str | None, KeptAnswer | None]:
+    """The node's direction, and what it keeps (None: nothing)."""
+    if (type(m) is And or type(m) is Or) and (type(b) is BAnd or type(b) is BOr):
+        items = m.and_ if isinstance(m, And) else m.or_
+        found = [_kept(c, cb, walker) for c, cb in zip(items, b.items, strict=True)]
+        moving = {d for d, _ in found if d != _STILL}
+        direction = None if None in moving else _STILL if not moving else moving.pop() if len(moving) == 1 else None
+        deciding = type(m) is Or  # an or is decided by a true member, an and by a false one
+        deciders = tuple((compile_bound(cb), kept, deciding) for (_, kept), cb in zip(found, b.items, strict=True)
+                         if kept is not None and kept.can_keep(deciding))  # fmt: skip
+        watches = tuple(w for _, kept in found if kept is not None for w in kept.watches) if direction else ()
+        return direction, _answer(direction, watches, deciding, deciders)
+    if type(m) is Not and type(b) is BNot:
+        direction, inner = _kept(m.not_, b.item, walker)
+        if inner is None:
+            return direction, None
+        flipped = None if inner.deciding is None else not inner.deciding
+        return (None if direction is None else _OPPOSITE_DIRECTION[direction],
+                KeptAnswer(frozenset(not a for a in inner.answers), inner.watches, flipped, inner.deciders))
+    if type(m) is Condition:
+        if type(b) is BField and m.op in RELATIVE_OPERATORS:
+            return None, None
+    elif type(m) is Activity:
+        if type(b) is BNot and type(b.item) is BActivity:
+            return None, None  # is_not / not_in over a measure: either way
+        if type(b) is BActivity:
+            direction, watch = _activity_direction(m, b, walker)
+            return direction, _answer(direction, () if watch is None else (watch,), None, ())
+    return _STILL, _answer(_STILL, (), None, ())  # in_segment and sample (they change elsewhere); constant parts
+
+
+def _answer(direction: str | None, watches: tuple[Watch, ...], deciding: bool | None,
+            deciders: tuple[Decider, ...]) -> KeptAnswer | None:  # fmt: skip
+    answers = frozenset() if direction is None else _KEPT_BY_DIRECTION[direction]
+    if not answers and not deciders:
+        return None
+    return KeptAnswer(answers, watches, deciding if deciders else None, deciders)
+
+
+def _activity_direction(m: Activity, b: BActivity, walker: _Walker) -> tuple[str | None, Watch | None]:
+    if b.empty or any(w.op in RELATIVE_OPERATORS for w in m.where):
+        return None, None  # an empty window may fill; a row failing a moving filter may count later
+    w = m.window
+    if w is None or isinstance(w, BetweenDates):
+        return _STILL, (activity_spec(b), b.hi, None)
+    if isinstance(w, LastDays):
+        start = b.lo if walker.last_days_jump(w.last_days) is not None else None
+    elif isinstance(w, CalendarWindow) and w.calendar.startswith("this_") and b.lo is not None:
+        start = None  # at the period's end every row leaves at once
+    else:
+        return None, None  # days_ago and last_* windows: rows enter them as the clock moves
+    effect = count_effect(b)
+    if effect is RowEffect.ANY:
+        return None, None
+    return (_FALLS if effect is RowEffect.RAISES else _RISES), (activity_spec(b), b.hi, start)

@@ -223,3 +223,29 @@ def test_a_new_segment_wakes_a_customer_early_once_then_at_the_exact_instant(
     assert tick(api_utc) == 1
     assert members(api_utc, viewers["id"]) == []
     assert wakeups(store) == []
+
+
+def test_a_view_just_below_the_window_start_re_enters_when_the_clocks_fall_back(
+    api: TestClient, clock: FrozenClock
+) -> None:
+    """Warsaw falls back at 2025-10-26 01:00 UTC: "viewed at least twice in the last 7 days" then starts an hour
+    earlier, and a view that had just left the window counts again (until 01:15 UTC). A new view decides the
+    customer (one view inside: still out); the view below the start must be read for the customer to wake then."""
+    clock.set(datetime(2025, 10, 26, 0, 30, tzinfo=UTC))
+    rule = {"activity": "events", "event": "product_viewed", "window": {"last_days": 7}, "op": "gte", "value": 2}
+    viewers = create(api, name="Viewers", rule=rule)
+    tick(api)
+
+    def view(event_id: str, at: datetime) -> None:
+        api.post("/api/v1/events", json={"id": event_id, "customer": "c0", "name": "product_viewed",
+                                         "timestamp": at.isoformat()}).raise_for_status()  # fmt: skip
+
+    view("v1", datetime(2025, 10, 19, 0, 15, tzinfo=UTC))  # left the window at 00:15 UTC today
+    view("v2", clock.now())
+    assert members(api, viewers["id"]) == []
+    clock.set(datetime(2025, 10, 26, 1, 0, 30, tzinfo=UTC))
+    tick(api)
+    assert members(api, viewers["id"]) == ["c0"]
+    clock.set(datetime(2025, 10, 26, 1, 15, 30, tzinfo=UTC))
+    tick(api)
+    assert members(api, viewers["id"]) == []

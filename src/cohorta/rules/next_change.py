@@ -69,7 +69,7 @@ from .plan import BActivity, BAnd, BField, BNot, BOr, Bound, bind
 from .predicate import ACTIVITY_ROWS, CustomerSnapshot, activity_spec, activity_test_at, compile_bound, value_getter
 from .requirements import RowEffect, count_effect
 from .semantics import Present, coerce_value
-from .timeutil import UTC, Context, calendar_period, to_utc_naive
+from .timeutil import REENTRY_MARGIN, UTC, Context, calendar_period, to_utc_naive
 
 #: How many times :func:`next_change` re-evaluates the rule at a candidate where nothing changed before giving up
 #: and returning that (safe, early) candidate.
@@ -81,8 +81,6 @@ TRANSITION_HORIZON = dt.timedelta(days=400)
 
 ONE_DAY = dt.timedelta(days=1)
 ONE_MICROSECOND = dt.timedelta(microseconds=1)
-#: UTC offsets lie within +-26 h of each other, so a row this far below a ``last_days`` window start never re-enters.
-_REENTRY_MARGIN = dt.timedelta(days=3)
 _OPPOSITE = {"this": "this", "last": "next", "next": "last"}
 
 Instant = dt.datetime  # naive UTC inside this module
@@ -468,7 +466,7 @@ class _Walker:
             assert isinstance(w, LastDays) and lo0 is not None
             l_, l_end = bisect_left(times, lo0), len(times)
             # the start moves with the clock only until the zone's next jump (rows just below it could re-enter)
-            jump = self.last_days_jump(w.last_days) if times and times[-1] >= lo0 - _REENTRY_MARGIN else None
+            jump = self.last_days_jump(w.last_days) if times and times[-1] >= lo0 - REENTRY_MARGIN else None
             limit: Instant | None = _min((jump, now + TRANSITION_HORIZON))
         else:
             l_ = l_end = 0
@@ -560,7 +558,7 @@ class _Walker:
             # Until the next jump, the window start moves with the clock: the row leaves when start > t.
             leave = now + (t - lo0) + ONE_MICROSECOND
             cand = _interval_next(now, t if t > now else None, leave)
-            if t >= lo0 - _REENTRY_MARGIN:
+            if t >= lo0 - REENTRY_MARGIN:
                 cand = _min((cand, self.last_days_jump(n_days)))
             return cand
         return last_days
@@ -578,11 +576,11 @@ class _Walker:
         for u, before, after in _transitions(tz, now - ONE_DAY, now + TRANSITION_HORIZON):
             points += [u, u + abs(after - before)]
         try:
-            x_start = now - shift - _REENTRY_MARGIN
+            x_start = now - shift - REENTRY_MARGIN
         except OverflowError:
             x_start = None
         if x_start is not None:
-            for u, before, after in _transitions(tz, x_start, now - shift + TRANSITION_HORIZON + _REENTRY_MARGIN):
+            for u, before, after in _transitions(tz, x_start, now - shift + TRANSITION_HORIZON + REENTRY_MARGIN):
                 for wall in (u + before + shift, u + after + shift):
                     for fold in (0, 1):
                         p = _localize(wall, tz, fold)

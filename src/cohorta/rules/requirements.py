@@ -7,11 +7,11 @@ from collections.abc import Callable, Hashable
 from enum import Enum
 from typing import Any
 
-from .model import RELATIVE_OPERATORS, Activity, Condition, NodeType, Rule, walk
+from .model import RELATIVE_OPERATORS, Activity, Condition, LastDays, NodeType, Rule, walk
 from .plan import BActivity, BAnd, BNot, BOr, Bound, BSample, BSegment, Requirements, bind
 from .predicate import anonymous, compile_row_filter
 from .semantics import Compare
-from .timeutil import Context
+from .timeutil import REENTRY_MARGIN, Context
 
 EventRow = dict[str, Any]
 
@@ -60,6 +60,13 @@ def rule_requirements(rule: Rule | NodeType, ctx: Context) -> Requirements:
             req.segments.add(b.segment_id)
         elif isinstance(b, BSample):
             req.sample = True
+    # Rows just below a ``last_days`` start re-enter the window when the zone's clocks fall back: the wake-up walk
+    # and kept answers must see them (a customer two views short, with a third just below the start, enters then).
+    sliding = [n.activity for n in walk(root) if isinstance(n, Activity) and isinstance(n.window, LastDays)]
+    for kind in {_ACTIVITY_LIST[activity] for activity in sliding}:
+        since = req.earliest_activity.get(kind)
+        if since is not None:
+            req.earliest_activity[kind] = since - REENTRY_MARGIN
     return req
 
 

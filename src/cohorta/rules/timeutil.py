@@ -14,6 +14,9 @@ from .catalog import Catalog
 
 UTC = dt.UTC
 ONE_MICROSECOND = dt.timedelta(microseconds=1)
+#: UTC offsets lie within +-26 h of each other, so a row this far below a ``last_days`` window's start never
+#: re-enters it when the zone's clocks fall back; closer rows may, so whatever plans wake-ups must see them.
+REENTRY_MARGIN = dt.timedelta(days=3)
 
 
 @dataclass(frozen=True)

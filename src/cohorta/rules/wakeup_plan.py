@@ -46,16 +46,13 @@ from .next_change import ONE_MICROSECOND, TRANSITION_HORIZON, NextChangeCache, _
 from .plan import BActivity, BAnd, BField, BNot, BOr, Bound, bind
 from .predicate import CustomerSnapshot, activity_spec, compile_bound, value_getter
 from .requirements import RowEffect, count_effect
-from .timeutil import Context, calendar_period
+from .timeutil import REENTRY_MARGIN, Context, calendar_period
 
 #: (a part of the rule that never changes with the clock, the value it must have): the leaf can change the rule's
 #: answer only for customers where every gate holds. An ``and`` with a member false for good is false for good, an
 #: ``or`` with a member true for good is true for good, whatever its other members do.
 Gate = tuple[NodeType, bool]
 
-#: Rows this far below a ``last_days`` window's start can re-enter it at a time-zone jump (offsets lie within
-#: +-26 h of each other); the walk uses the same margin.
-REENTRY_MARGIN = dt.timedelta(days=3)
 
 
 @dataclass(frozen=True)

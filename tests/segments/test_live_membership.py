@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -324,6 +324,40 @@ def test_snapshots_hold_only_the_attributes_the_rules_name(api: TestClient, stor
     api.put("/api/v1/customers/c0", json={"attributes": {"club_level": "silver", "pets": 2, "newsletter": True}})
     assert segment_names(api, "c0") == ["Two pets"]
     assert members(api, gold["id"]) == [] and members(api, pets["id"]) == ["c0"]
+
+
+def test_snapshots_hold_only_the_event_properties_the_rules_read(api: TestClient, store: sa.Engine) -> None:
+    """Events carry several properties and most rules count events by name alone: snapshots hold the properties the
+    rules test in ``where`` or measure, and none for the others; a rule over another property still sees its own."""
+    from sqlalchemy.orm import Session
+
+    from cohorta import rules
+    from cohorta.evaluation.snapshots import load_snapshots
+
+    api.put("/api/v1/event-definitions/product_viewed",
+            json={"properties": {"category": "string", "price": "number"}})  # fmt: skip
+    api.post("/api/v1/events", json={"id": "e1", "customer": "c0", "name": "product_viewed",
+                                     "properties": {"category": "shoes", "price": 80}})  # fmt: skip
+    viewed = {"activity": "events", "event": "product_viewed", "op": "gte", "value": 1}
+    counted = viewed
+    shoes = {**viewed, "where": [{"field": "properties.category", "op": "is", "value": "shoes"}]}
+    spent = {**viewed, "measure": {"fn": "sum", "field": "properties.price"}, "value": 50}
+    catalog = rules.Catalog(event_definitions={"product_viewed": {"category": "string", "price": "number"}})
+    ctx = rules.Context(as_of=datetime.now(UTC), catalog=catalog)
+    with Session(store) as session:
+        (customer_id,) = session.execute(sa.text("SELECT id FROM customers WHERE source_id = 'c0'")).one()
+        for rule, expected in ((counted, {}), (shoes, {"category": "shoes"}), (spent, {"price": 80})):
+            requirements = rules.rule_requirements(rules.validate(rule, catalog, 2), ctx)
+            (event,) = load_snapshots(session, [customer_id], requirements)[customer_id].events
+            assert event["properties"] == expected, rule
+        (event,) = load_snapshots(session, [customer_id])[customer_id].events
+        assert event["properties"] == {"category": "shoes", "price": 80}
+    segments = [create(api, name=f"S{i}", rule=rule) for i, rule in enumerate((counted, shoes, spent))]
+    run(api)
+    assert [members(api, s["id"]) for s in segments] == [["c0"], ["c0"], ["c0"]]
+    api.post("/api/v1/events", json={"id": "e2", "customer": "c1", "name": "product_viewed",
+                                     "properties": {"category": "bags", "price": 60}})  # fmt: skip
+    assert [members(api, s["id"]) for s in segments] == [["c0", "c1"], ["c0"], ["c0", "c1"]]
 
 
 def test_a_bulk_write_loads_for_each_customer_what_its_segments_read(api: TestClient, clock: FrozenClock) -> None:

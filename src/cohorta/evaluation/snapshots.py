@@ -87,6 +87,10 @@ def load_snapshots(
         {f.removeprefix("attributes.") for f in fields if f.startswith("attributes.")}
     )
     read_attributes = attribute_names is None or bool(attribute_names)
+    # Likewise the event properties the rules test or measure: most count events by name alone.
+    property_keys = None if fields is None else sorted(
+        {f.removeprefix("properties.") for f in fields if f.startswith("properties.")}
+    )
     read_summary = fields is None or any(f.startswith("summary.") or f == "loyalty.points_balance" for f in fields)
     read_programs = fields is None or any(f.startswith("loyalty.") and f != "loyalty.points_balance" for f in fields)
     for chunk in chunked(sorted(set(customer_ids))):
@@ -124,7 +128,8 @@ def load_snapshots(
                 earliest.get("loyalty_transactions"),
             )
         if "events" in activities:
-            _attach_events(session, snapshots, chunk, earliest.get("events"), event_names, types.event_properties)
+            _attach_events(session, snapshots, chunk, earliest.get("events"), event_names, types.event_properties,
+                           property_keys)  # fmt: skip
     return snapshots
 
 
@@ -169,12 +174,13 @@ def _attach_events(
     since: datetime | None,
     names: set[str],
     declared: dict[str, dict[str, str]],
+    property_keys: Sequence[str] | None,
 ) -> None:
     any_of: dict[str, Sequence[Any]] = {"customer_id": chunk}
     if names:
         any_of["name"] = sorted(names)
     at_least = None if since is None else {"occurred_at": aware_utc(since)}
-    for customer_id, event in _event_rows(session, any_of, at_least, declared):
+    for customer_id, event in _event_rows(session, any_of, at_least, declared, property_keys):
         snapshots[customer_id].events.append(event)
 
 
@@ -193,19 +199,24 @@ def _event_rows(
     any_of: Mapping[str, Sequence[Any]],
     at_least: Mapping[str, Any] | None,
     declared: dict[str, dict[str, str]],
+    property_keys: Sequence[str] | None = None,
 ) -> list[tuple[int, dict[str, Any]]]:
-    """(customer id, event row) for the events matching the conditions, with their declared properties typed."""
+    """(customer id, event row) for the events matching the conditions, with their declared properties typed (only
+    ``property_keys`` when given)."""
     found: list[tuple[int, dict[str, Any]]] = []
     by_pk: dict[int, dict[str, Any]] = {}
     for row in _rows(session, table_of(Event), any_of, at_least, columns=("id", "customer_id", "name", "occurred_at")):
         event = {"name": row["name"], "occurred_at": row["occurred_at"], "properties": {}, "pk": row["id"]}
         by_pk[row["id"]] = event
         found.append((row["customer_id"], event))
-    if not by_pk:
+    if not by_pk or (property_keys is not None and not property_keys):
         return found
     grouped: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
     for pks in chunked(sorted(by_pk)):
-        for row in _rows(session, table_of(EventPropertyValue), {"event_pk": pks}):
+        wanted: dict[str, Sequence[Any]] = {"event_pk": pks}
+        if property_keys is not None:
+            wanted["key"] = property_keys
+        for row in _rows(session, table_of(EventPropertyValue), wanted):
             grouped[(row["event_pk"], row["key"])].append(row)
     for (event_pk, key), rows in grouped.items():
         event = by_pk[event_pk]

@@ -35,9 +35,10 @@ def _bound_nodes(b: Bound) -> list[Bound]:
 
 def rule_requirements(rule: Rule | NodeType, ctx: Context) -> Requirements:
     """Which activity lists (``orders``, ``order_items``, ``events``, ``loyalty_transactions``), event names,
-    fields (catalog paths, and the row fields of ``where`` conditions and measures: ``properties.<key>`` for
-    events) and segments a rule reads, the earliest activity instant per list (None: all history), and whether
-    the answer depends on the clock (relative dates, windows, anniversaries)."""
+    fields (catalog paths, the row fields of ``where`` conditions, and measured event properties as
+    ``properties.<key>``) and segments a rule reads, the earliest activity instant per list (None: all history;
+    ``last_days`` windows from a little below their start), and whether the answer depends on the clock (relative
+    dates, windows, anniversaries)."""
     req = Requirements()
     root = rule.root if isinstance(rule, Rule) else rule
     for n in walk(root):
@@ -45,7 +46,7 @@ def rule_requirements(rule: Rule | NodeType, ctx: Context) -> Requirements:
             req.fields.add(n.field)
             if n.op in RELATIVE_OPERATORS:
                 req.time_dependent = True
-        elif isinstance(n, Activity) and n.measure is not None and n.measure.field is not None:
+        elif isinstance(n, Activity) and n.activity == "events" and n.measure is not None and n.measure.field:
             req.fields.add(n.measure.field)  # a measured event property is read like one in ``where``
     for b in _bound_nodes(bind(root, ctx)):
         if isinstance(b, BActivity):

@@ -83,14 +83,10 @@ def load_snapshots(
     fields = requirements.fields if requirements is not None else None
     # Only the custom attributes the rules name: a customer holds many, a rule reads one or two (loading all of them
     # was 40% of loading the snapshots of a bulk events write).
-    attribute_names = None if fields is None else sorted(
-        {f.removeprefix("attributes.") for f in fields if f.startswith("attributes.")}
-    )
+    attribute_names = _named(fields, "attributes.")
     read_attributes = attribute_names is None or bool(attribute_names)
     # Likewise the event properties the rules test or measure: most count events by name alone.
-    property_keys = None if fields is None else sorted(
-        {f.removeprefix("properties.") for f in fields if f.startswith("properties.")}
-    )
+    property_keys = _named(fields, "properties.")
     read_summary = fields is None or any(f.startswith("summary.") or f == "loyalty.points_balance" for f in fields)
     read_programs = fields is None or any(f.startswith("loyalty.") and f != "loyalty.points_balance" for f in fields)
     for chunk in chunked(sorted(set(customer_ids))):
@@ -131,6 +127,11 @@ def load_snapshots(
             _attach_events(session, snapshots, chunk, earliest.get("events"), event_names, types.event_properties,
                            property_keys)  # fmt: skip
     return snapshots
+
+
+def _named(fields: set[str] | None, prefix: str) -> list[str] | None:
+    """The names under ``prefix`` among the fields read (None: every field is read)."""
+    return None if fields is None else sorted({f.removeprefix(prefix) for f in fields if f.startswith(prefix)})
 
 
 def _attach_attributes(

@@ -41,13 +41,17 @@ def rule_requirements(rule: Rule | NodeType, ctx: Context) -> Requirements:
     dates, windows, anniversaries)."""
     req = Requirements()
     root = rule.root if isinstance(rule, Rule) else rule
+    sliding: set[str] = set()  # activity lists read by a last_days window
     for n in walk(root):
         if isinstance(n, Condition):
             req.fields.add(n.field)
             if n.op in RELATIVE_OPERATORS:
                 req.time_dependent = True
-        elif isinstance(n, Activity) and n.activity == "events" and n.measure is not None and n.measure.field:
-            req.fields.add(n.measure.field)  # a measured event property is read like one in ``where``
+        elif isinstance(n, Activity):
+            if n.activity == "events" and n.measure is not None and n.measure.field:
+                req.fields.add(n.measure.field)  # a measured event property is read like one in ``where``
+            if isinstance(n.window, LastDays):
+                sliding.add(_ACTIVITY_LIST[n.activity])
     for b in _bound_nodes(bind(root, ctx)):
         if isinstance(b, BActivity):
             kind = _ACTIVITY_LIST[b.activity]
@@ -66,8 +70,7 @@ def rule_requirements(rule: Rule | NodeType, ctx: Context) -> Requirements:
             req.sample = True
     # Rows just below a ``last_days`` start re-enter the window when the zone's clocks fall back: the wake-up walk
     # and kept answers must see them (a customer two views short, with a third just below the start, enters then).
-    sliding = [n.activity for n in walk(root) if isinstance(n, Activity) and isinstance(n.window, LastDays)]
-    for kind in {_ACTIVITY_LIST[activity] for activity in sliding}:
+    for kind in sliding:
         since = req.earliest_activity.get(kind)
         if since is not None:
             req.earliest_activity[kind] = since - REENTRY_MARGIN

@@ -44,7 +44,7 @@ from .model import (
 )
 from .next_change import ONE_MICROSECOND, TRANSITION_HORIZON, NextChangeCache, _between_end, _Walker, next_change
 from .plan import BActivity, BAnd, BField, BNot, BOr, Bound, bind
-from .predicate import CustomerSnapshot, activity_spec, compile_bound, value_getter
+from .predicate import CustomerSnapshot, activity_spec, value_getter
 from .requirements import RowEffect, count_effect
 from .timeutil import REENTRY_MARGIN, Context, calendar_period
 
@@ -52,7 +52,6 @@ from .timeutil import REENTRY_MARGIN, Context, calendar_period
 #: answer only for customers where every gate holds. An ``and`` with a member false for good is false for good, an
 #: ``or`` with a member true for good is true for good, whatever its other members do.
 Gate = tuple[NodeType, bool]
-
 
 
 @dataclass(frozen=True)
@@ -300,8 +299,12 @@ def kept_answer(rule: Rule | NodeType, ctx: Context, cache: NextChangeCache | No
     Relative dates, ``days_ago`` and ``last_*`` windows (rows enter them), other measures and ``where`` conditions
     that move with the clock may go either way. Mirrors :meth:`_Walker.visit`."""
     root = rule.root if isinstance(rule, Rule) else rule
-    walker = _Walker(CustomerSnapshot(customer_id=0, profile={}), ctx, cache or NextChangeCache())
-    return _kept(root, bind(root, ctx), walker)[1]
+    cache = cache or NextChangeCache()
+    # the bound tree and compiled members are the walk's own (next_change binds at as_of into the same cache)
+    bound = cache.bound.get(ctx.as_of)
+    if bound is None:
+        bound = cache.bound[ctx.as_of] = bind(root, ctx)
+    return _kept(root, bound, _Walker(CustomerSnapshot(customer_id=0, profile={}), ctx, cache))[1]
 
 
 def _kept(m: NodeType, b: Bound, walker: _Walker) -> tuple[str | None, KeptAnswer | None]:
@@ -312,7 +315,7 @@ def _kept(m: NodeType, b: Bound, walker: _Walker) -> tuple[str | None, KeptAnswe
         moving = {d for d, _ in found if d != _STILL}
         direction = None if None in moving else _STILL if not moving else moving.pop() if len(moving) == 1 else None
         deciding = type(m) is Or  # an or is decided by a true member, an and by a false one
-        deciders = tuple((compile_bound(cb), kept, deciding) for (_, kept), cb in zip(found, b.items, strict=True)
+        deciders = tuple((walker.compiled(cb), kept, deciding) for (_, kept), cb in zip(found, b.items, strict=True)
                          if kept is not None and kept.can_keep(deciding))  # fmt: skip
         watches = tuple(w for _, kept in found if kept is not None for w in kept.watches) if direction else ()
         return direction, _answer(direction, watches, deciding, deciders)
@@ -344,18 +347,16 @@ def _answer(direction: str | None, watches: tuple[Watch, ...], deciding: bool | 
 
 
 def _activity_direction(m: Activity, b: BActivity, walker: _Walker) -> tuple[str | None, Watch | None]:
-    if b.empty or any(w.op in RELATIVE_OPERATORS for w in m.where):
-        return None, None  # an empty window may fill; a row failing a moving filter may count later
+    """From the activity's leaf (:func:`_activity_leaf`: None for empty windows, moving ``where`` conditions and
+    ``days_ago`` windows): rows arrive in every window, leave ``last_days`` and ``this_*`` ones, and enter
+    ``last_*`` ones at the period's end (either way)."""
+    leaf = _activity_leaf(m, b, walker.ctx, walker, negated=False)
     w = m.window
+    if leaf is None or (isinstance(w, CalendarWindow) and not w.calendar.startswith("this_")):
+        return None, None
     if w is None or isinstance(w, BetweenDates):
         return _STILL, (activity_spec(b), b.hi, None)
-    if isinstance(w, LastDays):
-        start = b.lo if walker.last_days_jump(w.last_days) is not None else None
-    elif isinstance(w, CalendarWindow) and w.calendar.startswith("this_") and b.lo is not None:
-        start = None  # at the period's end every row leaves at once
-    else:
-        return None, None  # days_ago and last_* windows: rows enter them as the clock moves
-    effect = count_effect(b)
-    if effect is RowEffect.ANY:
+    if leaf.effect is RowEffect.ANY:
         return None, None
-    return (_FALLS if effect is RowEffect.RAISES else _RISES), (activity_spec(b), b.hi, start)
+    start = leaf.lo if leaf.jump is not None else None  # rows just below it re-enter at a jump (last_days)
+    return (_FALLS if leaf.effect is RowEffect.RAISES else _RISES), (activity_spec(b), b.hi, start)

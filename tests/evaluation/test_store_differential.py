@@ -5,7 +5,8 @@ real ones), at moving ``as_of`` instants and in several time zones, six answers 
 
 * the batch compiler run on SQLite (``cohorta.evaluation.store.matching_sql``),
 * the batch compiler run on PostgreSQL,
-* ``cohorta.evaluation.store.matching_ids`` (the rule read from its smaller side) on each store,
+* ``cohorta.evaluation.store.matching_ids`` (each condition read from its smaller side, groups combined in
+  memory: what segment recomputes read) on each store,
 * the real-time predicate (``rules.compile_predicate``) over snapshots loaded from SQLite
   (``cohorta.evaluation.snapshots.load_snapshots`` with ``rules.rule_requirements``),
 * the same predicate over snapshots loaded from PostgreSQL.
@@ -55,10 +56,11 @@ from cohorta.customers.schemas import (
 from cohorta.evaluation import store as batch
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.evaluation.snapshots import load_snapshots, value_types
+from cohorta.evaluation.store import NodeMatches
 from cohorta.evaluation.wakeups import wakeup_candidates
 from cohorta.rules.catalog import ACTIVITY_FIELDS, OPERATORS_BY_TYPE
 from cohorta.rules.model import CALENDAR_PERIODS, MEASURE_FUNCTIONS, WINDOW_CALENDAR_PERIODS, walk
-from cohorta.segments.preview import NodeMatches
+from cohorta.segments.preview import node_counts
 
 UTC = dt.UTC
 EXPONENT = 2
@@ -196,7 +198,7 @@ def answers(sessions: dict[str, Session], sqls: dict[str, str | Exception], cust
         except Exception as exc:
             session.rollback()
             out[f"batch/{name}"] = _error(exc)
-        try:  # what segment recomputes read: the same rule, read from its smaller side
+        try:  # what segment recomputes read: each condition from its smaller side, combined in memory
             out[f"ids/{name}"] = batch.matching_ids(session, rule, ctx)
         except Exception as exc:
             session.rollback()
@@ -754,7 +756,7 @@ def test_batch_and_predicate_agree_on_both_stores(stores: list[Store]) -> None:
 
 
 def test_dropoff_counts_are_those_of_each_node_evaluated_alone(stores: list[Store]) -> None:
-    """The preview reads each condition once and combines the matches (``segments.preview.NodeMatches``);
+    """The preview reads each condition once and combines the matches (``evaluation.store.NodeMatches``);
     every count must be what evaluating that node (or that AND prefix) on its own in the store gives, on both
     stores."""
     checked = on_random_worlds(stores, max(MAX_EXAMPLES // 3, 5), 4,
@@ -797,12 +799,12 @@ def check_node_counts(stores: Sequence[Store], rule_json: dict[str, Any], ctx: r
             population = batch.population(session)
             matches = NodeMatches(session, ctx, population)
             matching = matches.of(rule.root)
-            nodes = matches.counts(rule)
+            nodes = node_counts(matches, rule)
             got = {node.id: (node.passing, node.cumulative) for node in nodes}
             want = {node_id: (batch.count_matching(session, node, ctx), prefix)
                     for node_id, node, prefix in _nodes_and_prefixes(session, rule, ctx)}
             assert got == want, f"{s.name}: {json.dumps(rule_json, default=str)}"
-            expected = batch.matching_ids(session, rule, ctx)
+            expected = {row[0] for row in batch.run_sql(session, batch.matching_sql(session, rule, ctx))}
             assert matching.count(population) == len(expected)
             assert matches.lowest(matching, 5) == sorted(expected)[:5]
             checked["nodes"] += len(nodes)

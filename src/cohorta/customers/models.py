@@ -266,11 +266,17 @@ class LoyaltyTransaction(Base):
     """
 
     __tablename__ = "loyalty_transactions"
-    # Covers a rule's points and redemptions (by type, window, program and entry, summing points) per customer.
+    # Cover a rule's points and redemptions (by type, window, program and entry, summing points): one customer's
+    # rows (live re-evaluation), and every customer's rows of one type in customer order (a segment's recompute
+    # groups them by customer without sorting; migration 0018).
     __table_args__ = (
         sa.Index(
             "ix_loyalty_transactions_customer_type_occurred_covering",
             "customer_id", "type", "occurred_at", "program", "entry", "points",
+        ),
+        sa.Index(
+            "ix_loyalty_transactions_type_customer_covering",
+            "type", "customer_id", "occurred_at", "program", "entry", "points",
         ),
     )  # fmt: skip
 

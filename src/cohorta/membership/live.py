@@ -349,6 +349,8 @@ def evaluate(
     lock_segments(session, [s.id for s in affected])
     needs = {} if scope is None else _needs(affected)  # what a customer decided for a segment needs (see _alike)
     read = sorted({s.id for s in affected}.union(*(s.uses for s in affected)))  # memberships the rules look at
+    # Inside its start/expiry window (the index holds active segments only); outside it nobody is a member.
+    live = {s.id: in_window(s.starts_at, s.expires_at, now) for s in affected}
     changes: dict[str, tuple[int, int]] = {}
     for chunk in chunked(list(ids), 1_000):
         memberships = memberships_of(session, chunk, read)
@@ -388,10 +390,9 @@ def evaluate(
                 customers = [cid for cid in snapshots if cid in chosen]
             decided[segment.id] = customers
             predicate = segment.predicate(now, settings, index.catalog)
-            live = in_window(segment.starts_at, segment.expires_at, now)  # the index holds active ones only
             entered, exited = [], []
             for customer_id in customers:
-                should = live and predicate(snapshots[customer_id])
+                should = live[segment.id] and predicate(snapshots[customer_id])
                 member = segment.id in member_of[customer_id]
                 if should and not member:
                     entered.append(customer_id)
@@ -413,7 +414,7 @@ def evaluate(
             if not segment.requirements.time_dependent or not decided[segment.id]:
                 continue
             ctx, cache, kept = segment.next_change_tools(now, settings, index.catalog)
-            if kept is not None and not in_window(segment.starts_at, segment.expires_at, now):
+            if not live[segment.id]:
                 kept = None  # membership is not the rule's answer outside the segment's window
             for cid in decided[segment.id]:
                 snapshot = snapshots[cid]

@@ -59,6 +59,7 @@ from cohorta.evaluation.snapshots import load_snapshots, value_types
 from cohorta.evaluation.store import NodeMatches
 from cohorta.evaluation.wakeups import wakeup_candidates
 from cohorta.rules.catalog import ACTIVITY_FIELDS, OPERATORS_BY_TYPE
+from cohorta.rules.limits import MAX_LIST_LENGTH
 from cohorta.rules.model import CALENDAR_PERIODS, MEASURE_FUNCTIONS, WINDOW_CALENDAR_PERIODS, walk
 from cohorta.segments.preview import node_counts
 
@@ -888,6 +889,41 @@ def test_nulls(stores: list[Store], rule: dict[str, Any], expected: set[str]) ->
         person("de", country="DE", attributes={"nickname": "Bob", "tags": []}),
         person("none", country=None),
     ])
+    assert evaluate(stores, world, rule, AS_OF) == expected
+
+
+MANY_TAGS = [f"t{i}" for i in range(MAX_LIST_LENGTH - 2)]
+VIEWED = {"activity": "events", "event": "product_viewed", "op": "is", "value": 1}  # counted: the deepest form
+
+
+def _tags_viewed(tags: list[str]) -> dict[str, Any]:
+    return {**VIEWED, "where": [{"field": "properties.tags", "op": "has_all", "value": tags}]}
+
+
+@pytest.mark.parametrize(("rule", "expected"), [
+    # One semi join per value nested (events) or ANDed (attributes) overflowed SQLite's parser at five values and
+    # its expression depth at 999: the statements stay within them up to the longest list a rule may hold.
+    (_tags_viewed(["a", "b", "c", "d", "e"]), {"all"}),
+    ({"not": {"not": _tags_viewed(["a", "b", "c", "d", "e"])}}, {"all"}),
+    (_tags_viewed(["a", "b", "c", "d", "e", "f"]), set()),
+    ({**VIEWED, "where": [{"field": "properties.tags", "op": "has_all", "value": ["a", "b"]},
+                          *({"field": "properties.sku", "op": "contains", "value": c} for c in "sku-1")]}, {"all"}),
+    (_tags_viewed([*MANY_TAGS[:40], "a"]), set()),
+    ({"field": "attributes.tags", "op": "has_all", "value": [*MANY_TAGS, "a", "b"]}, set()),  # over 100 stored
+    ({"field": "attributes.tags", "op": "has_all", "value": [*MANY_TAGS[:95], "a", "b"]}, {"many"}),
+    ({"field": "attributes.tags", "op": "has_all", "value": ["a", "b", "c", "d", "e"]}, {"many", "all"}),
+    ({"not": {"field": "attributes.tags", "op": "has_all", "value": [*MANY_TAGS, "a"]}}, {"many", "all", "some"}),
+])
+def test_long_lists_within_sqlite_limits(stores: list[Store], rule: dict[str, Any], expected: set[str]) -> None:
+    tags = ["a", "b", "c", "d", "e"]
+    world = World(
+        customers=[person("many", attributes={"tags": [*MANY_TAGS[:95], "a", "b", "c", "d", "e"]}),  # 100: the most
+                   person("all", attributes={"tags": tags}), person("some", attributes={"tags": ["a"]})],
+        events=[EventIn(id="e1", customer="all", name="product_viewed", timestamp=AS_OF - DAY,
+                        properties={"tags": tags, "sku": "sku-1"}),
+                EventIn(id="e2", customer="some", name="product_viewed", timestamp=AS_OF - DAY,
+                        properties={"tags": ["a", "b"], "sku": "sku-2"})],
+    )
     assert evaluate(stores, world, rule, AS_OF) == expected
 
 

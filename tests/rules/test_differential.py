@@ -33,6 +33,12 @@ AS_OF_SHIFTS = st.one_of(
 # Polars returns Int8 months: month * 100 overflowed for April onwards until the key was computed in int64.
 @example(rule={"field": "attributes.anniversary", "op": "anniversary_within_days", "value": 12}, seed=0,
          tz="Europe/Warsaw", shift=dt.timedelta(0))
+# Found by this test: "has all" of three event tags and a second property condition, negated twice, nested its semi
+# joins past SQLite's parser stack ("parser stack overflow").
+@example(rule={"not": {"not": {"activity": "events", "event": "product_viewed", "op": "has_value", "where": [
+    {"field": "properties.tags", "op": "has_all", "value": ["PL", "A1", "DE"]},
+    {"field": "properties.sku", "op": "contains", "value": "PL"}]}}}, seed=0, tz="Europe/Warsaw",
+    shift=dt.timedelta(0))  # fmt: skip
 def test_predicate_equals_batch_everywhere(rule: dict, seed: int, tz: str, shift: dt.timedelta) -> None:
     backends, snaps = _world(seed, tz)
     parsed = validate(rule, CATALOG, 2)

@@ -92,6 +92,14 @@ def _spelled_out(test: Test) -> Test:
     return InSet(tuple(sorted(spellings)), lower=False)
 
 
+# Statement shapes that grow with a rule's values stay within SQLite's limits (its parser's stack, an expression
+# depth of 1,000): "has all" of more values than this counts each customer's (or event's) distinct hits instead of
+# one semi join per value ANDed together (999 values: "Expression tree is too large"), and an activity nests at
+# most this many event property semi joins (five: "parser stack overflow"), filtering by the others with ``IN``.
+HAS_ALL_SEMIS = 32
+NESTED_PROPERTY_SEMIS = 3
+
+
 def _keyed(key: Any, table: ir.Table, key_col: str, predicate: ir.BooleanValue) -> Any:
     """``key`` has a row in ``table`` passing ``predicate``."""
     return _Semi.of(table, key_col, predicate, unique=False).holds(key)
@@ -114,15 +122,16 @@ class _Semi:
         return customer_id.isin(self.rows[self.key])
 
     @staticmethod
-    def ids(semis: list[_Semi]) -> ir.Table:
-        """The customers every one of ``semis`` holds for, read from the first unique one's rows (else the first's)."""
+    def ids(semis: list[_Semi], distinct: bool = True) -> ir.Table:
+        """The customers every one of ``semis`` holds for, read from the first unique one's rows (else the first's);
+        with ``distinct`` False an id may come more than once (from a list attribute's or an event's rows)."""
         first = next((x for x in semis if x.unique), semis[0])
         rows = first.rows
         rest = [x.holds(rows[first.key]) for x in semis if x is not first]
         if rest:
             rows = rows.filter(*rest)
         out = rows.select(customer_id=rows[first.key])
-        return out if first.unique else out.distinct()
+        return out if first.unique or not distinct else out.distinct()
 
 
 class _BatchCompiler:
@@ -214,7 +223,7 @@ class _BatchCompiler:
 
     def list_semis(self, b: BList, eav_of: tuple[Any, ir.Table, str, Any]) -> list[_Semi] | None:
         """A list test as semi joins on the list's rows (``eav_of``: ``_eav``'s answer for it; None: "has all" of no
-        values, see ``list_value``)."""
+        values, or of more than HAS_ALL_SEMIS, see ``list_value``)."""
         _key, eav, key_col, vcol = eav_of
         col = eav[vcol]
         if b.mode == "present":
@@ -223,7 +232,7 @@ class _BatchCompiler:
         # Row filters of a subquery (never negated): "present and in" lets the partial index on present values serve.
         if b.mode == "any":
             return [_Semi.of(eav, key_col, col.notnull() & v.isin(list(b.values)), unique=False)]
-        if b.values:
+        if b.values and len(b.values) <= HAS_ALL_SEMIS:
             # Has all: one semi join per value, each a seek on the (name, lower(value)) index, instead of counting
             # distinct hits per customer (a sort of every row of the attribute: 1.6 s against 0.1 s at 1M).
             return [_Semi.of(eav, key_col, col.notnull() & (v == value), unique=False) for value in b.values]
@@ -262,14 +271,18 @@ class _BatchCompiler:
                 preds.append(self.node(f, table))
             else:
                 semis.extend(found)
+        # Beyond the first few, property conditions are plain ``id IN (...)`` filters: nested, SQLite's parser
+        # overflowed at five ("has all" of five tags), and a rule may hold up to MAX_NODES conditions.
+        nested, listed = semis[:NESTED_PROPERTY_SEMIS], semis[NESTED_PROPERTY_SEMIS:]
+        preds += [table.id.isin(semi.rows.event_pk) for semi in listed]
         rows = table.filter(*preds)
-        if not semis:
+        if not nested:
             return rows
         # Several conditions nest (property rows of the first whose event has a row of the second, whose event has
         # a row of the third, ...), each semi join with a plain table on its left: SQL engines get one EXISTS inside
         # another, and SQLite accepts only one semi join per SELECT.
-        having = semis[-1].rows
-        for semi in reversed(semis[:-1]):
+        having = nested[-1].rows
+        for semi in reversed(nested[:-1]):
             outer = semi.rows.view()
             having = outer.semi_join(having, outer.event_pk == having.event_pk)
         return rows.semi_join(having, rows.id == having.event_pk)
@@ -370,11 +383,11 @@ def _default_passes(b: BField | BActivity) -> bool:
     return b.default is not None and b.test.py()(b.default)
 
 
-def compile_bound_batch(b: Bound, tables: Tables = TABLES) -> ir.Table:
+def compile_bound_batch(b: Bound, tables: Tables = TABLES, distinct: bool = True) -> ir.Table:
     c = tables.customers
     compiler = _BatchCompiler(tables)
     if semis := compiler.semis(b):
-        return _Semi.ids(semis)
+        return _Semi.ids(semis, distinct)
     pred = compiler.node(b)
     out = c if isinstance(b, BConst) and b.value else c.filter(pred)
     # Only ``customers`` is filtered (other tables enter as semi and anti joins), so the ids are distinct already:
@@ -394,7 +407,9 @@ def compile_batch_or_complement(rule: Rule | NodeType, ctx: Context, tables: Tab
     The second form is taken when it reads less: for a negation (``is_not``, ``has_none``, a ``not`` over one
     condition) the ids matching what is negated, and for a condition that passes by default ("no order in 60
     days") the customers with rows failing it, instead of testing every customer against that list. A count that
-    only asks whether the window holds a row gives the ids of those rows, so an id may come more than once."""
+    only asks whether the window holds a row gives the ids of those rows, and a condition on a list attribute's
+    values the ids of the matching values, so an id may come more than once (making them distinct sorted them: "has
+    any of two interests" at 100,000 customers read in 36 ms distinct, 26 ms not)."""
     return _batch_or_complement(bind(rule, ctx), tables)
 
 
@@ -409,4 +424,4 @@ def _batch_or_complement(b: Bound, tables: Tables) -> tuple[ir.Table, bool]:
     failing = compiler.failing(b)
     if failing is not None:
         return failing, True
-    return compile_bound_batch(b, tables), False
+    return compile_bound_batch(b, tables, distinct=False), False

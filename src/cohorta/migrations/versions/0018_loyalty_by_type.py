@@ -9,7 +9,7 @@ rule read the whole index, every type: "redeemed last quarter" took 781 ms at 1,
 index (SQLite). The type comes first, then the customer, so a rule grouping a type's rows per customer (a sum of
 points) still reads them in customer order without sorting: with (type, occurred_at, ...) instead, "redeemed last
 quarter" took 19 ms but "earned over 500 points this year" 2,963 ms instead of 1,351, SQLite sorting the year's
-rows. The index by customer stays for a customer's own rows (live re-evaluation). Built in 17 s on SQLite at
+rows (both measured with another benchmark running beside). The index by customer stays for a customer's own rows (live re-evaluation). Built in 17 s on SQLite at
 1,000,000 customers (7,656,293 journal rows); writes to the journal wait meanwhile.
 Create Date: 2026-11-25 01:40:00
 """

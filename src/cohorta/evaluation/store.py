@@ -162,8 +162,8 @@ def count_matching(session: Session, rule: rules.Rule | Any, ctx: rules.Context,
 
 
 def matching_or_other_ids(session: Session, rule: rules.Rule | Any, ctx: rules.Context) -> tuple[np.ndarray, bool]:
-    """The ids the rule matches, as an array (in no particular order); or, with True, the ids of the customers it
-    does not match, when those are cheaper to find (``rules.compile_batch_or_complement``)."""
+    """The ids the rule matches, as an array (in no particular order, an id may repeat); or, with True, the ids of
+    the customers it does not match, when those are cheaper to find (``rules.compile_batch_or_complement``)."""
     expr, complement = rules.compile_batch_or_complement(rule, ctx)
     return id_array(session, to_sql(session, expr)), complement
 

@@ -40,12 +40,14 @@ def wakeup_candidates(
         return None
     found: dict[int, dt.datetime] = {}
     gate_sets: dict[int, IdSet] = {}  # by id of the gate's node: a gate shared by several leaves is read once
+    # Sets are only tested for membership and combined, so a complement stays one (no read of every customer id).
+    matches = store.NodeMatches(session, ctx)
 
     def gate_set(gate: rules.Gate) -> IdSet:
         node, wanted = gate
         matching = gate_sets.get(id(node))
         if matching is None:
-            matching = gate_sets[id(node)] = store.matching_id_set(session, node, ctx)
+            matching = gate_sets[id(node)] = matches.of(node)
         return matching if wanted else ~matching
 
     for leaf in leaves:
@@ -60,14 +62,18 @@ def wakeup_candidates(
                     found[customer_id] = instant
 
         if isinstance(leaf, rules.ActivityLeaf):
-            _activity_candidates(session, leaf, ctx, keep)
+            _activity_candidates(session, leaf, ctx, matches, keep)
         else:
             _field_candidates(session, leaf, ctx, types, keep)
     return {cid: instant.replace(tzinfo=UTC) for cid, instant in found.items()}
 
 
 def _activity_candidates(
-    session: Session, leaf: rules.ActivityLeaf, ctx: rules.Context, keep: Callable[[int, dt.datetime | None], None]
+    session: Session,
+    leaf: rules.ActivityLeaf,
+    ctx: rules.Context,
+    matches: store.NodeMatches,
+    keep: Callable[[int, dt.datetime | None], None],
 ) -> None:
     table = table_of(_ACTIVITY_TABLES[leaf.bound.activity])
     at = table.c[leaf.bound.time_column]
@@ -80,7 +86,7 @@ def _activity_candidates(
         query = query.where(at < aware_utc(leaf.until))
     if leaf.bound.event is not None:
         query = query.where(table.c.name == leaf.bound.event)
-    truth = _Truth(session, leaf, ctx) if leaf.reads_truth else None
+    truth = _Truth(matches, leaf, ctx) if leaf.reads_truth else None
     now = ctx.as_of_utc
     for customer_id, first, first_inside, first_arriving in session.execute(query):
         states = truth.of(customer_id) if truth is not None else {}
@@ -91,10 +97,10 @@ def _activity_candidates(
 class _Truth:
     """Whether the activity condition alone is true now, at the next period start and over no rows, per customer."""
 
-    def __init__(self, session: Session, leaf: rules.ActivityLeaf, ctx: rules.Context) -> None:
-        self.now = store.matching_id_set(session, leaf.node, ctx)
+    def __init__(self, matches: store.NodeMatches, leaf: rules.ActivityLeaf, ctx: rules.Context) -> None:
+        self.now = matches.of(leaf.node)
         following = leaf.next_period_node()
-        self.next_period = store.matching_id_set(session, following, ctx) if following is not None else None
+        self.next_period = matches.of(following) if following is not None else None
         self.empty = rules.compile_predicate(leaf.node, ctx)(rules.CustomerSnapshot(customer_id=0, profile={}))
 
     def of(self, customer_id: int) -> dict[str, bool]:

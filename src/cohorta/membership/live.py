@@ -33,7 +33,7 @@ from cohorta.customers.summary import chunked
 from cohorta.db import constant_rows, delete_rows, driver_cursor, insert_rows, select_rows, table_of
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.evaluation.snapshots import ValueTypes, load_event_rows, load_snapshots, value_types
-from cohorta.membership.service import apply_diffs, in_window
+from cohorta.membership.service import apply_diffs, in_window, segment_figures, store_figures
 from cohorta.segments.models import ChangeCause, Segment, SegmentMember, SegmentStatus, SegmentType, SegmentWakeup
 
 WRITE_KINDS = ("profile", "orders", "events", "loyalty")
@@ -403,11 +403,12 @@ def evaluate(
             if entered or exited:
                 diffs[segment.id] = (entered, exited)
         if diffs:  # the database rows of every segment that changed, in one set of statements
-            rows = session.scalars(sa.select(Segment).where(Segment.id.in_(sorted(diffs)))).all()
-            applied = apply_diffs(session, [(row, *diffs[row.id]) for row in rows], cause=cause, now=now)
-            for row, counts in zip(rows, applied, strict=True):
-                previous = changes.get(row.id, (0, 0))
-                changes[row.id] = (previous[0] + counts[0], previous[1] + counts[1])
+            figures = segment_figures(session, sorted(diffs))
+            applied = apply_diffs(session, [(f, *diffs[f.id]) for f in figures], cause=cause, now=now)
+            store_figures(session, figures)
+            for f, counts in zip(figures, applied, strict=True):
+                previous = changes.get(f.id, (0, 0))
+                changes[f.id] = (previous[0] + counts[0], previous[1] + counts[1])
         planned: dict[str, list[int]] = {}
         due: dict[tuple[str, int], datetime | None] = {}
         for segment in affected:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
 from decimal import ROUND_HALF_UP, Decimal
@@ -21,7 +22,7 @@ from cohorta.clv.models import CustomerClv
 from cohorta.config import Settings
 from cohorta.customers.models import CustomerGroupAssignment, CustomerSummary
 from cohorta.customers.summary import chunked
-from cohorta.db import UTCDateTime, delete_rows, dialect_insert, insert_rows, select_rows, table_of
+from cohorta.db import UTCDateTime, delete_rows, dialect_insert, insert_rows, select_rows, table_of, update_rows
 from cohorta.evaluation import store
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.evaluation.idsets import IdSet
@@ -97,6 +98,47 @@ def target_ids(session: Session, segment: Segment, now: datetime, settings: Sett
     return store.matching_id_set(session, rule, ctx)
 
 
+@dataclass
+class SegmentFigures:
+    """A segment's name, version and kept figures as a plain object: what a live write's diff reads and updates,
+    through the driver (:func:`segment_figures`, :func:`store_figures`). Loading the changed segments as ORM rows and
+    flushing them cost a single order at 100,000 customers on PostgreSQL about 3 of its 18 ms of re-evaluation."""
+
+    id: str
+    name: str
+    version: int
+    member_count: int
+    stats_orders: int
+    stats_spent_minor: int
+    stats_clv_minor: int | None
+    avg_transaction_value_minor: int | None
+    avg_transactions: float | None
+    avg_spending_minor: int | None
+    avg_clv_minor: int | None
+
+
+_FIGURES = tuple(f.name for f in fields(SegmentFigures))
+_KEPT_FIGURES = _FIGURES[3:]  # what a diff changes
+
+
+def segment_figures(session: Session, segment_ids: Sequence[str]) -> list[SegmentFigures]:
+    """The figures of these segments, in the order of their ids."""
+    rows = select_rows(session.connection(), table_of(Segment), _FIGURES, {"id": sorted(segment_ids)})
+    return sorted((SegmentFigures(**row) for row in rows), key=lambda figures: figures.id)
+
+
+def store_figures(session: Session, figures: Sequence[SegmentFigures]) -> None:
+    """Write back what :func:`apply_diffs` changed (one statement); ORM copies of these segments loaded earlier in
+    the transaction read them again."""
+    update_rows(session.connection(), table_of(Segment), "id", [
+        {"id": f.id, **{name: getattr(f, name) for name in _KEPT_FIGURES}} for f in figures
+    ])  # fmt: skip
+    changed = {f.id for f in figures}
+    for loaded in list(session.identity_map.values()):
+        if isinstance(loaded, Segment) and loaded.id in changed:
+            session.expire(loaded, list(_KEPT_FIGURES))
+
+
 def apply_diff(
     session: Session,
     segment: Segment,
@@ -112,7 +154,7 @@ def apply_diff(
 
 def apply_diffs(
     session: Session,
-    diffs: Sequence[tuple[Segment, Iterable[int], Iterable[int]]],
+    diffs: Sequence[tuple[Segment | SegmentFigures, Iterable[int], Iterable[int]]],
     *,
     cause: ChangeCause,
     now: datetime,
@@ -235,7 +277,7 @@ def divide_minor(total: int, count: int) -> int:
     return int((Decimal(total) / Decimal(count)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-def derive_averages(segment: Segment) -> None:
+def derive_averages(segment: Segment | SegmentFigures) -> None:
     """The list's figures from the kept sums: average transaction value (spent / orders), average number of
     transactions, average spending and average predicted CLV per member (null while no member has a prediction)."""
     members, orders, spent = segment.member_count or 0, segment.stats_orders or 0, segment.stats_spent_minor or 0

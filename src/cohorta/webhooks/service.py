@@ -13,7 +13,7 @@ import logging
 import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import sqlalchemy as sa
@@ -188,8 +188,20 @@ def hears_entries(session: Session, segment_id: str) -> bool:
     return bool(_listening(session, segment_id)[EventType.entered])
 
 
+class NamedSegment(Protocol):
+    """What a membership notification says of its segment: a :class:`Segment` row or the figures a live write reads
+    instead (:class:`cohorta.membership.service.SegmentFigures`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+
+
 def enqueue_memberships(
-    session: Session, diffs: Sequence[tuple[Segment, Sequence[int], Sequence[int]]], cause: str, now: datetime
+    session: Session, diffs: Sequence[tuple[NamedSegment, Sequence[int], Sequence[int]]], cause: str, now: datetime
 ) -> int:
     """Outbox rows for these segments' entries and exits, for every active subscription listening (one insert for
     all of them); returns how many."""
@@ -198,7 +210,7 @@ def enqueue_memberships(
     subscriptions = _subscriptions(session)
     if not subscriptions:
         return 0
-    planned: list[tuple[Segment, EventType, str, Sequence[int]]] = []
+    planned: list[tuple[NamedSegment, EventType, str, Sequence[int]]] = []
     for segment, entered, exited in diffs:
         listening = _hearing(subscriptions, segment.id)
         for event_type, customer_ids in ((EventType.entered, entered), (EventType.exited, exited)):

@@ -6,6 +6,7 @@ import datetime as dt
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,6 +27,7 @@ from cohorta.rules import (
     event_row_effect,
     kept_answer,
     next_change,
+    order_effect,
     validate,
 )
 from cohorta.rules.next_change import NextChangeCache, _Walker
@@ -736,3 +738,161 @@ def test_rules_that_test_event_rows_alike_share_one_effect_function() -> None:
     row = {"name": "product_viewed", "occurred_at": ANCHOR.replace(tzinfo=None), "properties": {"category": "bags"}}
     assert shoes(row) is RowEffect.NONE  # type: ignore[operator]
     assert effect(2, 30, category="bags")(row) is RowEffect.RAISES  # type: ignore[operator]
+
+
+# -- what a new order can do ------------------------------------------------------------------------------------------
+
+SUMMARY_FIELDS = {path: typ for path, typ in FIELDS.items() if path.startswith("summary.")}
+
+#: Rules with order and order-item activities and summary fields (under and/or/not), mixed with other conditions.
+ORDER_RULES = st.recursive(
+    st.one_of(activity().filter(lambda a: a["activity"] in ("orders", "order_items")), condition(SUMMARY_FIELDS),
+              condition(SUMMARY_FIELDS), condition(TEMPORAL_FIELDS), activity()),
+    lambda kids: st.one_of(
+        st.builds(lambda xs: {"and": xs}, st.lists(kids, min_size=1, max_size=3)),
+        st.builds(lambda xs: {"or": xs}, st.lists(kids, min_size=1, max_size=3)),
+        st.builds(lambda x: {"not": x}, kids),
+    ),
+    max_leaves=4,
+)
+
+
+def _with_order(snap: CustomerSnapshot, order: dict[str, Any], items: list[dict[str, Any]]) -> CustomerSnapshot:
+    """The snapshot after this order is written, its summary rebuilt as the database rebuilds it (from orders of a
+    counted status: count, spending, half-up average, first and last order and the last one's amount)."""
+    summary = dict(snap.summary or {})
+    if order["status"] in ("paid", "fulfilled"):
+        count = (summary.get("order_count") or 0) + 1
+        spent = (summary.get("total_spent_minor") or 0) + (order["total_minor"] or 0)
+        first, last = summary.get("first_order_at"), summary.get("last_order_at")
+        later = last is None or order["created_at"] >= last  # ties: the new order has the highest id
+        summary.update(order_count=count, total_spent_minor=spent, average_order_value_minor=(2 * spent + count) //
+                       (2 * count), first_order_at=order["created_at"] if first is None else min(first, order[
+                       "created_at"]), last_order_at=order["created_at"] if later else last)  # fmt: skip
+        if later:
+            summary["last_order_amount_minor"] = order["total_minor"]
+    return replace(snap, summary=summary, orders=[*snap.orders, order], order_items=[*snap.order_items, *items])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(rule=ORDER_RULES, seed=st.integers(0, 5), tz=st.sampled_from(ZONES), era=st.sampled_from(sorted(ERAS)),
+       shift=AS_OF_SHIFTS, sample_seed=st.integers(0, 2**32))
+@example(rule={"field": "summary.order_count", "op": "gte", "value": 3}, seed=0, tz="UTC", era="2026",
+         shift=dt.timedelta(0), sample_seed=1)
+@example(rule={"not": {"activity": "orders", "window": {"last_days": 60}, "op": "gte", "value": 1}}, seed=1,
+         tz="Europe/Warsaw", era="fall", shift=dt.timedelta(0), sample_seed=2)
+def test_a_new_order_moves_the_answer_only_as_its_effect_says(rule: dict, seed: int, tz: str, era: str,
+                                                               shift: dt.timedelta, sample_seed: int) -> None:
+    """As for events: at every instant from ``as_of`` on, an order whose effect is NONE leaves the answer as it is,
+    RAISES never turns it false and LOWERS never true, the customer's summary rebuilt with it."""
+    rnd = random.Random(sample_seed)
+    parsed = validate(rule, CATALOG, 2)
+    ctx = Context(ERAS[era] + shift, tz, 2, CATALOG)
+    effect_of = order_effect(parsed, ctx)
+    pred = _predicates_at(parsed, ctx)
+    days = sorted(_rule_days(rule))
+    for snap in _world(seed, tz, era)[:3] + [_dense_snapshot(rnd, 100 + i, ctx, days) for i in range(3)]:
+        at = _instant_near(rnd, ctx, days)
+        status = rnd.choice(["paid", "fulfilled", "cancelled", "created"])
+        order = {"id": 10**6, "order_id": "new", "customer_id": snap.customer_id, "status": status, "created_at": at,
+                 "total_minor": rnd.choice([0, 100, 49999, 50000, 50001, -2500, None])}
+        items = [{"id": 10**6 + i, "order_pk": 10**6, "customer_id": snap.customer_id, "ordered_at": at,
+                  "status": status, "sku": rnd.choice(["A1", "B2"]), "name": None, "category": rnd.choice(["shoes",
+                  "hats"]), "brand": rnd.choice(["X", "Y"]), "quantity": 1, "unit_price_minor": 1000,
+                  "amount_minor": rnd.choice([1000, 50000])} for i in range(rnd.randint(0, 2))]  # fmt: skip
+        effect = RowEffect.ANY if effect_of is None else effect_of((order, items))
+        if effect is RowEffect.ANY:
+            continue
+        after = _with_order(snap, order, items)
+        instants = _samples(rnd, after, rule, ctx, None)
+        for t in rnd.sample(instants, min(len(instants), 60)):
+            old, new = pred(t)(snap), pred(t)(after)
+            if effect is RowEffect.NONE:
+                assert new == old, (rule, order, items, t)
+            elif effect is RowEffect.RAISES:
+                assert new or not old, (rule, order, items, t)
+            else:
+                assert old or not new, (rule, order, items, t)
+
+
+def _order(status: str = "paid", total: int | None = 4200, brands: tuple[str, ...] = ()) -> tuple[dict, list[dict]]:
+    at = ANCHOR.replace(tzinfo=None)
+    return ({"status": status, "created_at": at, "total_minor": total},
+            [{"status": status, "ordered_at": at, "brand": brand, "amount_minor": 1000} for brand in brands])
+
+
+@pytest.mark.parametrize(("rule", "order", "expected"), [
+    ({"field": "summary.order_count", "op": "gte", "value": 10}, _order(), RowEffect.RAISES),
+    ({"field": "summary.order_count", "op": "gte", "value": 10}, _order("cancelled"), RowEffect.NONE),
+    ({"field": "summary.order_count", "op": "lt", "value": 10}, _order(), RowEffect.ANY),  # no summary row: false
+    ({"field": "summary.total_spent", "op": "gt", "value": 500}, _order(), RowEffect.RAISES),
+    ({"field": "summary.total_spent", "op": "gt", "value": 500}, _order(total=-100), RowEffect.ANY),
+    ({"not": {"field": "summary.total_spent", "op": "gt", "value": 500}}, _order(), RowEffect.LOWERS),
+    ({"field": "summary.average_order_value", "op": "gt", "value": 50}, _order(), RowEffect.ANY),
+    ({"field": "summary.last_order_at", "op": "more_than_days_ago", "value": 180}, _order(), RowEffect.ANY),
+    ({"field": "loyalty.points_balance", "op": "gt", "value": 5}, _order(), RowEffect.NONE),
+    ({"field": "country", "op": "is", "value": "PL"}, _order(), RowEffect.NONE),
+    ({"activity": "orders", "window": {"last_days": 60}, "op": "is", "value": 0}, _order(), RowEffect.ANY),
+    ({"not": {"activity": "orders", "window": {"last_days": 60}, "op": "gte", "value": 1}}, _order(),
+     RowEffect.LOWERS),
+    ({"activity": "orders", "op": "gte", "value": 1, "where": [{"field": "status", "op": "is", "value": "paid"}]},
+     _order("cancelled"), RowEffect.NONE),
+    ({"activity": "order_items", "where": [{"field": "brand", "op": "is", "value": "X"}], "op": "gte", "value": 1},
+     _order(brands=("Y",)), RowEffect.NONE),
+    ({"activity": "order_items", "where": [{"field": "brand", "op": "is", "value": "X"}], "op": "gte", "value": 1},
+     _order(brands=("Y", "X")), RowEffect.RAISES),
+    ({"activity": "order_items", "where": [{"field": "brand", "op": "is", "value": "X"}],
+      "measure": {"fn": "sum", "field": "amount"}, "op": "gt", "value": 500}, _order(), RowEffect.NONE),
+    ({"and": [{"field": "summary.order_count", "op": "gte", "value": 10},
+              {"not": {"activity": "orders", "window": {"last_days": 60}, "op": "gte", "value": 1}}]}, _order(),
+     RowEffect.ANY),
+])  # fmt: skip
+def test_order_effect(rule: dict, order: tuple[dict, list[dict]], expected: RowEffect) -> None:
+    effect_of = order_effect(validate(rule, CATALOG, 2), Context(ANCHOR, "UTC", 2, CATALOG))
+    assert effect_of is not None
+    assert effect_of(order) is expected
+
+
+def test_order_effect_cannot_tell_under_a_where_that_moves_with_the_clock() -> None:
+    rule = {"activity": "orders", "op": "gte", "value": 1,
+            "where": [{"field": "created_at", "op": "less_than_days_ago", "value": 10}]}
+    assert order_effect(validate(rule, CATALOG, 2), Context(ANCHOR, "UTC", 2, CATALOG)) is None
+
+
+def test_variants_share_one_order_effect_function() -> None:
+    ctx = Context(ANCHOR, "UTC", 2, CATALOG)
+
+    def effect(value: int, field: str = "summary.total_spent") -> object:
+        return order_effect(validate({"field": field, "op": "gt", "value": value}, CATALOG, 2), ctx)
+
+    assert effect(500) is effect(1000)
+    assert effect(500, "summary.order_count") is not effect(500)
+
+
+@pytest.mark.parametrize("field", ["summary.order_count", "summary.total_spent", "summary.average_order_value",
+                                   "summary.last_order_amount"])
+def test_order_effect_on_summary_fields_holds_at_every_small_threshold(field: str) -> None:
+    """Every comparison of a summary field with small thresholds, for orders of every status and of negative, zero
+    and positive totals, on customers with and without orders: the answer moves only as the effect says (random
+    rules reach these boundaries too rarely)."""
+    ctx = Context(ANCHOR, "UTC", 2, CATALOG)
+    customers = [*_world(0, "UTC", "2026")[:4], CustomerSnapshot(7, summary={"order_count": 0,
+                 "total_spent_minor": 0})]  # fmt: skip
+    values = [0, 1, 2, 3] if field == "summary.order_count" else [Decimal("0"), Decimal("1"), Decimal("500")]
+    for op in ("lt", "lte", "gt", "gte", "is", "is_not", "has_value", "is_unknown"):
+        for value in values:
+            rule = {"field": field, "op": op} | ({} if op in ("has_value", "is_unknown") else {"value": value})
+            for negate in (False, True):
+                parsed = validate({"not": rule} if negate else rule, CATALOG, 2)
+                effect_of, pred = order_effect(parsed, ctx), compile_predicate(parsed, ctx)
+                assert effect_of is not None
+                for status in ("paid", "cancelled"):
+                    for total in (-50000, 0, 50000, None):
+                        order = {"id": 10**6, "status": status, "created_at": ANCHOR.replace(tzinfo=None),
+                                 "total_minor": total}
+                        effect = effect_of((order, []))
+                        for snap in customers:
+                            old, new = pred(snap), pred(_with_order(snap, order, []))
+                            assert {RowEffect.NONE: new == old, RowEffect.RAISES: new or not old,
+                                    RowEffect.LOWERS: old or not new, RowEffect.ANY: True}[effect], (
+                                parsed, order, snap.summary)

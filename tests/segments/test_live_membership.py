@@ -294,6 +294,86 @@ def test_events_that_cannot_count_leave_segments_alone_and_nothing_drifts(api: T
     assert_no_drift(api, segments)
 
 
+def test_orders_that_cannot_move_an_answer_leave_segments_alone_and_nothing_drifts(
+    api: TestClient, clock: FrozenClock, store: sa.Engine
+) -> None:
+    """An orders write re-evaluates a segment for a customer only when the new order (or its items) can move the
+    rule's answer that way (rules.order_effect) or an order was rewritten; membership still equals a full recompute
+    after random single and bulk orders, rewrites of status, total and items, and segments built on them."""
+    recent = create(api, name="Ordered in 30 days",
+                    rule={"activity": "orders", "window": {"last_days": 30}, "op": "gte", "value": 1})
+    quiet = create(api, name="No order in 30 days",
+                   rule={"not": {"activity": "orders", "window": {"last_days": 30}, "op": "gte", "value": 1}})
+    definitions: list[dict[str, Any]] = [
+        {"name": "Spent over 100", "text": "summary.total_spent > 100"},
+        {"name": "Under 3 orders", "text": "summary.order_count < 3"},
+        {"name": "Average over 40", "text": "summary.average_order_value > 40"},
+        {"name": "Brand X twice", "rule": {"activity": "order_items", "op": "gte", "value": 2,
+                                           "where": [{"field": "brand", "op": "is", "value": "X"}]}},
+        {"name": "Paid in 60 days", "rule": {"activity": "orders", "window": {"last_days": 60}, "op": "gte",
+                                             "value": 1, "where": [{"field": "status", "op": "is", "value": "paid"}]}},
+    ]  # fmt: skip
+    segments = [recent, quiet, *(create(api, **d) for d in definitions)]
+    segments.append(create(api, name="Quiet spenders",
+                           rule={"and": [{"in_segment": quiet["id"]}, {"in_segment": segments[2]["id"]}]}))
+    run(api)
+
+    def order(key: str, customer: str, total: str = "30", status: str = "paid", days_ago: int = 0,
+              brands: tuple[str, ...] = ()) -> dict[str, Any]:
+        return {"id": key, "customer": customer, "total": total, "status": status,
+                "created_at": (clock.now() - timedelta(days=days_ago)).isoformat(),
+                "items": [{"sku": f"s{i}", "brand": brand, "quantity": 1, "unit_price": "5"}
+                          for i, brand in enumerate(brands)]}  # fmt: skip
+
+    assert api.post("/api/v1/orders", json=order("a1", "c0")).status_code == 201
+    assert "Ordered in 30 days" in segment_names(api, "c0") and "No order in 30 days" not in segment_names(api, "c0")
+    marker = "2099-01-01 00:00:00"
+    wakeups = sa.text("SELECT segment_id, due_at FROM segment_wakeups WHERE customer_id = "
+                      "(SELECT id FROM customers WHERE source_id = 'c0')")
+    with store.begin() as conn:
+        conn.execute(sa.text("UPDATE segment_wakeups SET due_at = :m WHERE segment_id IN (:a, :b)"),
+                     {"m": marker, "a": recent["id"], "b": quiet["id"]})
+    # Another order only raises "ordered in 30 days" (a member) and lowers "no order in 30 days" (not one): neither
+    # is decided again, so their stored wake-ups, early at worst, are left as they were.
+    assert api.post("/api/v1/orders", json=order("a2", "c0")).status_code == 201
+    with store.connect() as conn:
+        kept = {segment_id: str(due) for segment_id, due in conn.execute(wakeups)}
+    assert kept[recent["id"]].startswith("2099") and kept.get(quiet["id"], marker).startswith("2099")
+    # Rewritten (its date moved back), an order is decided again: the marker is gone.
+    assert api.post("/api/v1/orders", json=order("a2", "c0", days_ago=45)).status_code == 200
+    with store.connect() as conn:
+        assert not {str(due) for segment_id, due in conn.execute(wakeups)
+                    if segment_id == recent["id"]} & {marker}  # fmt: skip
+    # A cancelled order feeds no summary: "spent over 100" cannot move; a paid one of 80 makes c1 a member.
+    api.post("/api/v1/orders", json=order("b1", "c1", total="80", status="cancelled"))
+    api.post("/api/v1/orders", json=order("b2", "c1", total="30"))
+    assert "Spent over 100" not in segment_names(api, "c1")
+    api.post("/api/v1/orders", json=order("b3", "c1", total="80"))
+    assert "Spent over 100" in segment_names(api, "c1") and "Quiet spenders" not in segment_names(api, "c1")
+
+    rng = random.Random(7)
+    written: list[str] = []
+
+    def random_order(key: str) -> dict[str, Any]:
+        return order(key, f"c{rng.randrange(3)}", total=str(rng.choice([0, 15, 60])),
+                     status=rng.choice(["paid", "paid", "cancelled", "refunded"]), days_ago=rng.randrange(70),
+                     brands=tuple(rng.choice(["X", "Y"]) for _ in range(rng.randrange(3))))  # fmt: skip
+
+    for step in range(40):
+        if rng.random() < 0.3 and written:  # rewrite an earlier order: its status, total, items, time or customer
+            api.post("/api/v1/orders", json=random_order(rng.choice(written)))
+        elif rng.random() < 0.5:
+            batch = [random_order(f"k{step}-{i}") for i in range(rng.randrange(1, 5))]
+            response = api.post("/api/v1/orders/bulk", json={"items": batch})
+            assert response.status_code == 200, response.text
+            written += [o["id"] for o in batch]
+        else:
+            written.append(f"o{step}")
+            api.post("/api/v1/orders", json=random_order(f"o{step}"))
+        clock.advance(timedelta(seconds=rng.randrange(1, 30)))
+    assert_no_drift(api, segments)
+
+
 def test_snapshots_hold_only_the_attributes_the_rules_name(api: TestClient, store: sa.Engine) -> None:
     """A customer holds many custom attributes and a rule reads one or two: live re-evaluation loads only those,
     and a rule over another attribute still sees its own."""

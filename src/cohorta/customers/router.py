@@ -294,7 +294,8 @@ def post_order(
     ingested = service.record_orders(
         session, clock, settings.currency_exponent, [body], timezone=settings.timezone, loc_prefix=lambda _i: ()
     )
-    live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "orders", index=index)
+    live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "orders",
+                    new_orders=live.NewOrders.of(ingested.inserted, ingested.rewritten), index=index)  # fmt: skip
     session.commit()
     return _single_status(response, ingested.result.items[0])
 
@@ -307,7 +308,8 @@ def bulk_orders(
     ingested = service.record_orders(
         session, clock, settings.currency_exponent, body.items, timezone=settings.timezone
     )
-    live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "orders", index=index)
+    live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "orders",
+                    new_orders=live.NewOrders.of(ingested.inserted, ingested.rewritten), index=index)  # fmt: skip
     session.commit()
     return ingested.result
 

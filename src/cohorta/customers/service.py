@@ -108,6 +108,8 @@ class Ingested:
     # re-evaluates a segment for a customer only if a new row can count for it, or a row was rewritten).
     inserted_pks: set[int] = field(default_factory=set)
     rewritten: set[int] = field(default_factory=set)
+    # The inserted rows as written, each with its children (an order's items).
+    inserted: list[tuple[dict[str, Any], list[dict[str, Any]]]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------- schemas
@@ -628,6 +630,7 @@ def _apply(
         times=times,
         inserted_pks=set(new_ids.values()),
         rewritten={p.customer_id for p in updates},
+        inserted=[(p.row, p.children) for p in inserts],
     )
 
 

@@ -54,6 +54,8 @@ class LiveSegment:
     requirements: rules.Requirements
     # What a new event row can do to the rule's answer (None: anything, whatever the row): rules.event_row_effect.
     event_effect: Callable[[dict[str, Any]], rules.RowEffect] | None = None
+    # Likewise for a new order with its items: rules.order_effect.
+    order_effect: Callable[[rules.NewOrder], rules.RowEffect] | None = None
     _predicates: dict[datetime, Callable[[rules.CustomerSnapshot], bool]] = field(default_factory=dict)
     _next_change: dict[datetime, tuple[rules.Context, rules.NextChangeCache, rules.KeptAnswer | None]] = field(
         default_factory=dict
@@ -217,6 +219,7 @@ def _load(session: Session, settings: Settings, now: datetime, catalog: rules.Ca
             id=row.id, version=row.version, rule=rule, timezone=zone, starts_at=row.starts_at,
             expires_at=row.expires_at, kinds=_kinds(requirements, catalog), events=set(requirements.events),
             uses=set(requirements.segments), requirements=requirements, event_effect=rules.event_row_effect(rule, ctx),
+            order_effect=rules.order_effect(rule, ctx),
         )  # fmt: skip
     return _dependency_order(loaded)
 
@@ -248,6 +251,22 @@ class NewEvents:
     rewritten: set[int]
 
 
+@dataclass(frozen=True)
+class NewOrders:
+    """What an orders write changed: the orders it inserted, each with its items (rows as the tables hold them), by
+    customer; and the customers one of whose orders it rewrote."""
+
+    by_customer: dict[int, list[rules.NewOrder]]
+    rewritten: set[int]
+
+    @classmethod
+    def of(cls, inserted: Iterable[rules.NewOrder], rewritten: set[int]) -> NewOrders:
+        by_customer: dict[int, list[rules.NewOrder]] = defaultdict(list)
+        for order in inserted:
+            by_customer[order[0]["customer_id"]].append(order)
+        return cls(dict(by_customer), rewritten)
+
+
 #: Which customers of a chunk a segment must be decided for because of the write or wake-up itself, given the
 #: chunk's memberships in the segments read (segments that use it follow the customers whose membership moved).
 Scope = Callable[["LiveSegment", Sequence[int], Mapping[int, set[str]]], set[int]]
@@ -262,31 +281,41 @@ def reevaluate(
     *,
     event_names: set[str] | None = None,
     new_events: NewEvents | None = None,
+    new_orders: NewOrders | None = None,
     index: SegmentIndex,
 ) -> dict[str, tuple[int, int]]:
     """Re-evaluate these customers against the segments a ``kind`` write can affect; returns entered/exited counts
-    per segment that changed. For an events write, ``new_events`` narrows it further, per customer and segment, by
-    what the new rows can do to the rule's answer (:func:`rules.event_row_effect`): nothing when they count for none
-    of its activities; nothing either when they can only raise an answer that is already true (a member viewing
-    again under "viewed at least 3 times") or only lower one already false. Those pairs keep their answer and their
-    wake-up, which stays safe (never later than the new true change), and their snapshots are not even loaded."""
+    per segment that changed. For an events or orders write, ``new_events`` or ``new_orders`` narrows it further,
+    per customer and segment, by what the new rows can do to the rule's answer (:func:`rules.event_row_effect`,
+    :func:`rules.order_effect`): nothing when they count for none of its activities and feed none of its fields;
+    nothing either when they can only raise an answer that is already true (a member of "viewed at least 3 times"
+    viewing again, of "spent over 1,000" ordering again) or only lower one already false. Those pairs keep their
+    answer and their wake-up, which stays safe (never later than the new true change), and their snapshots are not
+    even loaded."""
     ids = sorted(set(customer_ids))
     if not ids:
         return {}
     affected = index.reading(session, settings, now, kind, event_names)
     if not affected:
         return {}
-    scope = None if new_events is None else _changed_by_new_events(session, now, new_events, index)
+    scope = None
+    if new_events is not None:
+        rows = load_event_rows(session, new_events.pks, index.types)
+        scope = _changed_by(now, rows, new_events.rewritten, lambda s: s.event_effect)
+    elif new_orders is not None:
+        scope = _changed_by(now, new_orders.by_customer, new_orders.rewritten, lambda s: s.order_effect)
     return evaluate(session, settings, now, ids, affected, ChangeCause.data, index, scope)
 
 
-def _changed_by_new_events(session: Session, now: datetime, new: NewEvents, index: SegmentIndex) -> Scope:
-    rows = load_event_rows(session, new.pks, index.types)
+def _changed_by(now: datetime, rows: Mapping[int, Sequence[Any]], rewritten: set[int],
+                effect_in: Callable[[LiveSegment], Callable[[Any], rules.RowEffect] | None]) -> Scope:  # fmt: skip
+    """The scope of a write that added these rows (by customer) and rewrote rows of ``rewritten``, given where a
+    segment keeps what one new row does to its answer (``effect_in``; None: anything)."""
     # Per effect function, the customers whose new rows can change the answer and how (variants of a rule share
-    # one function: rules.event_row_effect), worked out once for the whole write.
+    # one function), worked out once for the whole write.
     effects: dict[int, dict[int, rules.RowEffect]] = {}
 
-    def effects_of(effect_of: Callable[[dict[str, Any]], rules.RowEffect]) -> dict[int, rules.RowEffect]:
+    def effects_of(effect_of: Callable[[Any], rules.RowEffect]) -> dict[int, rules.RowEffect]:
         found = effects.get(id(effect_of))
         if found is None:
             found = {}
@@ -301,11 +330,12 @@ def _changed_by_new_events(session: Session, now: datetime, new: NewEvents, inde
 
     def scope(segment: LiveSegment, chunk: Sequence[int], memberships: Mapping[int, set[str]]) -> set[int]:
         in_chunk = set(chunk)
-        out = in_chunk & new.rewritten  # a rewritten event may have removed a row that counted
-        if segment.event_effect is None:
+        out = in_chunk & rewritten  # a rewritten row may have removed one that counted
+        effect_of = effect_in(segment)
+        if effect_of is None:
             return out | (in_chunk & rows.keys())
         live = in_window(segment.starts_at, segment.expires_at, now)
-        by_customer = effects_of(segment.event_effect)
+        by_customer = effects_of(effect_of)
         for cid in in_chunk & by_customer.keys():
             effect = by_customer[cid]
             member = segment.id in memberships.get(cid, ())

@@ -7,13 +7,16 @@ from collections.abc import Callable, Hashable
 from enum import Enum
 from typing import Any
 
+from .catalog import COUNTED_ORDER_STATUSES
 from .model import RELATIVE_OPERATORS, Activity, Condition, LastDays, NodeType, Rule, walk
-from .plan import BActivity, BAnd, BNot, BOr, Bound, BSample, BSegment, Requirements, bind
+from .plan import BActivity, BAnd, BField, BNot, BOr, Bound, BSample, BSegment, Requirements, bind
 from .predicate import anonymous, compile_row_filter
 from .semantics import Compare
 from .timeutil import REENTRY_MARGIN, Context
 
 EventRow = dict[str, Any]
+#: A new order as its table rows hold it: the order's row and its items' rows.
+NewOrder = tuple[dict[str, Any], list[dict[str, Any]]]
 
 
 _ACTIVITY_LIST = {"orders": "orders", "order_items": "order_items", "events": "events",
@@ -108,17 +111,26 @@ def _flipped(effect: RowEffect) -> RowEffect:
     return {RowEffect.RAISES: RowEffect.LOWERS, RowEffect.LOWERS: RowEffect.RAISES}.get(effect, effect)
 
 
-def _event_activities(b: Bound, negated: bool = False) -> list[tuple[BActivity, RowEffect]]:
-    """Every ``events`` activity of the bound rule with what one more counted row does to the whole rule through it.
-    ``and`` and ``or`` are monotone in their children (conditions are two-valued), ``not`` reverses."""
+def _leaves(b: Bound, effect_alone: Callable[[Bound], RowEffect | None], negated: bool = False
+            ) -> list[tuple[Bound, RowEffect]]:  # fmt: skip
+    """Every leaf of the bound rule that ``effect_alone`` gives an effect (what a new row does to the leaf alone),
+    with what it does to the whole rule through it. ``and`` and ``or`` are monotone in their children (conditions
+    are two-valued), ``not`` reverses."""
     if isinstance(b, BAnd | BOr):
-        return [found for x in b.items for found in _event_activities(x, negated)]
+        return [found for x in b.items for found in _leaves(x, effect_alone, negated)]
     if isinstance(b, BNot):
-        return _event_activities(b.item, not negated)
-    if isinstance(b, BActivity) and b.activity == "events":
-        effect = count_effect(b)
-        return [(b, _flipped(effect) if negated else effect)]
-    return []
+        return _leaves(b.item, effect_alone, not negated)
+    effect = effect_alone(b)
+    if effect is None:
+        return []
+    return [(b, _flipped(effect) if negated else effect)]
+
+
+def _moving_where(root: NodeType, activities: tuple[str, ...]) -> bool:
+    """Whether an activity of these kinds has a ``where`` condition that moves with the clock (a row failing it now
+    may count later: a new row's effect cannot be told from the row)."""
+    return any(isinstance(n, Activity) and n.activity in activities and any(w.op in RELATIVE_OPERATORS for w in n.where)
+               for n in walk(root))  # fmt: skip
 
 
 def event_row_effect(rule: Rule | NodeType, ctx: Context) -> Callable[[EventRow], RowEffect] | None:
@@ -130,11 +142,14 @@ def event_row_effect(rule: Rule | NodeType, ctx: Context) -> Callable[[EventRow]
     None when the row alone cannot tell: a ``where`` condition that moves with the clock (a row failing it now may
     count later)."""
     root = rule.root if isinstance(rule, Rule) else rule
-    for n in walk(root):
-        if isinstance(n, Activity) and n.activity == "events" and any(w.op in RELATIVE_OPERATORS for w in n.where):
-            return None
-    activities = _event_activities(bind(root, ctx))
-    key = _effect_key(activities)
+    if _moving_where(root, ("events",)):
+        return None
+    leaves = _leaves(
+        bind(root, ctx), lambda b: count_effect(b) if isinstance(b, BActivity) and b.activity == "events" else None
+    )
+    activities = [(b, effect) for b, effect in leaves if isinstance(b, BActivity)]
+    key = _effect_key(("events", *((b.event, tuple(anonymous(f) for f in b.filters), effect)
+                                   for b, effect in activities)))  # fmt: skip
     shared = None if key is None else _SHARED_EFFECTS.get(key)
     if shared is not None:
         return shared
@@ -153,17 +168,70 @@ def event_row_effect(rule: Rule | NodeType, ctx: Context) -> Callable[[EventRow]
     return effect_of
 
 
-#: One effect function for rules whose event activities test the same rows the same way (the variants of a rule
-#: with other thresholds or windows), so a caller can compute a row's effect once for all of them (by identity).
-_SHARED_EFFECTS: weakref.WeakValueDictionary[Hashable, Callable[[EventRow], RowEffect]] = (
-    weakref.WeakValueDictionary()
-)
+#: Summary fields an order feeds (from counted orders only), and among them those that only grow with a counted
+#: order of a non-negative total.
+_ORDER_FED = ("order_count", "total_spent_minor", "average_order_value_minor", "first_order_at", "last_order_at",
+              "last_order_amount_minor")  # fmt: skip
+_ORDER_GROWS = ("order_count", "total_spent_minor")
 
 
-def _effect_key(found: list[tuple[BActivity, RowEffect]]) -> Hashable | None:
-    """What the effect function of these activities depends on (event names, row filters without their node ids,
-    effects), or None when a filter value cannot be hashed (then the function is not shared)."""
-    key = tuple((b.event, tuple(anonymous(f) for f in b.filters), effect) for b, effect in found)
+def _order_leaf_effect(b: Bound) -> RowEffect | None:
+    if isinstance(b, BActivity) and b.activity in ("orders", "order_items"):
+        return count_effect(b)
+    if isinstance(b, BField) and b.source == "summary" and b.name in _ORDER_FED:
+        # A missing summary row fails every test, so only a growing value compared from below is sure to rise.
+        grows = b.name in _ORDER_GROWS and isinstance(b.test, Compare) and b.test.op in ("gt", "gte")
+        return RowEffect.RAISES if grows else RowEffect.ANY
+    return None
+
+
+def order_effect(rule: Rule | NodeType, ctx: Context) -> Callable[[NewOrder], RowEffect] | None:
+    """What one new order (its row and its items' rows, as the tables hold them) can do to the rule's answer, as
+    :func:`event_row_effect` tells it for an event: through the order and order-item activities it counts for, and
+    through the summary fields it feeds. An order of a status that does not count (``created``, ``cancelled``,
+    ``refunded``) feeds no summary field; a counted one raises "order count at least ..." and, unless its total is
+    negative, "total spent over ..."; the averages, first and last order and last amount may move either way.
+    None when a ``where`` condition on orders or their items moves with the clock."""
+    root = rule.root if isinstance(rule, Rule) else rule
+    if _moving_where(root, ("orders", "order_items")):
+        return None
+    leaves = _leaves(bind(root, ctx), _order_leaf_effect)
+    counts = [(b, effect) for b, effect in leaves if isinstance(b, BActivity)]
+    summary = [(b.name, effect) for b, effect in leaves if isinstance(b, BField)]
+    key = _effect_key(("orders", tuple(summary), *((b.activity, tuple(anonymous(f) for f in b.filters), effect)
+                                                   for b, effect in counts)))  # fmt: skip
+    shared = None if key is None else _SHARED_EFFECTS.get(key)
+    if shared is not None:
+        return shared
+    activities = [(b.activity, [compile_row_filter(f) for f in b.filters], effect) for b, effect in counts]
+
+    def effect_of(order: NewOrder) -> RowEffect:
+        row, items = order
+        found = RowEffect.NONE
+        for activity, filters, effect in activities:
+            for counted in (row,) if activity == "orders" else items:
+                if all(f(counted) for f in filters):
+                    found |= effect
+        if summary and row.get("status") in COUNTED_ORDER_STATUSES:
+            negative = (row.get("total_minor") or 0) < 0
+            for name, effect in summary:
+                found |= RowEffect.ANY if negative and name == "total_spent_minor" else effect
+        return found
+
+    if key is not None:
+        _SHARED_EFFECTS[key] = effect_of
+    return effect_of
+
+
+#: One effect function for rules whose activities and fields test the same rows the same way (the variants of a
+#: rule with other thresholds or windows), so a caller can compute a row's effect once for all of them (by
+#: identity). Keys start with the kind of write ("events", "orders").
+_SHARED_EFFECTS: weakref.WeakValueDictionary[Hashable, Callable[[Any], RowEffect]] = weakref.WeakValueDictionary()
+
+
+def _effect_key(key: tuple[Any, ...]) -> Hashable | None:
+    """What an effect function depends on (event names or activities, row filters without their node ids, summary
+    fields, effects), or None when a filter value cannot be hashed (then the function is not shared)."""
     try:
         hash(key)
     except TypeError:

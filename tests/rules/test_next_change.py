@@ -673,18 +673,24 @@ def test_a_new_event_moves_the_answer_only_as_its_effect_says(rule: dict, seed: 
                "properties": {"sku": rnd.choice(["A1", "B2"]), "price": rnd.choice([1.5, 3.0]), "tags": ["sale"],
                               "platform": rnd.choice(["ios", "web"])}}
         effect = RowEffect.ANY if effect_of is None else effect_of(row)
-        if effect is RowEffect.ANY:
-            continue
-        after = replace(snap, events=[*snap.events, row])
-        instants = _samples(rnd, after, rule, ctx, None)
-        for t in rnd.sample(instants, min(len(instants), 60)):
-            old, new = pred(t)(snap), pred(t)(after)
-            if effect is RowEffect.NONE:
-                assert new == old, (rule, row, t)
-            elif effect is RowEffect.RAISES:
-                assert new or not old, (rule, row, t)
-            else:
-                assert old or not new, (rule, row, t)
+        _moves_as_said(effect, snap, replace(snap, events=[*snap.events, row]), pred, rnd, rule, ctx, row)
+
+
+def _moves_as_said(effect: RowEffect, before: CustomerSnapshot, after: CustomerSnapshot,
+                   pred: Callable[[dt.datetime], Callable[[CustomerSnapshot], bool]], rnd: random.Random, rule: dict,
+                   ctx: Context, added: object) -> None:  # fmt: skip
+    """At instants from ``as_of`` on: NONE leaves the answer, RAISES never turns it false, LOWERS never true."""
+    if effect is RowEffect.ANY:
+        return
+    instants = _samples(rnd, after, rule, ctx, None)
+    for t in rnd.sample(instants, min(len(instants), 60)):
+        old, new = pred(t)(before), pred(t)(after)
+        if effect is RowEffect.NONE:
+            assert new == old, (rule, added, t)
+        elif effect is RowEffect.RAISES:
+            assert new or not old, (rule, added, t)
+        else:
+            assert old or not new, (rule, added, t)
 
 
 @pytest.mark.parametrize(("rule", "row", "expected"), [
@@ -801,18 +807,7 @@ def test_a_new_order_moves_the_answer_only_as_its_effect_says(rule: dict, seed: 
                   "hats"]), "brand": rnd.choice(["X", "Y"]), "quantity": 1, "unit_price_minor": 1000,
                   "amount_minor": rnd.choice([1000, 50000])} for i in range(rnd.randint(0, 2))]  # fmt: skip
         effect = RowEffect.ANY if effect_of is None else effect_of((order, items))
-        if effect is RowEffect.ANY:
-            continue
-        after = _with_order(snap, order, items)
-        instants = _samples(rnd, after, rule, ctx, None)
-        for t in rnd.sample(instants, min(len(instants), 60)):
-            old, new = pred(t)(snap), pred(t)(after)
-            if effect is RowEffect.NONE:
-                assert new == old, (rule, order, items, t)
-            elif effect is RowEffect.RAISES:
-                assert new or not old, (rule, order, items, t)
-            else:
-                assert old or not new, (rule, order, items, t)
+        _moves_as_said(effect, snap, _with_order(snap, order, items), pred, rnd, rule, ctx, (order, items))
 
 
 def _order(status: str = "paid", total: int | None = 4200, brands: tuple[str, ...] = ()) -> tuple[dict, list[dict]]:

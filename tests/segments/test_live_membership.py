@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -279,19 +279,27 @@ def test_events_that_cannot_count_leave_segments_alone_and_nothing_drifts(api: T
                     "category": rng.choice(["shoes", "bags", "hats"]),
                     "release": (clock.now() + timedelta(days=rng.randrange(-5, 30))).date().isoformat()}}
 
+    random_writes(api, clock, rng, "/api/v1/events", event, batch=6)  # rewrites move a category, customer or time
+    assert_no_drift(api, segments)
+
+
+def random_writes(api: TestClient, clock: FrozenClock, rng: random.Random, path: str,
+                  item: Callable[[str], dict[str, Any]], batch: int) -> None:  # fmt: skip
+    """40 random single writes, bulk writes of up to ``batch`` - 1 items and rewrites of an earlier item, a few
+    seconds apart."""
     written: list[str] = []
     for step in range(40):
-        if rng.random() < 0.3 and written:  # rewrite an earlier event: its category, customer or time changes
-            api.post("/api/v1/events", json=event(rng.choice(written)))
+        if rng.random() < 0.3 and written:
+            api.post(path, json=item(rng.choice(written)))
         elif rng.random() < 0.5:
-            batch = [event(f"k{step}-{i}") for i in range(rng.randrange(1, 6))]
-            assert api.post("/api/v1/events/bulk", json={"items": batch}).status_code == 200
-            written += [e["id"] for e in batch]
+            items = [item(f"k{step}-{i}") for i in range(rng.randrange(1, batch))]
+            response = api.post(f"{path}/bulk", json={"items": items})
+            assert response.status_code == 200, response.text
+            written += [x["id"] for x in items]
         else:
-            written.append(f"e{step}")
-            api.post("/api/v1/events", json=event(f"e{step}"))
+            written.append(f"w{step}")
+            api.post(path, json=item(f"w{step}"))
         clock.advance(timedelta(seconds=rng.randrange(1, 30)))
-    assert_no_drift(api, segments)
 
 
 def test_orders_that_cannot_move_an_answer_leave_segments_alone_and_nothing_drifts(
@@ -352,25 +360,13 @@ def test_orders_that_cannot_move_an_answer_leave_segments_alone_and_nothing_drif
     assert "Spent over 100" in segment_names(api, "c1") and "Quiet spenders" not in segment_names(api, "c1")
 
     rng = random.Random(7)
-    written: list[str] = []
 
     def random_order(key: str) -> dict[str, Any]:
         return order(key, f"c{rng.randrange(3)}", total=str(rng.choice([0, 15, 60])),
                      status=rng.choice(["paid", "paid", "cancelled", "refunded"]), days_ago=rng.randrange(70),
                      brands=tuple(rng.choice(["X", "Y"]) for _ in range(rng.randrange(3))))  # fmt: skip
 
-    for step in range(40):
-        if rng.random() < 0.3 and written:  # rewrite an earlier order: its status, total, items, time or customer
-            api.post("/api/v1/orders", json=random_order(rng.choice(written)))
-        elif rng.random() < 0.5:
-            batch = [random_order(f"k{step}-{i}") for i in range(rng.randrange(1, 5))]
-            response = api.post("/api/v1/orders/bulk", json={"items": batch})
-            assert response.status_code == 200, response.text
-            written += [o["id"] for o in batch]
-        else:
-            written.append(f"o{step}")
-            api.post("/api/v1/orders", json=random_order(f"o{step}"))
-        clock.advance(timedelta(seconds=rng.randrange(1, 30)))
+    random_writes(api, clock, rng, "/api/v1/orders", random_order, batch=5)  # rewrites move status, total, items...
     assert_no_drift(api, segments)
 
 

@@ -148,24 +148,22 @@ def event_row_effect(rule: Rule | NodeType, ctx: Context) -> Callable[[EventRow]
         bind(root, ctx), lambda b: count_effect(b) if isinstance(b, BActivity) and b.activity == "events" else None
     )
     activities = [(b, effect) for b, effect in leaves if isinstance(b, BActivity)]
-    key = _effect_key(("events", *((b.event, tuple(anonymous(f) for f in b.filters), effect)
-                                   for b, effect in activities)))  # fmt: skip
-    shared = None if key is None else _SHARED_EFFECTS.get(key)
-    if shared is not None:
-        return shared
-    tests = [(b.event, [compile_row_filter(f) for f in b.filters], effect) for b, effect in activities]
+    key = ("events", *((b.event, tuple(anonymous(f) for f in b.filters), effect) for b, effect in activities))
 
-    def effect_of(row: EventRow) -> RowEffect:
-        name = row.get("name")
-        found = RowEffect.NONE
-        for event, filters, effect in tests:
-            if name == event and all(f(row) for f in filters):
-                found |= effect
-        return found
+    def make() -> Callable[[EventRow], RowEffect]:
+        tests = [(b.event, [compile_row_filter(f) for f in b.filters], effect) for b, effect in activities]
 
-    if key is not None:
-        _SHARED_EFFECTS[key] = effect_of
-    return effect_of
+        def effect_of(row: EventRow) -> RowEffect:
+            name = row.get("name")
+            found = RowEffect.NONE
+            for event, filters, effect in tests:
+                if name == event and all(f(row) for f in filters):
+                    found |= effect
+            return found
+
+        return effect_of
+
+    return _shared_effect(key, make)
 
 
 #: Summary fields an order feeds (from counted orders only), and among them those that only grow with a counted
@@ -198,29 +196,28 @@ def order_effect(rule: Rule | NodeType, ctx: Context) -> Callable[[NewOrder], Ro
     leaves = _leaves(bind(root, ctx), _order_leaf_effect)
     counts = [(b, effect) for b, effect in leaves if isinstance(b, BActivity)]
     summary = [(b.name, effect) for b, effect in leaves if isinstance(b, BField)]
-    key = _effect_key(("orders", tuple(summary), *((b.activity, tuple(anonymous(f) for f in b.filters), effect)
-                                                   for b, effect in counts)))  # fmt: skip
-    shared = None if key is None else _SHARED_EFFECTS.get(key)
-    if shared is not None:
-        return shared
-    activities = [(b.activity, [compile_row_filter(f) for f in b.filters], effect) for b, effect in counts]
+    key = ("orders", tuple(summary), *((b.activity, tuple(anonymous(f) for f in b.filters), effect)
+                                       for b, effect in counts))  # fmt: skip
 
-    def effect_of(order: NewOrder) -> RowEffect:
-        row, items = order
-        found = RowEffect.NONE
-        for activity, filters, effect in activities:
-            for counted in (row,) if activity == "orders" else items:
-                if all(f(counted) for f in filters):
-                    found |= effect
-        if summary and row.get("status") in COUNTED_ORDER_STATUSES:
-            negative = (row.get("total_minor") or 0) < 0
-            for name, effect in summary:
-                found |= RowEffect.ANY if negative and name == "total_spent_minor" else effect
-        return found
+    def make() -> Callable[[NewOrder], RowEffect]:
+        activities = [(b.activity, [compile_row_filter(f) for f in b.filters], effect) for b, effect in counts]
 
-    if key is not None:
-        _SHARED_EFFECTS[key] = effect_of
-    return effect_of
+        def effect_of(order: NewOrder) -> RowEffect:
+            row, items = order
+            found = RowEffect.NONE
+            for activity, filters, effect in activities:
+                for counted in (row,) if activity == "orders" else items:
+                    if all(f(counted) for f in filters):
+                        found |= effect
+            if summary and row.get("status") in COUNTED_ORDER_STATUSES:
+                negative = (row.get("total_minor") or 0) < 0
+                for name, effect in summary:
+                    found |= RowEffect.ANY if negative and name == "total_spent_minor" else effect
+            return found
+
+        return effect_of
+
+    return _shared_effect(key, make)
 
 
 #: One effect function for rules whose activities and fields test the same rows the same way (the variants of a
@@ -229,12 +226,16 @@ def order_effect(rule: Rule | NodeType, ctx: Context) -> Callable[[NewOrder], Ro
 _SHARED_EFFECTS: weakref.WeakValueDictionary[Hashable, Callable[[Any], RowEffect]] = weakref.WeakValueDictionary()
 
 
-def _effect_key(key: tuple[Any, ...]) -> Hashable | None:
-    """What an effect function depends on (event names or activities, row filters without their node ids, summary
-    fields, effects), or None when a filter value cannot be hashed (then the function is not shared)."""
+def _shared_effect(key: tuple[Any, ...], make: Callable[[], Callable[[Any], RowEffect]]
+                   ) -> Callable[[Any], RowEffect]:  # fmt: skip
+    """The effect function kept for ``key`` (what it depends on: the kind of write, event names or activities, row
+    filters without their node ids, summary fields, effects), made and kept if there is none; made and not kept when
+    a filter value cannot be hashed."""
     try:
-        hash(key)
+        shared = _SHARED_EFFECTS.get(key)
     except TypeError:
-        return None
-    return key
+        return make()
+    if shared is None:
+        shared = _SHARED_EFFECTS[key] = make()
+    return shared
 

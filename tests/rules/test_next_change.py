@@ -661,19 +661,27 @@ def test_a_new_event_moves_the_answer_only_as_its_effect_says(rule: dict, seed: 
                                                                shift: dt.timedelta, sample_seed: int) -> None:
     """At every instant from ``as_of`` on, adding an event whose effect is NONE leaves the answer as it is; RAISES
     never turns it false, LOWERS never true: what lets live membership keep such a customer's answer and wake-up."""
-    rnd = random.Random(sample_seed)
-    parsed = validate(rule, CATALOG, 2)
-    ctx = Context(ERAS[era] + shift, tz, 2, CATALOG)
-    effect_of = event_row_effect(parsed, ctx)
-    pred = _predicates_at(parsed, ctx)
-
-    days = sorted(_rule_days(rule))
-    for snap in _world(seed, tz, era)[:3] + [_dense_snapshot(rnd, 100 + i, ctx, days) for i in range(3)]:
+    rnd, ctx, days, effect_of, pred, customers = _effect_case(rule, seed, tz, era, shift, sample_seed,
+                                                              event_row_effect)  # fmt: skip
+    for snap in customers:
         row = {"name": rnd.choice(["product_viewed", "app_opened"]), "occurred_at": _instant_near(rnd, ctx, days),
                "properties": {"sku": rnd.choice(["A1", "B2"]), "price": rnd.choice([1.5, 3.0]), "tags": ["sale"],
                               "platform": rnd.choice(["ios", "web"])}}
         effect = RowEffect.ANY if effect_of is None else effect_of(row)
         _moves_as_said(effect, snap, replace(snap, events=[*snap.events, row]), pred, rnd, rule, ctx, row)
+
+
+def _effect_case(rule: dict, seed: int, tz: str, era: str, shift: dt.timedelta, sample_seed: int,
+                 effect: Callable[[Rule, Context], Any]) -> tuple[random.Random, Context, list[int], Any, Callable[
+                 [dt.datetime], Callable[[CustomerSnapshot], bool]], list[CustomerSnapshot]]:  # fmt: skip
+    """A property case of a row's effect: the random source, context, the rule's days, its effect function (None:
+    cannot tell), its predicates by instant, and six customers (three of the world, three dense near ``as_of``)."""
+    rnd = random.Random(sample_seed)
+    parsed = validate(rule, CATALOG, 2)
+    ctx = Context(ERAS[era] + shift, tz, 2, CATALOG)
+    days = sorted(_rule_days(rule))
+    customers = _world(seed, tz, era)[:3] + [_dense_snapshot(rnd, 100 + i, ctx, days) for i in range(3)]
+    return rnd, ctx, days, effect(parsed, ctx), _predicates_at(parsed, ctx), customers
 
 
 def _moves_as_said(effect: RowEffect, before: CustomerSnapshot, after: CustomerSnapshot,
@@ -791,13 +799,8 @@ def test_a_new_order_moves_the_answer_only_as_its_effect_says(rule: dict, seed: 
                                                                shift: dt.timedelta, sample_seed: int) -> None:
     """As for events: at every instant from ``as_of`` on, an order whose effect is NONE leaves the answer as it is,
     RAISES never turns it false and LOWERS never true, the customer's summary rebuilt with it."""
-    rnd = random.Random(sample_seed)
-    parsed = validate(rule, CATALOG, 2)
-    ctx = Context(ERAS[era] + shift, tz, 2, CATALOG)
-    effect_of = order_effect(parsed, ctx)
-    pred = _predicates_at(parsed, ctx)
-    days = sorted(_rule_days(rule))
-    for snap in _world(seed, tz, era)[:3] + [_dense_snapshot(rnd, 100 + i, ctx, days) for i in range(3)]:
+    rnd, ctx, days, effect_of, pred, customers = _effect_case(rule, seed, tz, era, shift, sample_seed, order_effect)
+    for snap in customers:
         at = _instant_near(rnd, ctx, days)
         status = rnd.choice(["paid", "fulfilled", "cancelled", "created"])
         order = {"id": 10**6, "order_id": "new", "customer_id": snap.customer_id, "status": status, "created_at": at,

@@ -1,4 +1,5 @@
-"""The driver-level reads of live membership give what SQLAlchemy's own reads give, on both engines."""
+"""The driver-level reads and writes of live membership give what SQLAlchemy's own give, on both engines, pipelined or
+not."""
 
 from __future__ import annotations
 
@@ -7,7 +8,17 @@ from datetime import UTC, date, datetime, timedelta
 import sqlalchemy as sa
 
 from cohorta.customers.models import Customer, CustomerAttributeValue, Event, EventDefinition
-from cohorta.db import constant_rows, delete_rows, insert_rows, select_rows, table_of
+from cohorta.db import (
+    UTCDateTime,
+    add_rows,
+    constant_rows,
+    delete_rows,
+    insert_rows,
+    pipelined,
+    select_rows,
+    send_rows,
+    table_of,
+)
 
 NOW = datetime(2026, 3, 29, 1, 30, 15, 250_000, tzinfo=UTC)
 
@@ -83,3 +94,59 @@ def test_constant_rows_read_a_statement_with_its_values_rendered(store: sa.Engin
         rows = constant_rows(connection, statement)
         assert sorted(name for name, _ in rows) == ["50% off", "viewed"]
         assert constant_rows(connection, statement) == rows  # compiled once, the same answer
+
+
+def test_pipelined_writes_and_reads_store_and_read_what_plain_ones_do(store: sa.Engine) -> None:
+    """Inside ``pipelined`` (PostgreSQL's pipeline mode) ``insert_rows`` sends one INSERT of unnested arrays instead
+    of COPY; the rows stored (JSON, NULLs, instants, dates, booleans) are the same, and reads sent before any is read
+    give the answers ``select_rows`` gives."""
+    customers, events = table_of(Customer), table_of(Event)
+    with store.begin() as connection:
+        _fill(connection)  # COPY on PostgreSQL
+        plain = _by_core(connection, sa.select(customers).order_by(customers.c.id))
+        connection.execute(sa.delete(events))
+        connection.execute(sa.delete(table_of(CustomerAttributeValue)))
+        connection.execute(sa.delete(customers))
+        with pipelined(connection):
+            _fill(connection)
+            sent = [send_rows(connection, customers, list(customers.c.keys()), {"id": [1, 2, 3]}),
+                    send_rows(connection, events, ["id", "customer_id"], {"customer_id": [2]}),
+                    send_rows(connection, customers, ["id"], {"id": [99]})]  # fmt: skip
+            answers = [part.rows() for part in sent]
+        assert _by_core(connection, sa.select(customers).order_by(customers.c.id)) == plain
+        assert sorted(answers[0], key=lambda r: r["id"]) == [row for row in plain if row["id"] in (1, 2, 3)]
+        assert sorted(r["id"] for r in answers[1]) == [10 + i for i in range(12) if 1 + i % 3 == 2]
+        assert answers[2] == []
+        assert select_rows(connection, customers, ["id"], {"id": [1]}) == [{"id": 1}]  # and out of the pipeline
+
+
+def test_add_rows_inserts_new_keys_and_adds_to_existing_ones(store: sa.Engine) -> None:
+    """Counters: a new key is inserted, an existing one gets the values added, a key repeated in one call is summed
+    (one statement may not update a row twice on PostgreSQL)."""
+    metadata = sa.MetaData()
+    counts = sa.Table(
+        "test_add_rows_counts", metadata,
+        sa.Column("name", sa.String(32), primary_key=True), sa.Column("quarter", UTCDateTime(), primary_key=True),
+        sa.Column("entered", sa.BigInteger, nullable=False), sa.Column("exited", sa.BigInteger, nullable=False),
+    )  # fmt: skip
+    quarter = NOW.replace(minute=30, second=0, microsecond=0)
+    later = quarter + timedelta(minutes=15)
+    metadata.create_all(store)
+    try:
+        with store.begin() as connection:
+            add_rows(connection, counts, ("name", "quarter"), [
+                {"name": "a", "quarter": quarter, "entered": 2, "exited": 0},
+                {"name": "b", "quarter": quarter, "entered": 0, "exited": 1},
+                {"name": "a", "quarter": quarter, "entered": 1, "exited": 4},
+            ])  # fmt: skip
+            add_rows(connection, counts, ("name", "quarter"), [
+                {"name": "a", "quarter": quarter, "entered": 10, "exited": 0},
+                {"name": "a", "quarter": later, "entered": 1, "exited": 1},
+            ])  # fmt: skip
+            add_rows(connection, counts, ("name", "quarter"), [])
+            rows = connection.execute(sa.select(counts.c.name, counts.c.quarter, counts.c.entered, counts.c.exited))
+            assert sorted((n, q, e, x) for n, q, e, x in rows) == [
+                ("a", quarter, 13, 4), ("a", later, 1, 1), ("b", quarter, 0, 1),
+            ]  # fmt: skip
+    finally:
+        metadata.drop_all(store)

@@ -106,3 +106,33 @@ def test_erasing_a_member_is_an_exit_on_that_day_and_leaves_past_sizes_alone(
     ).json()
     assert [(p["members"], p["entered"], p["exited"]) for p in points] == [(2, 2, 0), (2, 0, 0), (1, 0, 1)]
     assert api.get(f"/api/v1/segments/{poles['id']}").json()["members"] == 1
+
+
+def test_quarter_hour_counts_add_up_per_segment_in_one_statement(api: TestClient, store: sa.Engine) -> None:
+    """``count_size_changes`` writes many segments' counts at once: a segment named twice is summed, counts add to
+    the quarter hour's row, a new quarter hour starts its own row, and zero changes write nothing."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy.orm import Session
+
+    from cohorta.membership.service import count_size_changes
+    from cohorta.segments.models import SegmentSizeChange
+
+    ids = [create(api, name=f"Counted {n}", text='profile.country in ("PL")')["id"] for n in range(3)]
+    at = datetime(2026, 3, 1, 10, 7, tzinfo=UTC)
+    with Session(store) as session:
+        count_size_changes(session, at, [(ids[0], 2, 0), (ids[1], 0, 3), (ids[0], 1, 1), (ids[2], 0, 0)])
+        count_size_changes(session, at + timedelta(minutes=5), [(ids[1], 4, 0)])
+        count_size_changes(session, at + timedelta(minutes=10), [(ids[0], 0, 7)])
+        count_size_changes(session, at, [])
+        session.commit()
+        table = SegmentSizeChange.__table__
+        rows = session.execute(
+            sa.select(table.c.segment_id, table.c.quarter, table.c.entered, table.c.exited).where(
+                table.c.segment_id.in_(ids)
+            )
+        ).all()
+    quarter = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    assert sorted((sid, q.astimezone(UTC), e, x) for sid, q, e, x in rows) == sorted([
+        (ids[0], quarter, 3, 1), (ids[1], quarter, 4, 3), (ids[0], quarter + timedelta(minutes=15), 0, 7),
+    ])  # fmt: skip

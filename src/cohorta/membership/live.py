@@ -30,7 +30,7 @@ from cohorta import rules
 from cohorta.config import Settings
 from cohorta.customers.models import AttributeDefinition, EventDefinition
 from cohorta.customers.summary import chunked
-from cohorta.db import constant_rows, delete_rows, driver_cursor, insert_rows, select_rows, table_of
+from cohorta.db import constant_rows, delete_rows, driver_cursor, insert_rows, pipelined, select_rows, table_of
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.evaluation.snapshots import ValueTypes, load_event_rows, load_snapshots, value_types
 from cohorta.membership.service import apply_diffs, in_window, segment_figures, store_figures
@@ -168,6 +168,7 @@ class SegmentIndex:
         self.types = ValueTypes({}, {})
         self._reading_of: list[LiveSegment] | None = None
         self._reading: dict[tuple[str, frozenset[str] | None], list[LiveSegment]] = {}
+        self._needs: dict[int, tuple[Sequence[LiveSegment], dict[str, rules.Requirements]]] = {}
 
     def current(self, session: Session, settings: Settings, now: datetime) -> list[LiveSegment]:
         fingerprint = frozenset(constant_rows(session.connection(), _FINGERPRINT))
@@ -199,6 +200,21 @@ class SegmentIndex:
                 if self._reading_of is segments:
                     self._reading[key] = found
         return found
+
+
+    def needs(self, affected: Sequence[LiveSegment]) -> dict[str, rules.Requirements]:
+        """:func:`_needs` of these segments, worked out once per list (:meth:`reading` hands out the same list while
+        the segments stay the same): its pairwise walk over 60 segments cost an order 0.2 ms."""
+        with self._lock:
+            found = self._needs.get(id(affected))
+        if found is not None and found[0] is affected:
+            return found[1]
+        needs = _needs(affected)
+        with self._lock:
+            if len(self._needs) > 256:
+                self._needs = {}
+            self._needs[id(affected)] = (affected, needs)  # the list is kept, so its id is not reused meanwhile
+        return needs
 
 
 def _load(session: Session, settings: Settings, now: datetime, catalog: rules.Catalog) -> list[LiveSegment]:
@@ -376,14 +392,17 @@ def evaluate(
     ``scope`` (None: all of them) picks the customers each segment is decided for."""
     if not affected or not ids:
         return {}
-    lock_segments(session, [s.id for s in affected])
-    needs = {} if scope is None else _needs(affected)  # what a customer decided for a segment needs (see _alike)
+    needs = {} if scope is None else index.needs(affected)  # what a customer decided for one needs (see _alike)
     read = sorted({s.id for s in affected}.union(*(s.uses for s in affected)))  # memberships the rules look at
     # Inside its start/expiry window (the index holds active segments only); outside it nobody is a member.
     live = {s.id: in_window(s.starts_at, s.expires_at, now) for s in affected}
     changes: dict[str, tuple[int, int]] = {}
-    for chunk in chunked(list(ids), 1_000):
-        memberships = memberships_of(session, chunk, read)
+    chunks = list(chunked(list(ids), 1_000))
+    with pipelined(session.connection()):  # the lock needs no answer: one round trip with the first memberships
+        lock_segments(session, [s.id for s in affected])
+        first_memberships = memberships_of(session, chunks[0], read)
+    for number, chunk in enumerate(chunks):
+        memberships = first_memberships if number == 0 else memberships_of(session, chunk, read)
         picked = None if scope is None else {s.id: scope(s, chunk, memberships) for s in affected}
         if picked is None:
             needed = chunk
@@ -432,10 +451,10 @@ def evaluate(
                     member_of[customer_id].discard(segment.id)
             if entered or exited:
                 diffs[segment.id] = (entered, exited)
+        figures = []
         if diffs:  # the database rows of every segment that changed, in one set of statements
             figures = segment_figures(session, sorted(diffs))
             applied = apply_diffs(session, [(f, *diffs[f.id]) for f in figures], cause=cause, now=now)
-            store_figures(session, figures)
             for f, counts in zip(figures, applied, strict=True):
                 previous = changes.get(f.id, (0, 0))
                 changes[f.id] = (previous[0] + counts[0], previous[1] + counts[1])
@@ -456,8 +475,12 @@ def evaluate(
                     continue
                 planned.setdefault(segment.id, []).append(cid)
                 due[segment.id, cid] = next_wakeup(segment, snapshot, ctx, cache)
-        if planned:
-            plan_wakeups(session, planned, due)
+        if figures or planned:
+            with pipelined(session.connection()):  # writes needing no answer: one round trip on PostgreSQL
+                if figures:
+                    store_figures(session, figures)
+                if planned:
+                    plan_wakeups(session, planned, due)
     return changes
 
 

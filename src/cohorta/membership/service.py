@@ -9,7 +9,6 @@ from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
 from decimal import ROUND_HALF_UP, Decimal
-from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,7 +21,17 @@ from cohorta.clv.models import CustomerClv
 from cohorta.config import Settings
 from cohorta.customers.models import CustomerGroupAssignment, CustomerSummary
 from cohorta.customers.summary import chunked
-from cohorta.db import UTCDateTime, delete_rows, dialect_insert, insert_rows, select_rows, table_of, update_rows
+from cohorta.db import (
+    UTCDateTime,
+    add_rows,
+    delete_rows,
+    insert_rows,
+    pipelined,
+    select_rows,
+    send_rows,
+    table_of,
+    update_rows,
+)
 from cohorta.evaluation import store
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.evaluation.idsets import IdSet
@@ -166,28 +175,29 @@ def apply_diffs(
     members, history = table_of(SegmentMember), table_of(MembershipChange)
     connection = session.connection()
     exits = _by_customers((segment.id, exiting) for segment, _, exiting in prepared)
-    for customer_ids, segment_ids in exits.items():
-        for chunk in chunked(list(customer_ids)):
-            delete_rows(connection, members, {"segment_id": sorted(segment_ids), "customer_id": chunk})
-    insert_rows(connection, members, [
-        {"segment_id": segment.id, "customer_id": cid, "since": now}
-        for segment, entering, _ in prepared for cid in entering
-    ])  # fmt: skip
-    insert_rows(connection, history, [
-        {"segment_id": segment.id, "customer_id": cid, "entered": entered_, "cause": cause.value,
-         "version": segment.version, "occurred_at": now}
-        for segment, entering, exiting in prepared
-        for cids, entered_ in ((entering, True), (exiting, False)) for cid in cids
-    ])  # fmt: skip
-    count_size_changes(
-        session, now, [(segment.id, len(entering), len(exiting)) for segment, entering, exiting in prepared]
-    )
     entries = _by_customers((segment.id, entering) for segment, entering, _ in prepared)
-    sums: dict[tuple[int, ...], tuple[int, int, int | None]] = {}
+    sums = _summary_sums(session, [*entries, *exits])
+    # The rows are written through the driver and need no answer: one round trip on PostgreSQL for all of them.
+    with pipelined(connection):
+        for customer_ids, segment_ids in exits.items():
+            for chunk in chunked(list(customer_ids)):
+                delete_rows(connection, members, {"segment_id": sorted(segment_ids), "customer_id": chunk})
+        insert_rows(connection, members, [
+            {"segment_id": segment.id, "customer_id": cid, "since": now}
+            for segment, entering, _ in prepared for cid in entering
+        ])  # fmt: skip
+        insert_rows(connection, history, [
+            {"segment_id": segment.id, "customer_id": cid, "entered": entered_, "cause": cause.value,
+             "version": segment.version, "occurred_at": now}
+            for segment, entering, exiting in prepared
+            for cids, entered_ in ((entering, True), (exiting, False)) for cid in cids
+        ])  # fmt: skip
+        count_size_changes(
+            session, now, [(segment.id, len(entering), len(exiting)) for segment, entering, exiting in prepared]
+        )
     for groups, sign in ((entries, 1), (exits, -1)):
         for customer_ids, segment_ids in groups.items():
             monthly.carry_members(session, segment_ids, customer_ids, sign)
-            sums[customer_ids] = _summary_sums(session, customer_ids)
     for segment, entering, exiting in prepared:
         segment.member_count = (segment.member_count or 0) + len(entering) - len(exiting)
         for ids, sign in ((entering, 1), (exiting, -1)):
@@ -252,24 +262,37 @@ def enter_list(session: Session, segment: Segment, now: datetime, cause: ChangeC
     return entered
 
 
-def _summary_sums(session: Session, customer_ids: Sequence[int]) -> tuple[int, int, int | None]:
-    """Orders, spending and predicted CLV (minor units) of these customers together (those with a summary row);
-    CLV None when none of them has a predicted CLV (no model scored yet). Read through the driver: on a single
-    write's path, where building the aggregate statement cost more than reading one or two rows."""
+def _summary_sums(
+    session: Session, groups: Sequence[tuple[int, ...]]
+) -> dict[tuple[int, ...], tuple[int, int, int | None]]:
+    """Per group of customers: their orders, spending and predicted CLV (minor units) together (those with a
+    summary row); CLV None when none of them has a predicted CLV (no model scored yet). Read through the driver, all
+    sent before any is read (one round trip on PostgreSQL): on a single write's path, where building the aggregate
+    statement cost more than reading one or two rows."""
     connection = session.connection()
-    orders = spent = 0
-    predicted: int | None = None
-    for chunk in chunked(list(customer_ids)):
-        summed: set[int] = set()
-        columns = ("customer_id", "order_count", "total_spent_minor")
-        for row in select_rows(connection, table_of(CustomerSummary), columns, {"customer_id": chunk}):
-            summed.add(row["customer_id"])
-            orders, spent = orders + row["order_count"], spent + row["total_spent_minor"]
-        for row in select_rows(connection, table_of(CustomerClv), ("customer_id", "predicted_minor"),
-                               {"customer_id": chunk}):  # fmt: skip
-            if row["customer_id"] in summed and row["predicted_minor"] is not None:
-                predicted = (predicted or 0) + row["predicted_minor"]
-    return orders, spent, predicted
+    wanted = sorted({cid for group in groups for cid in group})
+    sent = []
+    with pipelined(connection):
+        for chunk in chunked(wanted):
+            sent.append(send_rows(connection, table_of(CustomerSummary),
+                                  ("customer_id", "order_count", "total_spent_minor"), {"customer_id": chunk}))
+            sent.append(send_rows(connection, table_of(CustomerClv), ("customer_id", "predicted_minor"),
+                                  {"customer_id": chunk}))  # fmt: skip
+        summaries = {row["customer_id"]: row for rows in sent[::2] for row in rows.rows()}
+        predicted = {row["customer_id"]: row["predicted_minor"] for rows in sent[1::2] for row in rows.rows()}
+    sums: dict[tuple[int, ...], tuple[int, int, int | None]] = {}
+    for group in groups:
+        orders = spent = 0
+        clv: int | None = None
+        for cid in group:
+            summary = summaries.get(cid)
+            if summary is None:
+                continue
+            orders, spent = orders + summary["order_count"], spent + summary["total_spent_minor"]
+            if predicted.get(cid) is not None:
+                clv = (clv or 0) + predicted[cid]
+        sums[group] = (orders, spent, clv)
+    return sums
 
 
 def divide_minor(total: int, count: int) -> int:
@@ -451,20 +474,11 @@ def count_size_change(session: Session, segment_ids: Sequence[str], now: datetim
 
 
 def count_size_changes(session: Session, now: datetime, changes: Sequence[tuple[str, int, int]]) -> None:
-    """Add (segment, entered, exited) to the segments' counts for the quarter hour of ``now`` (one statement)."""
+    """Add (segment, entered, exited) to the segments' counts for the quarter hour of ``now``: one statement (an
+    executemany through SQLAlchemy ran one upsert per segment on PostgreSQL, each its own execution on the server)."""
     rows = [{"segment_id": sid, "quarter": quarter_of(now), "entered": entered, "exited": exited}
             for sid, entered, exited in changes if entered or exited]  # fmt: skip
-    if rows:
-        connection = session.connection()
-        connection.execute(_size_change_statement(connection.dialect.name), rows)
-
-
-@cache
-def _size_change_statement(dialect: str) -> Any:
-    table = table_of(SegmentSizeChange)
-    statement = dialect_insert(dialect, table)
-    added = {name: table.c[name] + statement.excluded[name] for name in ("entered", "exited")}
-    return statement.on_conflict_do_update(index_elements=["segment_id", "quarter"], set_=added)
+    add_rows(session.connection(), table_of(SegmentSizeChange), ("segment_id", "quarter"), rows)
 
 
 def size_over_time(

@@ -3,18 +3,30 @@ transaction. Not deployment configuration (that is :mod:`cohorta.config`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from cohorta.customers.models import ProjectSetting
-from cohorta.db import dialect_insert, select_rows, table_of
+from cohorta.db import dialect_insert, send_rows, table_of
 
 
 def get_setting(session: Session, key: str) -> Any | None:
     """The value, or None when it was never set (read from the database, not the session's identity map)."""
-    found = select_rows(session.connection(), table_of(ProjectSetting), ("value",), {"key": [key]})
-    return found[0]["value"] if found else None
+    return send_setting(session.connection(), key)()
+
+
+def send_setting(connection: sa.Connection, key: str) -> Callable[[], Any | None]:
+    """:func:`get_setting`, sent now (:func:`cohorta.db.send_rows`); the function returned reads the value."""
+    sent = send_rows(connection, table_of(ProjectSetting), ("value",), {"key": [key]})
+
+    def value() -> Any | None:
+        found = sent.rows()
+        return found[0]["value"] if found else None
+
+    return value
 
 
 def put_setting(session: Session, key: str, value: Any) -> None:

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cohorta.customers.models import COUNTED_ORDER_STATUSES, CustomerMonth, Order
 from cohorta.customers.summary import chunked
 from cohorta.db import InValues, add_into, add_into_statement, as_instant, dialect_insert, table_of
-from cohorta.project_settings import get_setting, put_setting
+from cohorta.project_settings import get_setting, put_setting, send_setting
 from cohorta.segments.models import Segment, SegmentMember, SegmentMonth
 
 SETTING_KEY = "order_months"
@@ -74,11 +74,21 @@ def kept_zone(session: Session, claim: str | None = None) -> ZoneInfo | None:
     database without orders starts keeping them in that zone: there is nothing to build yet."""
     setting = get_setting(session, SETTING_KEY)
     if setting is not None:
-        return ZoneInfo(setting["timezone"])
+        return _zone_of(setting)
     if claim is None or session.execute(sa.select(Order.id).limit(1)).first() is not None:
         return None
     record_zone(session, claim)
     return ZoneInfo(claim)
+
+
+def send_kept_zone(connection: sa.Connection) -> Callable[[], ZoneInfo | None]:
+    """:func:`kept_zone` (without a claim), sent now with other reads; the function returned reads it."""
+    setting = send_setting(connection, SETTING_KEY)
+    return lambda: _zone_of(setting())
+
+
+def _zone_of(setting: Any | None) -> ZoneInfo | None:
+    return None if setting is None else ZoneInfo(setting["timezone"])
 
 
 def month_bucket(created_at: sa.ColumnElement[Any], months: Sequence[date], zone: ZoneInfo) -> sa.ColumnElement[Any]:
@@ -154,10 +164,13 @@ def refresh_customers(
         _carry_to_segments(connection, chunk, months, 1)
 
 
-def carry_members(session: Session, segment_ids: Sequence[str], customer_ids: Sequence[int], sign: int) -> None:
+def carry_members(
+    session: Session, segment_ids: Sequence[str], customer_ids: Sequence[int], sign: int, zone: ZoneInfo | None
+) -> None:
     """These customers entered (sign 1) or left (-1) each of these segments: add or subtract all their months (one
-    statement for all the segments)."""
-    if not customer_ids or not segment_ids or kept_zone(session) is None:
+    statement for all the segments). ``zone``: what :func:`kept_zone` says (read by the caller with its other
+    reads); nothing to do when None."""
+    if not customer_ids or not segment_ids or zone is None:
         return
     connection = session.connection()
     statement = _carry_members_statement(connection.dialect.name)

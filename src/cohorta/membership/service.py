@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
@@ -47,7 +47,7 @@ from cohorta.segments.models import (
     SegmentStatus,
     SegmentType,
 )
-from cohorta.webhooks.service import enqueue_memberships, hears_entries
+from cohorta.webhooks.service import enqueue_memberships, hears_entries, send_subscriptions
 
 
 def member_ids(session: Session, segment_id: str) -> set[int]:
@@ -176,7 +176,12 @@ def apply_diffs(
     connection = session.connection()
     exits = _by_customers((segment.id, exiting) for segment, _, exiting in prepared)
     entries = _by_customers((segment.id, entering) for segment, entering, _ in prepared)
-    sums = _summary_sums(session, [*entries, *exits])
+    # Every read the diff needs, sent before any is read: one round trip on PostgreSQL.
+    with pipelined(connection):
+        read_sums = _send_summary_sums(connection, [*entries, *exits])
+        read_zone = monthly.send_kept_zone(connection)
+        read_subscriptions = send_subscriptions(connection)
+        sums, zone, subscriptions = read_sums(), read_zone(), read_subscriptions()
     # The rows are written through the driver and need no answer: one round trip on PostgreSQL for all of them.
     with pipelined(connection):
         for customer_ids, segment_ids in exits.items():
@@ -197,7 +202,7 @@ def apply_diffs(
         )
     for groups, sign in ((entries, 1), (exits, -1)):
         for customer_ids, segment_ids in groups.items():
-            monthly.carry_members(session, segment_ids, customer_ids, sign)
+            monthly.carry_members(session, segment_ids, customer_ids, sign, zone)
     for segment, entering, exiting in prepared:
         segment.member_count = (segment.member_count or 0) + len(entering) - len(exiting)
         for ids, sign in ((entering, 1), (exiting, -1)):
@@ -208,7 +213,7 @@ def apply_diffs(
                 if clv is not None:
                     segment.stats_clv_minor = (segment.stats_clv_minor or 0) + sign * clv
         derive_averages(segment)
-    enqueue_memberships(session, prepared, cause.value, now)  # same transaction: the outbox
+    enqueue_memberships(session, prepared, cause.value, now, subscriptions)  # same transaction: the outbox
     return [(len(entering), len(exiting)) for _, entering, exiting in prepared]
 
 
@@ -262,36 +267,38 @@ def enter_list(session: Session, segment: Segment, now: datetime, cause: ChangeC
     return entered
 
 
-def _summary_sums(
-    session: Session, groups: Sequence[tuple[int, ...]]
-) -> dict[tuple[int, ...], tuple[int, int, int | None]]:
-    """Per group of customers: their orders, spending and predicted CLV (minor units) together (those with a
-    summary row); CLV None when none of them has a predicted CLV (no model scored yet). Read through the driver, all
-    sent before any is read (one round trip on PostgreSQL): on a single write's path, where building the aggregate
-    statement cost more than reading one or two rows."""
-    connection = session.connection()
+def _send_summary_sums(
+    connection: sa.Connection, groups: Sequence[tuple[int, ...]]
+) -> Callable[[], dict[tuple[int, ...], tuple[int, int, int | None]]]:
+    """Send the reads of, per group of customers, their orders, spending and predicted CLV (minor units) together
+    (those with a summary row; CLV None when none of them has a predicted CLV: no model scored yet); the function
+    returned reads them. Through the driver: on a single write's path, where building the aggregate statement cost
+    more than reading one or two rows."""
     wanted = sorted({cid for group in groups for cid in group})
     sent = []
-    with pipelined(connection):
-        for chunk in chunked(wanted):
-            sent.append(send_rows(connection, table_of(CustomerSummary),
-                                  ("customer_id", "order_count", "total_spent_minor"), {"customer_id": chunk}))
-            sent.append(send_rows(connection, table_of(CustomerClv), ("customer_id", "predicted_minor"),
-                                  {"customer_id": chunk}))  # fmt: skip
+    for chunk in chunked(wanted):
+        summaries = ("customer_id", "order_count", "total_spent_minor")
+        sent.append(send_rows(connection, table_of(CustomerSummary), summaries, {"customer_id": chunk}))
+        sent.append(send_rows(connection, table_of(CustomerClv), ("customer_id", "predicted_minor"),
+                              {"customer_id": chunk}))  # fmt: skip
+
+    def sums() -> dict[tuple[int, ...], tuple[int, int, int | None]]:
         summaries = {row["customer_id"]: row for rows in sent[::2] for row in rows.rows()}
         predicted = {row["customer_id"]: row["predicted_minor"] for rows in sent[1::2] for row in rows.rows()}
-    sums: dict[tuple[int, ...], tuple[int, int, int | None]] = {}
-    for group in groups:
-        orders = spent = 0
-        clv: int | None = None
-        for cid in group:
-            summary = summaries.get(cid)
-            if summary is None:
-                continue
-            orders, spent = orders + summary["order_count"], spent + summary["total_spent_minor"]
-            if predicted.get(cid) is not None:
-                clv = (clv or 0) + predicted[cid]
-        sums[group] = (orders, spent, clv)
+        found: dict[tuple[int, ...], tuple[int, int, int | None]] = {}
+        for group in groups:
+            orders = spent = 0
+            clv: int | None = None
+            for cid in group:
+                summary = summaries.get(cid)
+                if summary is None:
+                    continue
+                orders, spent = orders + summary["order_count"], spent + summary["total_spent_minor"]
+                if predicted.get(cid) is not None:
+                    clv = (clv or 0) + predicted[cid]
+            found[group] = (orders, spent, clv)
+        return found
+
     return sums
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -25,7 +25,7 @@ from cohorta.clock import Clock
 from cohorta.config import Settings
 from cohorta.customers.models import Customer
 from cohorta.customers.summary import chunked
-from cohorta.db import InValues, insert_rows, new_id, select_rows, table_of
+from cohorta.db import InValues, insert_rows, new_id, send_rows, table_of
 from cohorta.errors import FieldError, NotFound, UnknownReference
 from cohorta.outbound import post_signed
 from cohorta.segments.models import Segment
@@ -173,9 +173,14 @@ def _listening(session: Session, segment_id: str) -> dict[EventType, list[str]]:
 
 def _subscriptions(session: Session) -> Subscriptions:
     """Every active subscription: (id, event types, segment ids or none for all)."""
-    rows = select_rows(session.connection(), table_of(Subscription), ("id", "event_types", "segment_ids"),
-                       {"active": [True]})  # fmt: skip
-    return [(row["id"], row["event_types"], row["segment_ids"]) for row in rows]
+    return send_subscriptions(session.connection())()
+
+
+def send_subscriptions(connection: sa.Connection) -> Callable[[], Subscriptions]:
+    """The active subscriptions (:func:`_subscriptions`), sent now with other reads; the function returned reads
+    them."""
+    sent = send_rows(connection, table_of(Subscription), ("id", "event_types", "segment_ids"), {"active": [True]})
+    return lambda: [(row["id"], row["event_types"], row["segment_ids"]) for row in sent.rows()]
 
 
 def _hearing(subscriptions: Subscriptions, segment_id: str) -> dict[EventType, list[str]]:
@@ -201,13 +206,18 @@ class NamedSegment(Protocol):
 
 
 def enqueue_memberships(
-    session: Session, diffs: Sequence[tuple[NamedSegment, Sequence[int], Sequence[int]]], cause: str, now: datetime
+    session: Session,
+    diffs: Sequence[tuple[NamedSegment, Sequence[int], Sequence[int]]],
+    cause: str,
+    now: datetime,
+    subscriptions: Subscriptions | None = None,
 ) -> int:
     """Outbox rows for these segments' entries and exits, for every active subscription listening (one insert for
-    all of them); returns how many."""
+    all of them); returns how many. ``subscriptions``: the active ones when the caller read them already."""
     if not any(entered or exited for _, entered, exited in diffs):
         return 0
-    subscriptions = _subscriptions(session)
+    if subscriptions is None:
+        subscriptions = _subscriptions(session)
     if not subscriptions:
         return 0
     planned: list[tuple[NamedSegment, EventType, str, Sequence[int]]] = []

@@ -361,9 +361,11 @@ def _in_pipeline(connection: sa.Connection) -> bool:
 def pipelined(connection: sa.Connection) -> Iterator[None]:
     """On PostgreSQL, statements sent through the driver inside this block do not wait for their answers: reading
     one answer (or leaving the block) waits for all of them, in one round trip (psycopg's pipeline mode). Only for
-    statements through :func:`driver_cursor` (:func:`insert_rows` sends an INSERT instead of COPY there); on SQLite
-    nothing changes (no round trips)."""
-    if connection.dialect.name != "postgresql":
+    the driver-level helpers here (:func:`send_rows`, :func:`select_rows`, :func:`insert_rows`, which sends an INSERT
+    instead of COPY there, :func:`delete_rows`, :func:`update_rows`, :func:`add_rows`): a statement run by SQLAlchemy
+    inside would see no rows. Inside an outer block it adds nothing (psycopg's nested pipelines would wait at each
+    exit). On SQLite nothing changes (no round trips)."""
+    if connection.dialect.name != "postgresql" or _in_pipeline(connection):
         yield
         return
     with connection.connection.driver_connection.pipeline():  # type: ignore[union-attr]

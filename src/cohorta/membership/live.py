@@ -33,7 +33,13 @@ from cohorta.customers.summary import chunked
 from cohorta.db import constant_rows, delete_rows, driver_cursor, insert_rows, pipelined, select_rows, table_of
 from cohorta.evaluation.catalog import build_catalog
 from cohorta.evaluation.snapshots import ValueTypes, load_event_rows, load_snapshots, value_types
-from cohorta.membership.service import apply_diffs, in_window, segment_figures, store_figures
+from cohorta.membership.service import (
+    in_window,
+    segment_figures,
+    settle_diffs,
+    store_figures,
+    write_diff_rows,
+)
 from cohorta.segments.models import ChangeCause, Segment, SegmentMember, SegmentStatus, SegmentType, SegmentWakeup
 
 WRITE_KINDS = ("profile", "orders", "events", "loyalty")
@@ -451,37 +457,50 @@ def evaluate(
                     member_of[customer_id].discard(segment.id)
             if entered or exited:
                 diffs[segment.id] = (entered, exited)
-        figures = []
-        if diffs:  # the database rows of every segment that changed, in one set of statements
-            figures = segment_figures(session, sorted(diffs))
-            applied = apply_diffs(session, [(f, *diffs[f.id]) for f in figures], cause=cause, now=now)
-            for f, counts in zip(figures, applied, strict=True):
-                previous = changes.get(f.id, (0, 0))
-                changes[f.id] = (previous[0] + counts[0], previous[1] + counts[1])
-        planned: dict[str, list[int]] = {}
-        due: dict[tuple[str, int], datetime | None] = {}
-        for segment in affected:
-            if not segment.requirements.time_dependent or not decided[segment.id]:
-                continue
-            ctx, cache, kept = segment.next_change_tools(now, settings, index.catalog)
-            if not live[segment.id]:
-                kept = None  # membership is not the rule's answer outside the segment's window
-            for cid in decided[segment.id]:
-                snapshot = snapshots[cid]
-                # An answer only an arriving row can change (a non-member of "viewed at least 3 times in 30 days"
-                # with no view after now): no wake-up to plan, and one stored earlier can only be early. Most pairs
-                # of a bulk events write are such; the walk cost a fifth of the request.
-                if kept is not None and kept.keeps(snapshot, segment.id in member_of[cid]):
-                    continue
-                planned.setdefault(segment.id, []).append(cid)
-                due[segment.id, cid] = next_wakeup(segment, snapshot, ctx, cache)
-        if figures or planned:
-            with pipelined(session.connection()):  # writes needing no answer: one round trip on PostgreSQL
-                if figures:
-                    store_figures(session, figures)
-                if planned:
-                    plan_wakeups(session, planned, due)
+        planned, due = _wakeups_to_plan(affected, decided, snapshots, member_of, live, now, settings, index.catalog)
+        if not diffs and not planned:
+            continue
+        figures = segment_figures(session, sorted(diffs)) if diffs else []
+        rows = settle_diffs(session, [(f, *diffs[f.id]) for f in figures], cause=cause, now=now)
+        for f, counts in zip(figures, rows.counts, strict=True):
+            previous = changes.get(f.id, (0, 0))
+            changes[f.id] = (previous[0] + counts[0], previous[1] + counts[1])
+        with pipelined(session.connection()):  # writes needing no answer: one round trip on PostgreSQL
+            write_diff_rows(session, rows)
+            store_figures(session, figures)
+            plan_wakeups(session, planned, due)
     return changes
+
+
+def _wakeups_to_plan(
+    affected: Sequence[LiveSegment],
+    decided: Mapping[str, Sequence[int]],
+    snapshots: Mapping[int, rules.CustomerSnapshot],
+    member_of: Mapping[int, set[str]],
+    live: Mapping[str, bool],
+    now: datetime,
+    settings: Settings,
+    catalog: rules.Catalog,
+) -> tuple[dict[str, list[int]], dict[tuple[str, int], datetime | None]]:
+    """The (segment, customer) pairs decided now whose wake-up must be planned again, and when each is due."""
+    planned: dict[str, list[int]] = {}
+    due: dict[tuple[str, int], datetime | None] = {}
+    for segment in affected:
+        if not segment.requirements.time_dependent or not decided[segment.id]:
+            continue
+        ctx, cache, kept = segment.next_change_tools(now, settings, catalog)
+        if not live[segment.id]:
+            kept = None  # membership is not the rule's answer outside the segment's window
+        for cid in decided[segment.id]:
+            snapshot = snapshots[cid]
+            # An answer only an arriving row can change (a non-member of "viewed at least 3 times in 30 days" with
+            # no view after now): no wake-up to plan, and one stored earlier can only be early. Most pairs of a bulk
+            # events write are such; the walk cost a fifth of the request.
+            if kept is not None and kept.keeps(snapshot, segment.id in member_of[cid]):
+                continue
+            planned.setdefault(segment.id, []).append(cid)
+            due[segment.id, cid] = next_wakeup(segment, snapshot, ctx, cache)
+    return planned, due
 
 
 def next_wakeup(

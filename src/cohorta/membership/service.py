@@ -171,10 +171,42 @@ def apply_diffs(
     """:func:`apply_diff` for several segments at once, in one set of statements: a write that moves a customer in
     or out of ten segments pays for each kind of row once, not once per segment. Segments that enter or leave the
     same customers share their statements (a single customer's write: one of each). Returns the counts per diff."""
+    rows = settle_diffs(session, diffs, cause=cause, now=now)
+    with pipelined(session.connection()):
+        write_diff_rows(session, rows)
+    return rows.counts
+
+
+@dataclass
+class DiffRows:
+    """The membership rows a diff still has to write (:func:`settle_diffs`, :func:`write_diff_rows`)."""
+
+    prepared: list[tuple[Segment | SegmentFigures, list[int], list[int]]]
+    exits: dict[tuple[int, ...], list[str]]
+    cause: ChangeCause
+    now: datetime
+
+    @property
+    def counts(self) -> list[tuple[int, int]]:
+        """(entered, exited) per diff."""
+        return [(len(entering), len(exiting)) for _, entering, exiting in self.prepared]
+
+
+def settle_diffs(
+    session: Session,
+    diffs: Sequence[tuple[Segment | SegmentFigures, Iterable[int], Iterable[int]]],
+    *,
+    cause: ChangeCause,
+    now: datetime,
+) -> DiffRows:
+    """Everything of :func:`apply_diffs` but its membership rows: the segments' figures (on the objects given), the
+    month figures and the outbox; returns the rows left to write with :func:`write_diff_rows`, which needs no answer
+    from the database, so a caller can send them with its own writes (:func:`cohorta.db.pipelined`)."""
     prepared = [(segment, sorted(set(entered)), sorted(set(exited))) for segment, entered, exited in diffs]
-    members, history = table_of(SegmentMember), table_of(MembershipChange)
-    connection = session.connection()
     exits = _by_customers((segment.id, exiting) for segment, _, exiting in prepared)
+    if not prepared:
+        return DiffRows(prepared, exits, cause, now)
+    connection = session.connection()
     entries = _by_customers((segment.id, entering) for segment, entering, _ in prepared)
     # Every read the diff needs, sent before any is read: one round trip on PostgreSQL.
     with pipelined(connection):
@@ -182,24 +214,6 @@ def apply_diffs(
         read_zone = monthly.send_kept_zone(connection)
         read_subscriptions = send_subscriptions(connection)
         sums, zone, subscriptions = read_sums(), read_zone(), read_subscriptions()
-    # The rows are written through the driver and need no answer: one round trip on PostgreSQL for all of them.
-    with pipelined(connection):
-        for customer_ids, segment_ids in exits.items():
-            for chunk in chunked(list(customer_ids)):
-                delete_rows(connection, members, {"segment_id": sorted(segment_ids), "customer_id": chunk})
-        insert_rows(connection, members, [
-            {"segment_id": segment.id, "customer_id": cid, "since": now}
-            for segment, entering, _ in prepared for cid in entering
-        ])  # fmt: skip
-        insert_rows(connection, history, [
-            {"segment_id": segment.id, "customer_id": cid, "entered": entered_, "cause": cause.value,
-             "version": segment.version, "occurred_at": now}
-            for segment, entering, exiting in prepared
-            for cids, entered_ in ((entering, True), (exiting, False)) for cid in cids
-        ])  # fmt: skip
-        count_size_changes(
-            session, now, [(segment.id, len(entering), len(exiting)) for segment, entering, exiting in prepared]
-        )
     for groups, sign in ((entries, 1), (exits, -1)):
         for customer_ids, segment_ids in groups.items():
             monthly.carry_members(session, segment_ids, customer_ids, sign, zone)
@@ -214,7 +228,29 @@ def apply_diffs(
                     segment.stats_clv_minor = (segment.stats_clv_minor or 0) + sign * clv
         derive_averages(segment)
     enqueue_memberships(session, prepared, cause.value, now, subscriptions)  # same transaction: the outbox
-    return [(len(entering), len(exiting)) for _, entering, exiting in prepared]
+    return DiffRows(prepared, exits, cause, now)
+
+
+def write_diff_rows(session: Session, rows: DiffRows) -> None:
+    """The member, history and quarter-hour count rows of settled diffs, through the driver."""
+    members, history = table_of(SegmentMember), table_of(MembershipChange)
+    connection = session.connection()
+    for customer_ids, segment_ids in rows.exits.items():
+        for chunk in chunked(list(customer_ids)):
+            delete_rows(connection, members, {"segment_id": sorted(segment_ids), "customer_id": chunk})
+    insert_rows(connection, members, [
+        {"segment_id": segment.id, "customer_id": cid, "since": rows.now}
+        for segment, entering, _ in rows.prepared for cid in entering
+    ])  # fmt: skip
+    insert_rows(connection, history, [
+        {"segment_id": segment.id, "customer_id": cid, "entered": entered_, "cause": rows.cause.value,
+         "version": segment.version, "occurred_at": rows.now}
+        for segment, entering, exiting in rows.prepared
+        for cids, entered_ in ((entering, True), (exiting, False)) for cid in cids
+    ])  # fmt: skip
+    count_size_changes(
+        session, rows.now, [(segment.id, len(entering), len(exiting)) for segment, entering, exiting in rows.prepared]
+    )
 
 
 def _by_customers(changes: Iterable[tuple[str, list[int]]]) -> dict[tuple[int, ...], list[str]]:

@@ -183,11 +183,7 @@ def insert_rows(connection: sa.Connection, table: sa.Table, rows: list[dict[str,
         names = ", ".join(quote(column.name) for column in ordered)
         if _in_pipeline(connection):
             # COPY cannot run in a pipeline: one INSERT of unnested arrays, as fast for a live write's few rows.
-            unnest = ", ".join(f"%s::{column.type.compile(dialect)}[]" for column in ordered)
-            driver_cursor(connection).execute(
-                f"INSERT INTO {quote(table.name)} ({names}) SELECT * FROM unnest({unnest})",
-                [list(values) for values in zip(*params, strict=True)],
-            )
+            _insert_unnested(connection, table, ordered, params)
             return
         cursor = driver_cursor(connection)
         with cursor.copy(f"COPY {quote(table.name)} ({names}) FROM STDIN") as copy:
@@ -246,20 +242,32 @@ def add_rows(connection: sa.Connection, table: sa.Table, keys: Sequence[str], ro
     quote = dialect.identifier_preparer.quote
     columns = [table.c[name] for name in rows[0]]
     params = _processed_rows(dialect, columns, list(summed.values()))
-    names = ", ".join(quote(c.name) for c in columns)
     added = ", ".join(
         f"{quote(c.name)} = {quote(table.name)}.{quote(c.name)} + excluded.{quote(c.name)}"
         for c in columns if c.key not in keys
     )  # fmt: skip
     conflict = f"ON CONFLICT ({', '.join(quote(table.c[name].name) for name in keys)}) DO UPDATE SET {added}"
     if dialect.name == "postgresql":
-        unnest = ", ".join(f"%s::{c.type.compile(dialect)}[]" for c in columns)
-        sql = f"INSERT INTO {quote(table.name)} ({names}) SELECT * FROM unnest({unnest}) {conflict}"
-        driver_cursor(connection).execute(sql, [list(values) for values in zip(*params, strict=True)])
+        _insert_unnested(connection, table, columns, params, conflict)
         return
+    names = ", ".join(quote(c.name) for c in columns)
     marks = ", ".join("?" for _ in columns)
     sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks}) {conflict}"
     connection.exec_driver_sql(sql, [tuple(values) for values in params])
+
+
+def _insert_unnested(connection: sa.Connection, table: sa.Table, columns: Sequence[sa.Column[Any]],
+                     params: list[list[Any]], suffix: str = "") -> None:  # fmt: skip
+    """PostgreSQL: one ``INSERT ... SELECT FROM unnest(...)`` of these rows (values in ``columns`` order), each
+    column one array parameter; ``suffix``: an ON CONFLICT clause."""
+    dialect = connection.dialect
+    quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(c.name) for c in columns)
+    arrays = ", ".join(f"%s::{c.type.compile(dialect)}[]" for c in columns)
+    driver_cursor(connection).execute(
+        f"INSERT INTO {quote(table.name)} ({names}) SELECT * FROM unnest({arrays}) {suffix}",
+        [list(values) for values in zip(*params, strict=True)],
+    )
 
 
 def update_rows(connection: sa.Connection, table: sa.Table, key: str, rows: list[dict[str, Any]]) -> None:
@@ -350,6 +358,13 @@ def send_rows(
     return SentRows(connection, table, columns, cursor)
 
 
+@lru_cache(maxsize=1)
+def _can_pipeline() -> bool:
+    import psycopg
+
+    return psycopg.Pipeline.is_supported()
+
+
 def _in_pipeline(connection: sa.Connection) -> bool:
     from psycopg import pq
 
@@ -364,8 +379,9 @@ def pipelined(connection: sa.Connection) -> Iterator[None]:
     the driver-level helpers here (:func:`send_rows`, :func:`select_rows`, :func:`insert_rows`, which sends an INSERT
     instead of COPY there, :func:`delete_rows`, :func:`update_rows`, :func:`add_rows`): a statement run by SQLAlchemy
     inside would see no rows. Inside an outer block it adds nothing (psycopg's nested pipelines would wait at each
-    exit). On SQLite nothing changes (no round trips)."""
-    if connection.dialect.name != "postgresql" or _in_pipeline(connection):
+    exit). On SQLite nothing changes (no round trips), nor where the driver's libpq has no pipeline mode (before
+    version 14): there each statement waits for its answer, as outside the block."""
+    if connection.dialect.name != "postgresql" or not _can_pipeline() or _in_pipeline(connection):
         yield
         return
     with connection.connection.driver_connection.pipeline():  # type: ignore[union-attr]

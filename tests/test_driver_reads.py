@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 
+from cohorta import db
 from cohorta.customers.models import Customer, CustomerAttributeValue, Event, EventDefinition
 from cohorta.db import (
     UTCDateTime,
@@ -96,10 +98,14 @@ def test_constant_rows_read_a_statement_with_its_values_rendered(store: sa.Engin
         assert constant_rows(connection, statement) == rows  # compiled once, the same answer
 
 
-def test_pipelined_writes_and_reads_store_and_read_what_plain_ones_do(store: sa.Engine) -> None:
+@pytest.mark.parametrize("libpq_pipelines", [True, False])
+def test_pipelined_writes_and_reads_store_and_read_what_plain_ones_do(
+    store: sa.Engine, libpq_pipelines: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Inside ``pipelined`` (PostgreSQL's pipeline mode) ``insert_rows`` sends one INSERT of unnested arrays instead
     of COPY; the rows stored (JSON, NULLs, instants, dates, booleans) are the same, and reads sent before any is read
-    give the answers ``select_rows`` gives."""
+    give the answers ``select_rows`` gives. Where libpq has no pipeline mode the block changes nothing."""
+    monkeypatch.setattr(db, "_can_pipeline", lambda: libpq_pipelines)
     customers, events = table_of(Customer), table_of(Event)
     with store.begin() as connection:
         _fill(connection)  # COPY on PostgreSQL
@@ -108,6 +114,8 @@ def test_pipelined_writes_and_reads_store_and_read_what_plain_ones_do(store: sa.
         connection.execute(sa.delete(table_of(CustomerAttributeValue)))
         connection.execute(sa.delete(customers))
         with pipelined(connection):
+            if store.dialect.name == "postgresql":
+                assert db._in_pipeline(connection) is libpq_pipelines
             _fill(connection)
             sent = [send_rows(connection, customers, list(customers.c.keys()), {"id": [1, 2, 3]}),
                     send_rows(connection, events, ["id", "customer_id"], {"customer_id": [2]}),

@@ -158,3 +158,23 @@ def test_add_rows_inserts_new_keys_and_adds_to_existing_ones(store: sa.Engine) -
             ]  # fmt: skip
     finally:
         metadata.drop_all(store)
+
+
+def test_a_failed_pipelined_write_fails_its_transaction_and_leaves_the_connection_usable(store: sa.Engine) -> None:
+    """An error inside ``pipelined`` (a duplicate key among rows sent without waiting) is raised by the block, the
+    transaction rolls back whole, and the pooled connection serves the next transaction."""
+    customers = table_of(Customer)
+    with store.begin() as connection:
+        _fill(connection)
+    with store.connect() as connection:
+        transaction = connection.begin()
+        with pytest.raises(Exception, match=r"(?i)unique|duplicate"), pipelined(connection):
+            delete_rows(connection, customers, {"id": [7]})
+            insert_rows(connection, customers, [{"id": 1, "source_id": "again", "created_at": NOW, "updated_at": NOW,
+                                                 "loyalty_member": False}])  # fmt: skip
+            select_rows(connection, customers, ["id"], {"id": [1]})
+        transaction.rollback()
+        with connection.begin():
+            assert sorted(r["id"] for r in select_rows(connection, customers, ["id"], {"id": list(range(1, 8))})) == [
+                1, 2, 3, 4, 5, 6, 7,
+            ]  # the delete sent before the failure was rolled back too

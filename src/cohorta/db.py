@@ -182,7 +182,7 @@ def insert_rows(connection: sa.Connection, table: sa.Table, rows: list[dict[str,
         ordered = (*copy_columns, *json_columns)
         names = ", ".join(quote(column.name) for column in ordered)
         if _in_pipeline(connection):
-            # COPY cannot run in a pipeline: one INSERT of unnested arrays, as fast for a live write's few rows.
+            # COPY cannot run in a pipeline: one INSERT of unnested arrays, which there needs no round trip of its own.
             _insert_unnested(connection, table, ordered, params)
             return
         cursor = driver_cursor(connection)

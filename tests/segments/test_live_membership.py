@@ -93,6 +93,29 @@ def test_profile_events_and_loyalty_writes(api: TestClient) -> None:
     assert members(api, poles["id"]) == ["c2", "c9"]
 
 
+def test_a_new_customer_is_decided_against_every_segment(api: TestClient) -> None:
+    """A customer a profile write creates (alone or in bulk) enters, in that write, every segment whose rule holds for
+    someone with no activity yet, not only the segments that read profiles; an update of an existing customer moves
+    them in profile segments only, as before. A full recompute finds nothing to add or remove."""
+    none_yet = create(api, name="No orders yet", text="summary.order_count < 1")
+    quiet = create(api, name="No views this week", rule={"not": {
+        "activity": "events", "event": "product_viewed", "window": {"last_days": 7}, "measure": {"fn": "count"},
+        "op": "gte", "value": 1}})  # fmt: skip
+    few_points = create(api, name="Few points", rule={"field": "loyalty.points_balance", "op": "lt", "value": 100})
+    poles = create(api, name="Poles", text='profile.country in ("PL")')
+    segments = [none_yet, quiet, few_points, poles]
+    run(api)
+    assert members(api, none_yet["id"]) == ["c0", "c1", "c2"]
+    api.put("/api/v1/customers/n1", json={"country": "PL"}).raise_for_status()
+    assert sorted(segment_names(api, "n1")) == ["Few points", "No orders yet", "No views this week", "Poles"]
+    api.post("/api/v1/customers/bulk", json={"items": [
+        {"source_id": "n2", "country": "DE"}, {"source_id": "c0", "country": "DE"},
+    ]}).raise_for_status()  # fmt: skip
+    assert sorted(segment_names(api, "n2")) == ["Few points", "No orders yet", "No views this week"]
+    assert members(api, poles["id"]) == ["c2", "n1"]
+    assert_no_drift(api, segments)
+
+
 def test_segments_that_use_segments_follow_in_the_same_write(api: TestClient) -> None:
     poles = create(api, name="Poles", text='profile.country in ("PL")')
     rich_poles = create(

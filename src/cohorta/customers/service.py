@@ -110,6 +110,8 @@ class Ingested:
     rewritten: set[int] = field(default_factory=set)
     # The inserted rows as written, each with its children (an order's items).
     inserted: list[tuple[dict[str, Any], list[dict[str, Any]]]] = field(default_factory=list)
+    # The customers this write created (a profile write): decided against every segment, not only profile ones.
+    created: set[int] = field(default_factory=set)
 
 
 # ---------------------------------------------------------------------------------------------- schemas
@@ -318,15 +320,17 @@ def upsert_customers(
     if updated_rows:
         update_rows(session.connection(), table_of(Customer), "id", updated_rows)
     ids = {source_id: row["id"] for source_id, row in existing.items()}
+    created: set[int] = set()
     if new_rows:
         created_ids = _customer_ids(session, [row["source_id"] for row in new_rows])
         ids.update(created_ids)
-        summary.ensure_summary_rows(session, list(created_ids.values()))
+        created = set(created_ids.values())
+        summary.ensure_summary_rows(session, sorted(created))
 
     _write_attribute_changes(session, definitions, items, attribute_changes, ids, existing_attributes)
     changed_ids = {ids[r.id] for r in result.items if r.result != "unchanged"}
     session.flush()
-    return Ingested(result=result, customer_ids=changed_ids)
+    return Ingested(result=result, customer_ids=changed_ids, created=created)
 
 
 def _write_attribute_changes(

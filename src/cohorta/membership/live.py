@@ -1,14 +1,16 @@
 """Live membership: every write re-evaluates the customers it touched, in the write's own transaction, against the
-active dynamic segments whose rules can be affected by what changed (never a loop over all segments).
+active dynamic segments whose rules can be affected by what changed (a loop over all segments only for a customer the
+write created).
 
 A dependency index maps each kind of write to the segments that read it:
 
 | write | segments that read |
 |---|---|
-| ``profile`` (customer upsert) | profile fields, custom attributes, samples |
+| ``profile`` (a customer's profile changed) | profile fields, custom attributes, samples |
 | ``orders`` | summary fields, order and order-item activity |
 | ``events`` | event activity for one of the written event names |
 | ``loyalty`` | summary fields, loyalty fields, points and redemption activity |
+| ``created`` (a new customer) | every segment: any rule may hold for someone with no activity yet |
 
 and segments whose rules use ``in_segment`` follow the segments they use, in dependency order, in the same pass.
 The response to the write therefore already shows the new membership.
@@ -42,7 +44,7 @@ from cohorta.membership.service import (
 )
 from cohorta.segments.models import ChangeCause, Segment, SegmentMember, SegmentStatus, SegmentType, SegmentWakeup
 
-WRITE_KINDS = ("profile", "orders", "events", "loyalty")
+WRITE_KINDS = ("profile", "orders", "events", "loyalty", "created")
 _ACTIVITY_KINDS = {"orders": "orders", "order_items": "orders", "events": "events", "loyalty_transactions": "loyalty"}
 
 
@@ -100,6 +102,8 @@ class LiveSegment:
         return found
 
     def reads(self, kind: str, event_names: set[str] | None) -> bool:
+        if kind == "created":
+            return True
         if kind not in self.kinds:
             return False
         return kind != "events" or event_names is None or bool(self.events & event_names)

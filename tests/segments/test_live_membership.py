@@ -519,3 +519,25 @@ def test_a_recompute_that_fills_the_membership_tables_refreshes_postgresql_stati
     with store.connect() as conn:  # vacuumed too: the visibility map lets a customer's memberships be index-only
         visible = conn.execute(sa.text("SELECT relallvisible FROM pg_class WHERE relname = 'segment_members'"))
         assert visible.scalar_one() > 0
+
+
+@pytest.mark.parametrize(("text", "kinds"), [
+    ("summary.total_spent > 100", {"orders"}),
+    ("summary.order_count < 1", {"orders"}),
+    ("summary.last_order_at more_than_days_ago 60", {"orders"}),
+    ("summary.redemption_count >= 2", {"loyalty"}),
+    ("summary.gift_card_balance > 0", {"loyalty"}),
+    ("loyalty.points_balance >= 100", {"loyalty"}),
+    ('summary.total_spent > 100 and summary.referral_count >= 1 or profile.country in ("PL")',
+     {"orders", "loyalty", "profile"}),
+])  # fmt: skip
+def test_a_write_reaches_the_segments_that_read_what_it_feeds(text: str, kinds: set[str]) -> None:
+    """The dependency index: an order feeds the order summary fields, a loyalty write the loyalty ones (every customer
+    has a summary row from creation on, so neither write moves the other's fields)."""
+    from cohorta import rules
+    from cohorta.membership.live import _kinds
+
+    catalog = rules.Catalog()
+    rule = rules.validate(rules.parse_text(text), catalog, 2)
+    ctx = rules.Context(as_of=datetime(2026, 3, 15, tzinfo=UTC), timezone="UTC", currency_exponent=2, catalog=catalog)
+    assert _kinds(rules.rule_requirements(rule, ctx), catalog) == kinds

@@ -7,9 +7,9 @@ A dependency index maps each kind of write to the segments that read it:
 | write | segments that read |
 |---|---|
 | ``profile`` (a customer's profile changed) | profile fields, custom attributes, samples |
-| ``orders`` | summary fields, order and order-item activity |
+| ``orders`` | order summary fields (count, spent, average, first and last order), order and order-item activity |
 | ``events`` | event activity for one of the written event names |
-| ``loyalty`` | summary fields, loyalty fields, points and redemption activity |
+| ``loyalty`` | loyalty summary fields (redemptions, referrals, gift cards), loyalty fields, points, redemptions |
 | ``created`` (a new customer) | every segment: any rule may hold for someone with no activity yet |
 
 and segments whose rules use ``in_segment`` follow the segments they use, in dependency order, in the same pass.
@@ -117,13 +117,20 @@ def evaluation_instant(now: datetime) -> datetime:
     return now.replace(microsecond=999_999)
 
 
+#: Summary fields a loyalty write feeds; every other summary field is fed by orders alone. Every customer has a
+#: summary row from creation on (``summary.ensure_summary_rows``), rebuilt from the raw rows on each write, so a write
+#: of one kind leaves the other kind's fields as they were.
+_LOYALTY_SUMMARY = frozenset({"summary.redemption_count", "summary.referral_count", "summary.gift_card_balance"})
+
+
 def _kinds(requirements: rules.Requirements, catalog: rules.Catalog) -> set[str]:
+    """The kinds of write that can change the rule's answer (see the module's table)."""
     kinds: set[str] = set()
     for path in requirements.fields:
         spec = catalog.field(path)
         group = spec.group if spec is not None else "profile"
         if group == "summary":
-            kinds |= {"orders", "loyalty"}
+            kinds.add("loyalty" if spec is not None and spec.path in _LOYALTY_SUMMARY else "orders")
         elif group == "loyalty":
             kinds.add("loyalty")
         else:

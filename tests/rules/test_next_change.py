@@ -26,6 +26,7 @@ from cohorta.rules import (
     compile_predicate,
     event_row_effect,
     kept_answer,
+    loyalty_effect,
     next_change,
     order_effect,
     validate,
@@ -758,17 +759,22 @@ def test_rules_that_test_event_rows_alike_share_one_effect_function() -> None:
 
 SUMMARY_FIELDS = {path: typ for path, typ in FIELDS.items() if path.startswith("summary.")}
 
-#: Rules with order and order-item activities and summary fields (under and/or/not), mixed with other conditions.
-ORDER_RULES = st.recursive(
-    st.one_of(activity().filter(lambda a: a["activity"] in ("orders", "order_items")), condition(SUMMARY_FIELDS),
-              condition(SUMMARY_FIELDS), condition(TEMPORAL_FIELDS), activity()),
-    lambda kids: st.one_of(
-        st.builds(lambda xs: {"and": xs}, st.lists(kids, min_size=1, max_size=3)),
-        st.builds(lambda xs: {"or": xs}, st.lists(kids, min_size=1, max_size=3)),
-        st.builds(lambda x: {"not": x}, kids),
-    ),
-    max_leaves=4,
-)
+
+def _rules_of(activities: tuple[str, ...], fields: dict[str, str]) -> st.SearchStrategy[dict]:
+    """Rules with these activities and conditions on these fields (under and/or/not), mixed with other conditions."""
+    return st.recursive(
+        st.one_of(activity().filter(lambda a: a["activity"] in activities), condition(fields), condition(fields),
+                  condition(TEMPORAL_FIELDS), activity()),
+        lambda kids: st.one_of(
+            st.builds(lambda xs: {"and": xs}, st.lists(kids, min_size=1, max_size=3)),
+            st.builds(lambda xs: {"or": xs}, st.lists(kids, min_size=1, max_size=3)),
+            st.builds(lambda x: {"not": x}, kids),
+        ),
+        max_leaves=4,
+    )
+
+
+ORDER_RULES = _rules_of(("orders", "order_items"), SUMMARY_FIELDS)
 
 
 def _with_order(snap: CustomerSnapshot, order: dict[str, Any], items: list[dict[str, Any]]) -> CustomerSnapshot:
@@ -877,20 +883,164 @@ def test_order_effect_on_summary_fields_holds_at_every_small_threshold(field: st
     customers = [*_world(0, "UTC", "2026")[:4], CustomerSnapshot(7, summary={"order_count": 0,
                  "total_spent_minor": 0})]  # fmt: skip
     values = [0, 1, 2, 3] if field == "summary.order_count" else [Decimal("0"), Decimal("1"), Decimal("500")]
+    for parsed in _comparisons(field, values):
+        effect_of, pred = order_effect(parsed, ctx), compile_predicate(parsed, ctx)
+        assert effect_of is not None
+        for status in ("paid", "cancelled"):
+            for total in (-50000, 0, 50000, None):
+                order = {"id": 10**6, "status": status, "created_at": ANCHOR.replace(tzinfo=None), "total_minor": total}
+                effect = effect_of((order, []))
+                for snap in customers:
+                    old, new = pred(snap), pred(_with_order(snap, order, []))
+                    assert _as_said(effect, old, new), (parsed, order, snap.summary)
+
+
+def _comparisons(field: str, values: list[Any]) -> Iterator[Rule]:
+    """Every comparison of ``field`` with these values, and its negation."""
     for op in ("lt", "lte", "gt", "gte", "is", "is_not", "has_value", "is_unknown"):
         for value in values:
             rule = {"field": field, "op": op} | ({} if op in ("has_value", "is_unknown") else {"value": value})
             for negate in (False, True):
-                parsed = validate({"not": rule} if negate else rule, CATALOG, 2)
-                effect_of, pred = order_effect(parsed, ctx), compile_predicate(parsed, ctx)
-                assert effect_of is not None
-                for status in ("paid", "cancelled"):
-                    for total in (-50000, 0, 50000, None):
-                        order = {"id": 10**6, "status": status, "created_at": ANCHOR.replace(tzinfo=None),
-                                 "total_minor": total}
-                        effect = effect_of((order, []))
-                        for snap in customers:
-                            old, new = pred(snap), pred(_with_order(snap, order, []))
-                            assert {RowEffect.NONE: new == old, RowEffect.RAISES: new or not old,
-                                    RowEffect.LOWERS: old or not new, RowEffect.ANY: True}[effect], (
-                                parsed, order, snap.summary)
+                yield validate({"not": rule} if negate else rule, CATALOG, 2)
+
+
+def _as_said(effect: RowEffect, old: bool, new: bool) -> bool:
+    """Whether an answer that went from ``old`` to ``new`` moved as ``effect`` allows."""
+    return {RowEffect.NONE: new == old, RowEffect.RAISES: new or not old, RowEffect.LOWERS: old or not new,
+            RowEffect.ANY: True}[effect]  # fmt: skip
+
+
+#: Fields a loyalty row feeds (summary counts and balances, points and tiers per program) and some it does not.
+LOYALTY_FIELDS = {"loyalty.points_balance": "integer", "loyalty.club.points_balance": "integer",
+                  "loyalty.club.tier": "string", "loyalty.kids.tier": "string", "summary.redemption_count": "integer",
+                  "summary.referral_count": "integer", "summary.gift_card_balance": "money",
+                  "summary.order_count": "integer"}  # fmt: skip
+LOYALTY_RULES = _rules_of(("points", "redemptions"), LOYALTY_FIELDS)
+#: The summary columns a loyalty row feeds, as every customer's summary row holds them from creation on.
+_LOYALTY_SUMMARY_ZEROS = {"points_balance": 0, "redemption_count": 0, "referral_count": 0, "gift_card_balance_minor": 0}
+
+
+def _loyalty_row(rnd: random.Random, customer_id: int, at: dt.datetime) -> dict[str, Any]:
+    kind = rnd.choice(["points", "points", "tier", "redemption", "referral", "gift_card"])
+    row: dict[str, Any] = {"id": 10**6, "customer_id": customer_id, "type": kind, "occurred_at": at, "program": None,
+                           "entry": None, "points": None, "tier": None, "reward": None, "referred": None,
+                           "gift_card": None, "operation": None, "amount_minor": None}  # fmt: skip
+    if kind == "points":
+        entry = rnd.choice(["earn", "spend", "adjust", "expire"])
+        sign = -1 if entry in ("spend", "expire") else rnd.choice([1, -1]) if entry == "adjust" else 1
+        row.update(program=rnd.choice(["club", "kids"]), entry=entry, points=sign * rnd.choice([1, 10, 100, 1000]))
+    elif kind == "tier":
+        row.update(program=rnd.choice(["club", "kids"]), tier=rnd.choice(["silver", "gold", "basic"]))
+    elif kind == "redemption":
+        row.update(program=rnd.choice(["club", "kids", None]), reward=rnd.choice(["mug", "cap"]))
+    elif kind == "referral":
+        row.update(program=rnd.choice(["club", None]), referred="friend")
+    else:
+        row.update(gift_card="GC1", operation="load", amount_minor=rnd.choice([500, -500, 5000]))
+    return row
+
+
+def _with_loyalty(snap: CustomerSnapshot, row: dict[str, Any]) -> tuple[CustomerSnapshot, CustomerSnapshot]:
+    """The snapshot before (its summary holding the loyalty columns, zero when it had none, as the database's rows
+    do) and after this journal row is written, its summary and program rows rebuilt as the database rebuilds them:
+    points summed overall and per program, redemptions and referrals counted, gift-card amounts summed, a program's
+    tier that of its latest tier change (ties: the highest id, the new row's)."""
+    before = replace(snap, summary={**_LOYALTY_SUMMARY_ZEROS, **(snap.summary or {})})
+    summary, programs = dict(before.summary or {}), {p: dict(v) for p, v in before.programs.items()}
+    kind, program = row["type"], row["program"]
+    if kind == "points":
+        summary["points_balance"] = (summary.get("points_balance") or 0) + row["points"]
+        kept = programs.setdefault(program, {"points_balance": 0, "tier": None})
+        kept["points_balance"] = (kept.get("points_balance") or 0) + row["points"]
+    elif kind == "tier":
+        changes = [t["occurred_at"] for t in snap.loyalty_transactions
+                   if t.get("type") == "tier" and t.get("program") == program]  # fmt: skip
+        kept = programs.setdefault(program, {"points_balance": 0, "tier": None})
+        if not changes or row["occurred_at"] >= max(changes):
+            kept["tier"] = row["tier"]
+    elif kind == "redemption":
+        summary["redemption_count"] = (summary.get("redemption_count") or 0) + 1
+    elif kind == "referral":
+        summary["referral_count"] = (summary.get("referral_count") or 0) + 1
+    else:
+        summary["gift_card_balance_minor"] = (summary.get("gift_card_balance_minor") or 0) + row["amount_minor"]
+    return before, replace(before, summary=summary, programs=programs,
+                           loyalty_transactions=[*before.loyalty_transactions, row])  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(rule=LOYALTY_RULES, seed=st.integers(0, 5), tz=st.sampled_from(ZONES), era=st.sampled_from(sorted(ERAS)),
+       shift=AS_OF_SHIFTS, sample_seed=st.integers(0, 2**32))
+@example(rule={"field": "summary.redemption_count", "op": "gte", "value": 2}, seed=0, tz="UTC", era="2026",
+         shift=dt.timedelta(0), sample_seed=1)
+@example(rule={"not": {"activity": "points", "window": {"last_days": 30}, "op": "gte", "value": 1,
+                       "where": [{"field": "program", "op": "is", "value": "club"}]}},
+         seed=1, tz="Europe/Warsaw", era="fall", shift=dt.timedelta(0), sample_seed=2)  # fmt: skip
+def test_a_new_loyalty_row_moves_the_answer_only_as_its_effect_says(rule: dict, seed: int, tz: str, era: str,
+                                                                    shift: dt.timedelta, sample_seed: int) -> None:
+    """As for orders: at every instant from ``as_of`` on, a journal row whose effect is NONE leaves the answer as it
+    is, RAISES never turns it false and LOWERS never true, the customer's summary and programs rebuilt with it."""
+    rnd, ctx, days, effect_of, pred, customers = _effect_case(rule, seed, tz, era, shift, sample_seed, loyalty_effect)
+    for snap in customers:
+        row = _loyalty_row(rnd, snap.customer_id, _instant_near(rnd, ctx, days))
+        effect = RowEffect.ANY if effect_of is None else effect_of(row)
+        before, after = _with_loyalty(snap, row)
+        _moves_as_said(effect, before, after, pred, rnd, rule, ctx, row)
+
+
+def _journal(kind: str, program: str | None = "club", points: int | None = None, **more: Any) -> dict[str, Any]:
+    return {"type": kind, "program": program, "points": points, "occurred_at": ANCHOR.replace(tzinfo=None),
+            "entry": "earn" if kind == "points" else None, **more}  # fmt: skip
+
+
+@pytest.mark.parametrize(("rule", "row", "expected"), [
+    ({"field": "summary.redemption_count", "op": "gte", "value": 2}, _journal("redemption"), RowEffect.RAISES),
+    ({"field": "summary.redemption_count", "op": "lt", "value": 2}, _journal("redemption"), RowEffect.ANY),
+    ({"not": {"field": "summary.referral_count", "op": "gt", "value": 0}}, _journal("referral"), RowEffect.LOWERS),
+    ({"field": "summary.redemption_count", "op": "gte", "value": 2}, _journal("points", points=10), RowEffect.NONE),
+    ({"field": "loyalty.points_balance", "op": "gte", "value": 100}, _journal("points", points=10), RowEffect.ANY),
+    ({"field": "loyalty.points_balance", "op": "gte", "value": 100}, _journal("tier", tier="gold"), RowEffect.NONE),
+    ({"field": "loyalty.club.points_balance", "op": "gte", "value": 100}, _journal("points", "kids", 10),
+     RowEffect.NONE),
+    ({"field": "loyalty.club.tier", "op": "is", "value": "gold"}, _journal("tier", tier="gold"), RowEffect.ANY),
+    ({"field": "loyalty.club.tier", "op": "is", "value": "gold"}, _journal("tier", "kids", tier="basic"),
+     RowEffect.NONE),
+    ({"field": "summary.gift_card_balance", "op": "gt", "value": 10}, _journal("gift_card", None, amount_minor=500),
+     RowEffect.ANY),
+    ({"field": "summary.total_spent", "op": "gt", "value": 500}, _journal("points", points=10), RowEffect.NONE),
+    ({"activity": "redemptions", "op": "gte", "value": 1}, _journal("redemption"), RowEffect.RAISES),
+    ({"activity": "redemptions", "op": "gte", "value": 1}, _journal("points", points=10), RowEffect.NONE),
+    ({"activity": "points", "where": [{"field": "program", "op": "is", "value": "kids"}], "op": "gte", "value": 1},
+     _journal("points", points=10), RowEffect.NONE),
+    ({"activity": "points", "measure": {"fn": "sum", "field": "points"}, "op": "gte", "value": 100},
+     _journal("points", points=10), RowEffect.ANY),
+    ({"not": {"activity": "points", "window": {"last_days": 30}, "op": "gte", "value": 1}},
+     _journal("points", points=10), RowEffect.LOWERS),
+])  # fmt: skip
+def test_loyalty_effect(rule: dict, row: dict, expected: RowEffect) -> None:
+    effect_of = loyalty_effect(validate(rule, CATALOG, 2), Context(ANCHOR, "UTC", 2, CATALOG))
+    assert effect_of is not None
+    assert effect_of(row) is expected
+
+
+@pytest.mark.parametrize("field", ["summary.redemption_count", "summary.referral_count", "loyalty.points_balance",
+                                   "loyalty.club.points_balance", "summary.gift_card_balance"])
+def test_loyalty_effect_on_fed_fields_holds_at_every_small_threshold(field: str) -> None:
+    """Every comparison of a field a journal row feeds with small thresholds, for rows of every kind, on customers
+    with and without loyalty activity: the answer moves only as the effect says."""
+    ctx = Context(ANCHOR, "UTC", 2, CATALOG)
+    rnd = random.Random(7)
+    customers = [*_world(0, "UTC", "2026")[:4], CustomerSnapshot(7, summary={"redemption_count": 1,
+                 "referral_count": 2, "points_balance": 99, "gift_card_balance_minor": 100},
+                 programs={"club": {"points_balance": 100, "tier": "gold"}})]  # fmt: skip
+    values = [Decimal("0"), Decimal("1"), Decimal("100")] if field == "summary.gift_card_balance" else [0, 1, 2, 99,
+                                                                                                       100]
+    rows = [_loyalty_row(rnd, 7, ANCHOR.replace(tzinfo=None)) for _ in range(40)]
+    for parsed in _comparisons(field, values):
+        effect_of, pred = loyalty_effect(parsed, ctx), compile_predicate(parsed, ctx)
+        assert effect_of is not None
+        for row in rows:
+            effect = effect_of(row)
+            for snap in customers:
+                before, after = _with_loyalty(snap, row)
+                assert _as_said(effect, pred(before), pred(after)), (parsed, row)

@@ -259,22 +259,15 @@ def test_events_that_cannot_count_leave_segments_alone_and_nothing_drifts(api: T
                                          "timestamp": clock.now().isoformat(), "properties": {"category": "shoes"}})
     # until the first view leaves the window: a wake-up; the segment built on it follows in the same write
     assert sorted(segment_names(api, "c0")) == ["Any view in 7 days", "Shoes twice", "Shoes, not bags"]
-    marker = "2099-01-01 00:00:00"
-    wakeups = sa.text("SELECT due_at FROM segment_wakeups WHERE segment_id = :s AND customer_id = "
-                      "(SELECT id FROM customers WHERE source_id = 'c0')")
-    with store.begin() as conn:
-        conn.execute(sa.text("UPDATE segment_wakeups SET due_at = :m WHERE segment_id = :s"),
-                     {"m": marker, "s": shoes["id"]})
+    mark_wakeups(store, [shoes["id"]])
     api.post("/api/v1/events", json={"id": "b1", "customer": "c0", "name": "product_viewed",
                                      "timestamp": clock.now().isoformat(), "properties": {"category": "bags"}})
-    with store.connect() as conn:
-        assert str(conn.execute(wakeups, {"s": shoes["id"]}).scalar()).startswith("2099")
+    assert marked(store, shoes["id"])
     # A third shoes view counts, but a member of "at least 2" stays one whatever it adds, and the stored wake-up can
     # only be early (safe): neither is touched.
     api.post("/api/v1/events", json={"id": "s3", "customer": "c0", "name": "product_viewed",
                                      "timestamp": clock.now().isoformat(), "properties": {"category": "shoes"}})
-    with store.connect() as conn:
-        assert str(conn.execute(wakeups, {"s": shoes["id"]}).scalar()).startswith("2099")
+    assert marked(store, shoes["id"])
     # c1 is no member: one shoes view cannot make them one (no wake-up either), the second does, with a wake-up.
     for key in ("t1", "t2"):
         api.post("/api/v1/events", json={"id": key, "customer": "c1", "name": "product_viewed",
@@ -290,8 +283,7 @@ def test_events_that_cannot_count_leave_segments_alone_and_nothing_drifts(api: T
         api.post("/api/v1/events", json={"id": key, "customer": "c0", "name": "product_viewed",
                                          "timestamp": clock.now().isoformat(), "properties": {"category": "hats"}})
     assert sorted(segment_names(api, "c0")) == ["Any view in 7 days", "Bags"]
-    with store.connect() as conn:  # a rewrite decides the customer again: the marker is gone
-        assert not str(conn.execute(wakeups, {"s": shoes["id"]}).scalar()).startswith("2099")
+    assert not marked(store, shoes["id"])  # a rewrite decides the customer again: the marker is gone
 
     rng = random.Random(5)
 
@@ -304,6 +296,26 @@ def test_events_that_cannot_count_leave_segments_alone_and_nothing_drifts(api: T
 
     random_writes(api, clock, rng, "/api/v1/events", event, batch=6)  # rewrites move a category, customer or time
     assert_no_drift(api, segments)
+
+
+_C0 = "(SELECT id FROM customers WHERE source_id = 'c0')"
+
+
+def mark_wakeups(store: sa.Engine, segment_ids: list[str]) -> None:
+    """c0's stored wake-ups in these segments moved to a marker instant far ahead (2099): a write that decides the
+    pair again plans it anew, so a marker still there after a write shows that the write left the pair alone."""
+    with store.begin() as conn:
+        for segment_id in segment_ids:
+            conn.execute(sa.text("UPDATE segment_wakeups SET due_at = :m WHERE segment_id = :s AND customer_id = "
+                                 + _C0), {"m": "2099-01-01 00:00:00", "s": segment_id})  # fmt: skip
+
+
+def marked(store: sa.Engine, segment_id: str) -> bool | None:
+    """Whether c0's wake-up in the segment is still the marker (None: c0 has none there)."""
+    with store.connect() as conn:
+        due = conn.execute(sa.text("SELECT due_at FROM segment_wakeups WHERE segment_id = :s AND customer_id = " + _C0),
+                           {"s": segment_id}).scalar()  # fmt: skip
+    return None if due is None else str(due).startswith("2099")
 
 
 def random_writes(api: TestClient, clock: FrozenClock, rng: random.Random, path: str,
@@ -358,23 +370,14 @@ def test_orders_that_cannot_move_an_answer_leave_segments_alone_and_nothing_drif
 
     assert api.post("/api/v1/orders", json=order("a1", "c0")).status_code == 201
     assert "Ordered in 30 days" in segment_names(api, "c0") and "No order in 30 days" not in segment_names(api, "c0")
-    marker = "2099-01-01 00:00:00"
-    wakeups = sa.text("SELECT segment_id, due_at FROM segment_wakeups WHERE customer_id = "
-                      "(SELECT id FROM customers WHERE source_id = 'c0')")
-    with store.begin() as conn:
-        conn.execute(sa.text("UPDATE segment_wakeups SET due_at = :m WHERE segment_id IN (:a, :b)"),
-                     {"m": marker, "a": recent["id"], "b": quiet["id"]})
+    mark_wakeups(store, [recent["id"], quiet["id"]])
     # Another order only raises "ordered in 30 days" (a member) and lowers "no order in 30 days" (not one): neither
     # is decided again, so their stored wake-ups, early at worst, are left as they were.
     assert api.post("/api/v1/orders", json=order("a2", "c0")).status_code == 201
-    with store.connect() as conn:
-        kept = {segment_id: str(due) for segment_id, due in conn.execute(wakeups)}
-    assert kept[recent["id"]].startswith("2099") and kept.get(quiet["id"], marker).startswith("2099")
+    assert marked(store, recent["id"]) and marked(store, quiet["id"]) is not False
     # Rewritten (its date moved back), an order is decided again: the marker is gone.
     assert api.post("/api/v1/orders", json=order("a2", "c0", days_ago=45)).status_code == 200
-    with store.connect() as conn:
-        assert not {str(due) for segment_id, due in conn.execute(wakeups)
-                    if segment_id == recent["id"]} & {marker}  # fmt: skip
+    assert not marked(store, recent["id"])
     # A cancelled order feeds no summary: "spent over 100" cannot move; a paid one of 80 makes c1 a member.
     api.post("/api/v1/orders", json=order("b1", "c1", total="80", status="cancelled"))
     api.post("/api/v1/orders", json=order("b2", "c1", total="30"))
@@ -390,6 +393,78 @@ def test_orders_that_cannot_move_an_answer_leave_segments_alone_and_nothing_drif
                      brands=tuple(rng.choice(["X", "Y"]) for _ in range(rng.randrange(3))))  # fmt: skip
 
     random_writes(api, clock, rng, "/api/v1/orders", random_order, batch=5)  # rewrites move status, total, items...
+    assert_no_drift(api, segments)
+
+
+def test_loyalty_rows_that_cannot_move_an_answer_leave_segments_alone_and_nothing_drifts(
+    api: TestClient, clock: FrozenClock, store: sa.Engine
+) -> None:
+    """A loyalty write re-evaluates a segment for a customer only when the new journal row can move the rule's answer
+    that way (rules.loyalty_effect) or a row was rewritten; membership still equals a full recompute after random
+    single and bulk points, tier, redemption, referral and gift-card rows, rewrites included."""
+    api.post("/api/v1/loyalty/transactions", json={"id": "t0", "customer": "c2", "type": "tier", "program": "club",
+                                                   "tier": "silver"}).raise_for_status()  # the catalog knows "club"
+    redeemed = create(api, name="Redeemed in 30 days",
+                      rule={"activity": "redemptions", "window": {"last_days": 30}, "op": "gte", "value": 1})
+    definitions: list[dict[str, Any]] = [
+        {"name": "No redemption in 30 days", "rule": {"not": {"activity": "redemptions", "window": {"last_days": 30},
+                                                              "op": "gte", "value": 1}}},
+        {"name": "Points over 100", "text": "loyalty.points_balance > 100"},
+        {"name": "Club gold", "rule": {"field": "loyalty.club.tier", "op": "is", "value": "gold"}},
+        {"name": "Two redemptions", "text": "summary.redemption_count >= 2"},
+        {"name": "Referrer", "text": "summary.referral_count >= 1"},
+        {"name": "Gift card over 10", "text": "summary.gift_card_balance > 10"},
+        {"name": "Earned in club", "rule": {"activity": "points", "op": "gte", "value": 2, "where": [
+            {"field": "program", "op": "is", "value": "club"}, {"field": "entry", "op": "is", "value": "earn"}]}},
+    ]  # fmt: skip
+    segments = [redeemed, *(create(api, **d) for d in definitions)]
+    run(api)
+
+    def journal(key: str, customer: str, kind: str = "redemption", days_ago: int = 0, **more: Any) -> dict[str, Any]:
+        body = {"id": key, "customer": customer, "type": kind,
+                "timestamp": (clock.now() - timedelta(days=days_ago)).isoformat(), **more}  # fmt: skip
+        if kind in ("redemption", "tier", "points") and "program" not in body:
+            body["program"] = "club"
+        return body
+
+    path = "/api/v1/loyalty/transactions"
+    assert api.post(path, json=journal("r1", "c0", reward="mug")).status_code == 201
+    assert "Redeemed in 30 days" in segment_names(api, "c0")
+    mark_wakeups(store, [redeemed["id"]])
+    # Another redemption only raises "redeemed in 30 days" for a member: not decided again, its wake-up kept; a
+    # points row cannot move it at all.
+    assert api.post(path, json=journal("r2", "c0", reward="cap")).status_code == 201
+    assert api.post(path, json=journal("p1", "c0", "points", entry="earn", points=50)).status_code == 201
+    assert marked(store, redeemed["id"])
+    assert "Two redemptions" in segment_names(api, "c0")
+    # Rewritten (moved 45 days back), a redemption is decided again: the marker is gone.
+    assert api.post(path, json=journal("r2", "c0", days_ago=45, reward="cap")).status_code == 200
+    assert not marked(store, redeemed["id"])
+    api.post(path, json=journal("p2", "c1", "points", entry="earn", points=150))
+    api.post(path, json=journal("t1", "c1", "tier", tier="gold"))
+    assert {"Points over 100", "Club gold"} <= set(segment_names(api, "c1"))
+    api.post(path, json=journal("p3", "c1", "points", entry="spend", points=100))
+    assert "Points over 100" not in segment_names(api, "c1")
+
+    rng = random.Random(11)
+
+    def random_row(key: str) -> dict[str, Any]:
+        kind = rng.choice(["points", "points", "tier", "redemption", "referral", "gift_card"])
+        customer, days_ago = f"c{rng.randrange(3)}", rng.randrange(60)
+        if kind == "points":
+            return journal(key, customer, kind, days_ago, program=rng.choice(["club", "kids"]),
+                           entry=rng.choice(["earn", "spend", "expire"]), points=rng.choice([10, 60, 120]))
+        if kind == "tier":
+            return journal(key, customer, kind, days_ago, program=rng.choice(["club", "kids"]),
+                           tier=rng.choice(["gold", "silver"]))
+        if kind == "redemption":
+            return journal(key, customer, kind, days_ago, program=rng.choice(["club", "kids"]), reward="mug")
+        if kind == "referral":
+            return journal(key, customer, kind, days_ago, referred=f"friend{rng.randrange(5)}")
+        return journal(key, customer, kind, days_ago, gift_card="GC1", operation=rng.choice(["load", "redeem"]),
+                       amount=rng.choice(["5", "20"]))  # fmt: skip
+
+    random_writes(api, clock, rng, path, random_row, batch=5)
     assert_no_drift(api, segments)
 
 

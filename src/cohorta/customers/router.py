@@ -373,7 +373,8 @@ def post_loyalty_transaction(
 ) -> WriteResult:
     """Record a points entry, tier change, redemption, referral or gift-card operation. Idempotent by ``id``."""
     ingested = service.record_loyalty(session, clock, settings.currency_exponent, [body], loc_prefix=lambda _i: ())
-    live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "loyalty", index=index)
+    live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "loyalty",
+                    new_loyalty=live.NewLoyalty.of(ingested.inserted, ingested.rewritten), index=index)  # fmt: skip
     session.commit()
     return _single_status(response, ingested.result.items[0])
 
@@ -384,6 +385,7 @@ def bulk_loyalty_transactions(
 ) -> BulkResult:
     _check_bulk_size(len(body.items), settings.bulk_max_items)
     ingested = service.record_loyalty(session, clock, settings.currency_exponent, body.items)
-    live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "loyalty", index=index)
+    live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "loyalty",
+                    new_loyalty=live.NewLoyalty.of(ingested.inserted, ingested.rewritten), index=index)  # fmt: skip
     session.commit()
     return ingested.result

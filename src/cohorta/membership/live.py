@@ -62,8 +62,9 @@ class LiveSegment:
     requirements: rules.Requirements
     # What a new event row can do to the rule's answer (None: anything, whatever the row): rules.event_row_effect.
     event_effect: Callable[[dict[str, Any]], rules.RowEffect] | None = None
-    # Likewise for a new order with its items: rules.order_effect.
+    # Likewise for a new order with its items: rules.order_effect; and a new loyalty journal row: rules.loyalty_effect.
     order_effect: Callable[[rules.NewOrder], rules.RowEffect] | None = None
+    loyalty_effect: Callable[[dict[str, Any]], rules.RowEffect] | None = None
     _predicates: dict[datetime, Callable[[rules.CustomerSnapshot], bool]] = field(default_factory=dict)
     _next_change: dict[datetime, tuple[rules.Context, rules.NextChangeCache, rules.KeptAnswer | None]] = field(
         default_factory=dict
@@ -251,7 +252,7 @@ def _load(session: Session, settings: Settings, now: datetime, catalog: rules.Ca
             id=row.id, version=row.version, rule=rule, timezone=zone, starts_at=row.starts_at,
             expires_at=row.expires_at, kinds=_kinds(requirements, catalog), events=set(requirements.events),
             uses=set(requirements.segments), requirements=requirements, event_effect=rules.event_row_effect(rule, ctx),
-            order_effect=rules.order_effect(rule, ctx),
+            order_effect=rules.order_effect(rule, ctx), loyalty_effect=rules.loyalty_effect(rule, ctx),
         )  # fmt: skip
     return _dependency_order(loaded)
 
@@ -299,6 +300,20 @@ class NewOrders:
         return cls(dict(by_customer), rewritten)
 
 
+@dataclass
+class NewLoyalty:
+    """What a loyalty write changed: the journal rows it inserted (as the table holds them), by customer; and the
+    customers one of whose rows it rewrote."""
+
+    by_customer: dict[int, list[dict[str, Any]]]
+    rewritten: set[int]
+
+    @classmethod
+    def of(cls, inserted: Iterable[tuple[dict[str, Any], Any]], rewritten: set[int]) -> NewLoyalty:
+        orders = NewOrders.of(inserted, rewritten)  # grouped the same way; a journal row has no children
+        return cls({cid: [row for row, _ in rows] for cid, rows in orders.by_customer.items()}, rewritten)
+
+
 #: Which customers of a chunk a segment must be decided for because of the write or wake-up itself, given the
 #: chunk's memberships in the segments read (segments that use it follow the customers whose membership moved).
 Scope = Callable[["LiveSegment", Sequence[int], Mapping[int, set[str]]], set[int]]
@@ -314,14 +329,16 @@ def reevaluate(
     event_names: set[str] | None = None,
     new_events: NewEvents | None = None,
     new_orders: NewOrders | None = None,
+    new_loyalty: NewLoyalty | None = None,
     index: SegmentIndex,
 ) -> dict[str, tuple[int, int]]:
     """Re-evaluate these customers against the segments a ``kind`` write can affect; returns entered/exited counts
-    per segment that changed. For an events or orders write, ``new_events`` or ``new_orders`` narrows it further,
-    per customer and segment, by what the new rows can do to the rule's answer (:func:`rules.event_row_effect`,
-    :func:`rules.order_effect`): nothing when they count for none of its activities and feed none of its fields;
-    nothing either when they can only raise an answer that is already true (a member of "viewed at least 3 times"
-    viewing again, of "spent over 1,000" ordering again) or only lower one already false. Those pairs keep their
+    per segment that changed. For an events, orders or loyalty write, ``new_events``, ``new_orders`` or
+    ``new_loyalty`` narrows it further, per customer and segment, by what the new rows can do to the rule's answer
+    (:func:`rules.event_row_effect`, :func:`rules.order_effect`, :func:`rules.loyalty_effect`): nothing when they
+    count for none of its activities and feed none of its fields; nothing either when they can only raise an answer
+    that is already true (a member of "viewed at least 3 times" viewing again, of "spent over 1,000" ordering again)
+    or only lower one already false. Those pairs keep their
     answer and their wake-up, which stays safe (never later than the new true change), and their snapshots are not
     even loaded."""
     ids = sorted(set(customer_ids))
@@ -336,6 +353,8 @@ def reevaluate(
         scope = _changed_by(now, rows, new_events.rewritten, lambda s: s.event_effect)
     elif new_orders is not None:
         scope = _changed_by(now, new_orders.by_customer, new_orders.rewritten, lambda s: s.order_effect)
+    elif new_loyalty is not None:
+        scope = _changed_by(now, new_loyalty.by_customer, new_loyalty.rewritten, lambda s: s.loyalty_effect)
     return evaluate(session, settings, now, ids, affected, ChangeCause.data, index, scope)
 
 

@@ -26,8 +26,9 @@ Evaluation
     ``compile_batch(rule, ctx, tables=TABLES) -> ibis.Table`` (one column ``customer_id``, distinct);
     ``compile_batch_or_complement(rule, ctx) -> (ibis.Table, bool)`` (with True: the ids *not* matching);
     ``compile_predicate(rule, ctx) -> Callable[[CustomerSnapshot], bool]``; ``CustomerSnapshot``;
-    ``rule_requirements(rule, ctx) -> Requirements``; ``event_row_effect(rule, ctx)`` and ``order_effect(rule, ctx)``
-    (what can a new event or order do to the rule's answer?); ``explain(rule, snapshot, ctx) -> dict``;
+    ``rule_requirements(rule, ctx) -> Requirements``; ``event_row_effect(rule, ctx)``, ``order_effect(rule, ctx)``,
+    ``loyalty_effect(rule, ctx)`` (what can a new event, order or loyalty row do to the rule's answer?);
+    ``explain(rule, snapshot, ctx) -> dict``;
     ``next_change(rule, snapshot, ctx) -> datetime | None`` (when the answer may next change by the clock alone);
     ``time_leaves(rule, ctx)`` (the parts of a rule that move with the clock, for wake-ups planned set-based);
     ``kept_answer(rule, ctx)`` (the answers only an arriving row can change: no wake-up to plan for them);
@@ -62,7 +63,7 @@ from .next_change import NextChangeCache, next_change
 from .plan import Requirements
 from .predicate import CustomerSnapshot, compile_predicate
 from .refs import assign_ids, find_cycle, segment_references, strip_ids
-from .requirements import NewOrder, RowEffect, event_row_effect, order_effect, rule_requirements
+from .requirements import NewOrder, RowEffect, event_row_effect, loyalty_effect, order_effect, rule_requirements
 from .tables import TABLES, Tables
 from .text import parse_text, to_text
 from .timeutil import Context
@@ -103,6 +104,7 @@ __all__ = [
     "find_cycle",
     "json_schema",
     "kept_answer",
+    "loyalty_effect",
     "next_change",
     "node_to_json",
     "order_effect",

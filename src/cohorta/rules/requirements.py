@@ -220,9 +220,65 @@ def order_effect(rule: Rule | NodeType, ctx: Context) -> Callable[[NewOrder], Ro
     return _shared_effect(key, make)
 
 
+#: Summary fields a loyalty journal row feeds: the row type that moves each, and whether one such row can only raise
+#: it (a count); balances move either way.
+_LOYALTY_FED = {"points_balance": ("points", False), "redemption_count": ("redemption", True),
+                "referral_count": ("referral", True), "gift_card_balance_minor": ("gift_card", False)}  # fmt: skip
+#: Program fields and the row type that moves them (for the row's own program).
+_PROGRAM_FED = {"points_balance": "points", "tier": "tier"}
+
+
+def _loyalty_leaf_effect(b: Bound) -> RowEffect | None:
+    if isinstance(b, BActivity) and b.activity in ("points", "redemptions"):
+        return count_effect(b)
+    if isinstance(b, BField) and b.source == "summary" and b.name in _LOYALTY_FED:
+        grows = _LOYALTY_FED[b.name][1] and isinstance(b.test, Compare) and b.test.op in ("gt", "gte")
+        return RowEffect.RAISES if grows else RowEffect.ANY
+    if isinstance(b, BField) and b.source == "program" and b.name in _PROGRAM_FED:
+        return RowEffect.ANY
+    return None
+
+
+def loyalty_effect(rule: Rule | NodeType, ctx: Context) -> Callable[[dict[str, Any]], RowEffect] | None:
+    """What one new loyalty journal row (as the table holds it) can do to the rule's answer, as :func:`order_effect`
+    tells it for an order: through the points and redemption activities it counts for (their row type, program and
+    other ``where`` conditions) and the fields it feeds: a points row moves the points balances (overall and of its
+    program), a tier change its program's tier, either way; a redemption or a referral raises its count (so "at
+    least 2 redemptions" only rises); a gift-card operation moves the gift-card balance. None when a ``where``
+    condition on points or redemptions moves with the clock."""
+    root = rule.root if isinstance(rule, Rule) else rule
+    if _moving_where(root, ("points", "redemptions")):
+        return None
+    leaves = _leaves(bind(root, ctx), _loyalty_leaf_effect)
+    counts = [(b, effect) for b, effect in leaves if isinstance(b, BActivity)]
+    fields = [(b.source, b.name, b.program, effect) for b, effect in leaves if isinstance(b, BField)]
+    key = ("loyalty", tuple(fields), *((b.activity, tuple(anonymous(f) for f in b.filters), effect)
+                                       for b, effect in counts))  # fmt: skip
+
+    def make() -> Callable[[dict[str, Any]], RowEffect]:
+        activities = [([compile_row_filter(f) for f in b.filters], effect) for b, effect in counts]
+        moved_by = [((_LOYALTY_FED[name][0] if source == "summary" else _PROGRAM_FED[name]), program, effect)
+                    for source, name, program, effect in fields]  # fmt: skip
+
+        def effect_of(row: dict[str, Any]) -> RowEffect:
+            found = RowEffect.NONE
+            for filters, effect in activities:
+                if all(f(row) for f in filters):
+                    found |= effect
+            kind = row.get("type")
+            for moving_type, program, effect in moved_by:
+                if kind == moving_type and (program is None or row.get("program") == program):
+                    found |= effect
+            return found
+
+        return effect_of
+
+    return _shared_effect(key, make)
+
+
 #: One effect function for rules whose activities and fields test the same rows the same way (the variants of a
 #: rule with other thresholds or windows), so a caller can compute a row's effect once for all of them (by
-#: identity). Keys start with the kind of write ("events", "orders").
+#: identity). Keys start with the kind of write ("events", "orders", "loyalty").
 _SHARED_EFFECTS: weakref.WeakValueDictionary[Hashable, Callable[[Any], RowEffect]] = weakref.WeakValueDictionary()
 
 

@@ -435,6 +435,8 @@ def test_loyalty_rows_that_cannot_move_an_answer_leave_segments_alone_and_nothin
     # points row cannot move it at all.
     assert api.post(path, json=journal("r2", "c0", reward="cap")).status_code == 201
     assert api.post(path, json=journal("p1", "c0", "points", entry="earn", points=50)).status_code == 201
+    adjusted = api.post("/api/v1/customers/c0/points", json={"program": "club", "points": 5, "reason": "goodwill"})
+    assert adjusted.status_code == 201, adjusted.text  # a points adjustment by hand is narrowed the same way
     assert marked(store, redeemed["id"])
     assert "Two redemptions" in segment_names(api, "c0")
     # Rewritten (moved 45 days back), a redemption is decided again: the marker is gone.

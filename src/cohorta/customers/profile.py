@@ -25,7 +25,9 @@ def adjust_points(
 ) -> PointsAdjusted:
     """A ledger entry, the summary and the customer's segments, in the caller's transaction; audited."""
     adjusted = service.adjust_points(session, clock, settings.currency_exponent, source_id, body, principal.name)
-    changes = live.reevaluate(session, settings, clock.now(), [adjusted.customer_id], "loyalty", index=index)
+    written = adjusted.ingested
+    changes = live.reevaluate(session, settings, clock.now(), [adjusted.customer_id], "loyalty",
+                              new_loyalty=live.NewLoyalty.of(written.inserted, written.rewritten), index=index)
     return adjusted.out(visible_changes(session, principal, changes))
 
 

@@ -865,6 +865,7 @@ class PointsAdjustment:
     points: int
     balance: int
     reason: str
+    ingested: Ingested  # the ledger write, for live membership
 
     def out(self, changes: dict[str, tuple[int, int]]) -> PointsAdjusted:
         """The answer, with the segments this customer entered and left (from the re-evaluation's counts)."""
@@ -897,7 +898,7 @@ def adjust_points(
         id=transaction_id, customer=source_id, type="points", program=body.program, entry=PointsEntry.adjust,
         points=body.points, reason=body.reason,
     )  # fmt: skip
-    record_loyalty(session, clock, exponent, [entry], loc_prefix=lambda _i: ())
+    ingested = record_loyalty(session, clock, exponent, [entry], loc_prefix=lambda _i: ())
     balance = points_balance(session, customer_id, body.program)
     audit.record(
         session, clock.now(), actor, "points.adjust", "customer", source_id,
@@ -905,7 +906,7 @@ def adjust_points(
         after={"program": body.program, "balance": balance, "points": body.points, "reason": body.reason,
                "transaction_id": transaction_id},
     )  # fmt: skip
-    return PointsAdjustment(customer_id, transaction_id, body.program, body.points, balance, body.reason)
+    return PointsAdjustment(customer_id, transaction_id, body.program, body.points, balance, body.reason, ingested)
 
 
 def _minor(amount: Decimal, exponent: int, loc: Loc, errors: list[FieldError]) -> int:

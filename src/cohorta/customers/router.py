@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 from pydantic import BaseModel
-from sqlalchemy.orm import Session
 
 from cohorta.audit import service as audit
 from cohorta.bodies import described, json_body
-from cohorta.config import Settings
 from cohorta.customers import profile, service
 from cohorta.customers.schemas import (
     ActivityPage,
@@ -104,7 +101,7 @@ def put_customer(
 ) -> CustomerOut:
     """Create or update one customer. Fields left out are kept; a field sent as null is cleared."""
     ingested = service.upsert_customer(session, clock, source_id, body)
-    _reevaluate_customers(session, settings, clock.now(), ingested, index)
+    live.reevaluate_customers(session, settings, clock.now(), ingested.customer_ids, ingested.created, index=index)
     session.commit()
     created = ingested.result.created == 1
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
@@ -122,18 +119,9 @@ def bulk_customers(
     """Create or update many customers, all or nothing."""
     _check_bulk_size(len(body.items), settings.bulk_max_items)
     ingested = service.upsert_customers(session, clock, body.items)
-    _reevaluate_customers(session, settings, clock.now(), ingested, index)
+    live.reevaluate_customers(session, settings, clock.now(), ingested.customer_ids, ingested.created, index=index)
     session.commit()
     return ingested.result
-
-
-def _reevaluate_customers(
-    session: Session, settings: Settings, now: datetime, ingested: service.Ingested, index: live.SegmentIndex
-) -> None:
-    """Customers whose profile changed, against the segments that read profiles; new customers against every
-    segment (any rule may hold for someone with no activity yet)."""
-    live.reevaluate(session, settings, now, ingested.customer_ids - ingested.created, "profile", index=index)
-    live.reevaluate(session, settings, now, ingested.created, "created", index=index)
 
 
 @customer_router.get("/customers/{source_id:path}", response_model=CustomerOut, tags=["customers"])

@@ -86,9 +86,10 @@ def load_snapshots(
             if read_attributes:
                 attach.append(_attach_attributes(connection, chunk, snapshots, definitions, attribute_names))
             if read_summary:
-                attach.append(_attach_summaries(connection, chunk, snapshots))
+                attach.append(_attach_rows(connection, snapshots, table_of(CustomerSummary), chunk, _put_summary))
             if read_programs:
-                attach.append(_attach_programs(connection, chunk, snapshots))
+                attach.append(_attach_rows(connection, snapshots, table_of(CustomerProgramSummary), chunk,
+                                           _put_program))  # fmt: skip
             for kind in ("orders", "order_items", "loyalty_transactions"):
                 if kind in activities:
                     attach.append(_attach(connection, snapshots, kind, chunk, earliest.get(kind)))
@@ -143,31 +144,31 @@ def _attach_attributes(
     return attach
 
 
-def _attach_summaries(
-    connection: sa.Connection, chunk: Sequence[int], snapshots: dict[int, rules.CustomerSnapshot]
+def _attach_rows(
+    connection: sa.Connection,
+    snapshots: dict[int, rules.CustomerSnapshot],
+    table: sa.Table,
+    chunk: Sequence[int],
+    put: Callable[[rules.CustomerSnapshot, dict[str, Any]], None],
+    at_least: Mapping[str, Any] | None = None,
 ) -> Callable[[], None]:
-    sent = _send(connection, table_of(CustomerSummary), {"customer_id": chunk})
+    """Send the read of the chunk's rows of ``table``; the function returned hands each to ``put`` with its
+    customer's snapshot."""
+    sent = _send(connection, table, {"customer_id": chunk}, at_least)
 
     def attach() -> None:
         for row in sent.rows():
-            snapshots[row["customer_id"]].summary = row
+            put(snapshots[row["customer_id"]], row)
 
     return attach
 
 
-def _attach_programs(
-    connection: sa.Connection, chunk: Sequence[int], snapshots: dict[int, rules.CustomerSnapshot]
-) -> Callable[[], None]:
-    sent = _send(connection, table_of(CustomerProgramSummary), {"customer_id": chunk})
+def _put_summary(snapshot: rules.CustomerSnapshot, row: dict[str, Any]) -> None:
+    snapshot.summary = row
 
-    def attach() -> None:
-        for row in sent.rows():
-            snapshots[row["customer_id"]].programs[row["program"]] = {
-                "points_balance": row["points_balance"],
-                "tier": row["tier"],
-            }
 
-    return attach
+def _put_program(snapshot: rules.CustomerSnapshot, row: dict[str, Any]) -> None:
+    snapshot.programs[row["program"]] = {"points_balance": row["points_balance"], "tier": row["tier"]}
 
 
 _ACTIVITY_TABLES: dict[str, tuple[type[Any], str]] = {
@@ -184,15 +185,11 @@ def _attach(
     chunk: Sequence[int],
     since: datetime | None,
 ) -> Callable[[], None]:
+    """The chunk's activity rows of ``kind`` since ``since`` (None: all), appended to the snapshots' list."""
     model, time_column = _ACTIVITY_TABLES[kind]
     at_least = None if since is None else {time_column: aware_utc(since)}
-    sent = _send(connection, table_of(model), {"customer_id": chunk}, at_least)
-
-    def attach() -> None:
-        for row in sent.rows():
-            getattr(snapshots[row["customer_id"]], kind).append(row)
-
-    return attach
+    return _attach_rows(connection, snapshots, table_of(model), chunk,
+                        lambda snapshot, row: getattr(snapshot, kind).append(row), at_least)  # fmt: skip
 
 
 def _attach_events(
@@ -253,11 +250,14 @@ def _event_rows(
     if not by_pk or (property_keys is not None and not property_keys):
         return found
     grouped: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
-    for pks in chunked(sorted(by_pk)):
+    properties: list[SentRows] = []
+    for pks in chunked(sorted(by_pk)):  # every chunk sent before any is read (one round trip in a pipeline)
         wanted: dict[str, Sequence[Any]] = {"event_pk": pks}
         if property_keys is not None:
             wanted["key"] = property_keys
-        for row in _send(connection, table_of(EventPropertyValue), wanted).rows():
+        properties.append(_send(connection, table_of(EventPropertyValue), wanted))
+    for part in properties:
+        for row in part.rows():
             grouped[(row["event_pk"], row["key"])].append(row)
     for (event_pk, key), rows in grouped.items():
         event = by_pk[event_pk]

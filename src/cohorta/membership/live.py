@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -45,6 +45,7 @@ from cohorta.membership.service import (
 from cohorta.segments.models import ChangeCause, Segment, SegmentMember, SegmentStatus, SegmentType, SegmentWakeup
 
 WRITE_KINDS = ("profile", "orders", "events", "loyalty", "created")
+T = TypeVar("T")
 _ACTIVITY_KINDS = {"orders": "orders", "order_items": "orders", "events": "events", "loyalty_transactions": "loyalty"}
 
 
@@ -294,10 +295,7 @@ class NewOrders:
 
     @classmethod
     def of(cls, inserted: Iterable[rules.NewOrder], rewritten: set[int]) -> NewOrders:
-        by_customer: dict[int, list[rules.NewOrder]] = defaultdict(list)
-        for order in inserted:
-            by_customer[order[0]["customer_id"]].append(order)
-        return cls(dict(by_customer), rewritten)
+        return cls(_by_customer(inserted, lambda order: order[0]), rewritten)
 
 
 @dataclass
@@ -310,8 +308,15 @@ class NewLoyalty:
 
     @classmethod
     def of(cls, inserted: Iterable[tuple[dict[str, Any], Any]], rewritten: set[int]) -> NewLoyalty:
-        orders = NewOrders.of(inserted, rewritten)  # grouped the same way; a journal row has no children
-        return cls({cid: [row for row, _ in rows] for cid, rows in orders.by_customer.items()}, rewritten)
+        return cls(_by_customer((row for row, _children in inserted), lambda row: row), rewritten)
+
+
+def _by_customer(items: Iterable[T], row_of: Callable[[T], Mapping[str, Any]]) -> dict[int, list[T]]:
+    """The written items by the customer of their row."""
+    grouped: dict[int, list[T]] = defaultdict(list)
+    for item in items:
+        grouped[row_of(item)["customer_id"]].append(item)
+    return dict(grouped)
 
 
 #: Which customers of a chunk a segment must be decided for because of the write or wake-up itself, given the
@@ -338,9 +343,8 @@ def reevaluate(
     (:func:`rules.event_row_effect`, :func:`rules.order_effect`, :func:`rules.loyalty_effect`): nothing when they
     count for none of its activities and feed none of its fields; nothing either when they can only raise an answer
     that is already true (a member of "viewed at least 3 times" viewing again, of "spent over 1,000" ordering again)
-    or only lower one already false. Those pairs keep their
-    answer and their wake-up, which stays safe (never later than the new true change), and their snapshots are not
-    even loaded."""
+    or only lower one already false. Those pairs keep their answer and their wake-up, which stays safe (never later
+    than the new true change), and their snapshots are not even loaded."""
     ids = sorted(set(customer_ids))
     if not ids:
         return {}
@@ -356,6 +360,14 @@ def reevaluate(
     elif new_loyalty is not None:
         scope = _changed_by(now, new_loyalty.by_customer, new_loyalty.rewritten, lambda s: s.loyalty_effect)
     return evaluate(session, settings, now, ids, affected, ChangeCause.data, index, scope)
+
+
+def reevaluate_customers(session: Session, settings: Settings, now: datetime, changed: set[int], created: set[int],
+                         *, index: SegmentIndex) -> None:  # fmt: skip
+    """After a profile write: customers whose profile changed against the segments that read profiles; customers it
+    created against every segment (any rule may hold for someone with no activity yet)."""
+    reevaluate(session, settings, now, changed - created, "profile", index=index)
+    reevaluate(session, settings, now, created, "created", index=index)
 
 
 def _changed_by(now: datetime, rows: Mapping[int, Sequence[Any]], rewritten: set[int],

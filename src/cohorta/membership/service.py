@@ -183,7 +183,6 @@ class DiffRows:
     """The membership rows a diff still has to write (:func:`settle_diffs`, :func:`write_diff_rows`)."""
 
     prepared: list[tuple[Segment | SegmentFigures, list[int], list[int]]]
-    exits: dict[tuple[int, ...], list[str]]
     cause: ChangeCause
     now: datetime
 
@@ -191,6 +190,11 @@ class DiffRows:
     def counts(self) -> list[tuple[int, int]]:
         """(entered, exited) per diff."""
         return [(len(entering), len(exiting)) for _, entering, exiting in self.prepared]
+
+    @property
+    def exits(self) -> dict[tuple[int, ...], list[str]]:
+        """The segments grouped by the customers leaving them (:func:`_by_customers`)."""
+        return _by_customers((segment.id, exiting) for segment, _, exiting in self.prepared)
 
 
 def settle_diffs(
@@ -203,11 +207,13 @@ def settle_diffs(
     """Everything of :func:`apply_diffs` but its membership rows: the segments' figures (on the objects given), the
     month figures and the outbox; returns the rows left to write with :func:`write_diff_rows`, which needs no answer
     from the database, so a caller can send them with its own writes (:func:`cohorta.db.pipelined`)."""
-    prepared = [(segment, sorted(set(entered)), sorted(set(exited))) for segment, entered, exited in diffs]
-    exits = _by_customers((segment.id, exiting) for segment, _, exiting in prepared)
+    rows = DiffRows([(segment, sorted(set(entered)), sorted(set(exited))) for segment, entered, exited in diffs],
+                    cause, now)  # fmt: skip
+    prepared = rows.prepared
     if not prepared:
-        return DiffRows(prepared, exits, cause, now)
+        return rows
     connection = session.connection()
+    exits = rows.exits
     entries = _by_customers((segment.id, entering) for segment, entering, _ in prepared)
     # Every read the diff needs, sent before any is read: one round trip on PostgreSQL.
     with pipelined(connection):
@@ -229,7 +235,7 @@ def settle_diffs(
                     segment.stats_clv_minor = (segment.stats_clv_minor or 0) + sign * clv
         derive_averages(segment)
     enqueue_memberships(session, prepared, cause.value, now, subscriptions)  # same transaction: the outbox
-    return DiffRows(prepared, exits, cause, now)
+    return rows
 
 
 def write_diff_rows(session: Session, rows: DiffRows) -> None:
@@ -311,17 +317,16 @@ def _send_summary_sums(
     (those with a summary row; CLV None when none of them has a predicted CLV: no model scored yet); the function
     returned reads them. Through the driver: on a single write's path, where building the aggregate statement cost
     more than reading one or two rows."""
-    wanted = sorted({cid for group in groups for cid in group})
-    sent = []
-    for chunk in chunked(wanted):
-        summaries = ("customer_id", "order_count", "total_spent_minor")
-        sent.append(send_rows(connection, table_of(CustomerSummary), summaries, {"customer_id": chunk}))
-        sent.append(send_rows(connection, table_of(CustomerClv), ("customer_id", "predicted_minor"),
-                              {"customer_id": chunk}))  # fmt: skip
+    chunks = list(chunked(sorted({cid for group in groups for cid in group})))
+    summary_columns = ("customer_id", "order_count", "total_spent_minor")
+    sent_summaries = [send_rows(connection, table_of(CustomerSummary), summary_columns, {"customer_id": chunk})
+                      for chunk in chunks]  # fmt: skip
+    sent_clv = [send_rows(connection, table_of(CustomerClv), ("customer_id", "predicted_minor"), {"customer_id": chunk})
+                for chunk in chunks]  # fmt: skip
 
     def sums() -> dict[tuple[int, ...], tuple[int, int, int | None]]:
-        summaries = {row["customer_id"]: row for rows in sent[::2] for row in rows.rows()}
-        predicted = {row["customer_id"]: row["predicted_minor"] for rows in sent[1::2] for row in rows.rows()}
+        summaries = {row["customer_id"]: row for sent in sent_summaries for row in sent.rows()}
+        predicted = {row["customer_id"]: row["predicted_minor"] for sent in sent_clv for row in sent.rows()}
         found: dict[tuple[int, ...], tuple[int, int, int | None]] = {}
         for group in groups:
             orders = spent = 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -534,6 +534,44 @@ def test_snapshots_hold_only_the_event_properties_the_rules_read(api: TestClient
     api.post("/api/v1/events", json={"id": "e2", "customer": "c1", "name": "product_viewed",
                                      "properties": {"category": "bags", "price": 60}})  # fmt: skip
     assert [members(api, s["id"]) for s in segments] == [["c0", "c1"], ["c0"], ["c0", "c1"]]
+
+
+def test_an_events_writes_new_rows_are_what_a_snapshot_reads_back(api: TestClient, store: sa.Engine,
+                                                                   clock: FrozenClock) -> None:  # fmt: skip
+    """Live membership tests a write's new events as it wrote them, without reading them back: typed by the declared
+    properties of every type (a list, instants given in another offset, no time at all, an undeclared property), they
+    equal what a snapshot loads from the tables."""
+    from sqlalchemy.orm import Session
+
+    from cohorta.customers import service
+    from cohorta.customers.schemas import EventIn
+    from cohorta.evaluation.snapshots import load_snapshots, value_types, written_event_rows
+
+    declared = {"category": "string", "price": "number", "gift": "boolean", "ships_on": "date",
+                "seen_at": "datetime", "tags": "string_list"}  # fmt: skip
+    api.put("/api/v1/event-definitions/checkout_started", json={"properties": declared})
+    events = [
+        EventIn(id="e1", customer="c0", name="checkout_started",
+                timestamp=datetime(2026, 3, 1, 9, 30, 0, 123456, tzinfo=timezone(timedelta(hours=2))), properties={
+            "category": "shoes", "price": 80.5, "gift": True, "ships_on": "2026-03-04",
+            "seen_at": "2026-03-01T10:15:00+01:00", "tags": ["red", "sale", "red"], "undeclared": 1}),
+        EventIn(id="e2", customer="c0", name="checkout_started", properties={"price": -0.0, "tags": []}),
+        EventIn.model_validate({"id": "e3", "customer": "c1", "name": "product_viewed",
+                                "timestamp": "2026-03-01T23:59:59.5-08:00", "properties": {"category": "bags"}}),
+        EventIn(id="e4", customer="c1", name="never_declared", properties={"category": "x"}),
+    ]  # fmt: skip
+    with Session(store) as session:
+        ingested = service.record_events(session, clock, events)
+        written = written_event_rows(ingested.inserted, value_types(session))
+        loaded = load_snapshots(session, sorted(ingested.customer_ids))
+        def by_time(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return sorted(rows, key=lambda row: row["occurred_at"])
+
+        assert {cid: by_time(rows) for cid, rows in written.items()} == {
+            cid: by_time(loaded[cid].events) for cid in ingested.customer_ids
+        }
+        assert sorted(len(rows) for rows in written.values()) == [2, 2]
+        session.rollback()
 
 
 def test_a_bulk_write_loads_for_each_customer_what_its_segments_read(api: TestClient, clock: FrozenClock) -> None:

@@ -326,7 +326,7 @@ def post_event(
     """Record a custom event. Idempotent by ``id``."""
     ingested = service.record_events(session, clock, [body], loc_prefix=lambda _i: ())
     live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "events", event_names={body.name},
-                    new_events=live.NewEvents(ingested.inserted_pks, ingested.rewritten), index=index)  # fmt: skip
+                    new_events=live.NewEvents(ingested.inserted, ingested.rewritten), index=index)  # fmt: skip
     session.commit()
     return _single_status(response, ingested.result.items[0])
 
@@ -343,7 +343,7 @@ def bulk_events(
     ingested = service.record_events(session, clock, body.items)
     names = {item.name for item in body.items}
     live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "events", event_names=names,
-                    new_events=live.NewEvents(ingested.inserted_pks, ingested.rewritten), index=index)  # fmt: skip
+                    new_events=live.NewEvents(ingested.inserted, ingested.rewritten), index=index)  # fmt: skip
     session.commit()
     return ingested.result
 

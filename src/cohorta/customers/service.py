@@ -104,11 +104,10 @@ class Ingested:
     customer_ids: set[int] = field(default_factory=set)
     # The written items' times, before (updates) and after the write: which months of the customers it touched.
     times: list[datetime] = field(default_factory=list)
-    # Database ids of the rows this write inserted, and the customers one of whose rows it rewrote (live membership
-    # re-evaluates a segment for a customer only if a new row can count for it, or a row was rewritten).
-    inserted_pks: set[int] = field(default_factory=set)
+    # The customers one of whose rows this write rewrote, and the rows it inserted as written, each with its children
+    # (an order's items, an event's property rows): live membership re-evaluates a segment for a customer only if a
+    # new row can count for it, or a row was rewritten.
     rewritten: set[int] = field(default_factory=set)
-    # The inserted rows as written, each with its children (an order's items).
     inserted: list[tuple[dict[str, Any], list[dict[str, Any]]]] = field(default_factory=list)
     # The customers this write created (a profile write): decided against every segment, not only profile ones.
     created: set[int] = field(default_factory=set)
@@ -632,7 +631,6 @@ def _apply(
         result=result,
         customer_ids={p.customer_id for p in (*inserts, *updates)},
         times=times,
-        inserted_pks=set(new_ids.values()),
         rewritten={p.customer_id for p in updates},
         inserted=[(p.row, p.children) for p in inserts],
     )

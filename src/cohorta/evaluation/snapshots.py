@@ -75,6 +75,12 @@ def load_snapshots(
     read_attributes = attribute_names is None or bool(attribute_names)
     # Likewise the event properties the rules test or measure: most count events by name alone.
     property_keys = _named(fields, "properties.")
+    # Likewise the profile's columns: a row of about twenty typed values per customer, of which rules read one or two
+    # (the id alone tells which customers exist).
+    profile_names = _named(fields, "profile.")
+    profile_columns = PROFILE_COLUMNS if profile_names is None else (
+        "id", *(name for name in profile_names if name in PROFILE_COLUMNS and name != "id")
+    )
     read_summary = fields is None or any(f.startswith("summary.") or f == "loyalty.points_balance" for f in fields)
     read_programs = fields is None or any(f.startswith("loyalty.") and f != "loyalty.points_balance" for f in fields)
     connection = session.connection()
@@ -82,7 +88,7 @@ def load_snapshots(
         # Every part's select is sent before any answer is read: one round trip on PostgreSQL instead of one each.
         attach: list[Callable[[], None]] = []
         with pipelined(connection):
-            profiles = send_rows(connection, table_of(Customer), PROFILE_COLUMNS, {"id": chunk})
+            profiles = send_rows(connection, table_of(Customer), profile_columns, {"id": chunk})
             if read_attributes:
                 attach.append(_attach_attributes(connection, chunk, snapshots, definitions, attribute_names))
             if read_summary:
@@ -214,16 +220,20 @@ def _attach_events(
     return attach
 
 
-def load_event_rows(session: Session, pks: Iterable[int], types: ValueTypes) -> dict[int, list[dict[str, Any]]]:
-    """These events (by database id) as snapshots hold them, per customer: what live membership tests a write's new
-    rows with before it loads any snapshot."""
+def written_event_rows(
+    inserted: Iterable[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]], types: ValueTypes
+) -> dict[int, list[dict[str, Any]]]:
+    """The events a write inserted (rows as written, each with its property rows) as snapshots hold them, per
+    customer: what live membership tests a write's new rows with, without reading back what it just wrote."""
     found: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    connection = session.connection()
-    for chunk in chunked(sorted(pks)):
-        for customer_id, event in _event_rows(
-            connection, _send_events(connection, {"id": chunk}, None), types.event_properties
-        ):
-            found[customer_id].append(event)
+    for row, property_rows in inserted:
+        event = {"name": row["name"], "occurred_at": row["occurred_at"].astimezone(UTC), "properties": {}}
+        grouped: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        for property_row in property_rows:
+            grouped[property_row["key"]].append(property_row)
+        for key, rows in grouped.items():
+            _put_property(event, key, rows, types.event_properties)
+        found[row["customer_id"]].append(event)
     return found
 
 
@@ -244,7 +254,7 @@ def _event_rows(
     found: list[tuple[int, dict[str, Any]]] = []
     by_pk: dict[int, dict[str, Any]] = {}
     for row in sent.rows():
-        event = {"name": row["name"], "occurred_at": row["occurred_at"], "properties": {}, "pk": row["id"]}
+        event = {"name": row["name"], "occurred_at": row["occurred_at"], "properties": {}}
         by_pk[row["id"]] = event
         found.append((row["customer_id"], event))
     if not by_pk or (property_keys is not None and not property_keys):
@@ -260,11 +270,16 @@ def _event_rows(
         for row in part.rows():
             grouped[(row["event_pk"], row["key"])].append(row)
     for (event_pk, key), rows in grouped.items():
-        event = by_pk[event_pk]
-        value_type = declared.get(event["name"], {}).get(key)
-        if value_type is not None:
-            event["properties"][key] = values.from_rows(ValueType(value_type), rows)
+        _put_property(by_pk[event_pk], key, rows, declared)
     return found
+
+
+def _put_property(event: dict[str, Any], key: str, rows: Sequence[Mapping[str, Any]],
+                  declared: dict[str, dict[str, str]]) -> None:  # fmt: skip
+    """Type a property's stored rows by the event's declaration (undeclared properties are not kept)."""
+    value_type = declared.get(event["name"], {}).get(key)
+    if value_type is not None:
+        event["properties"][key] = values.from_rows(ValueType(value_type), rows)
 
 
 def aware_utc(instant: datetime) -> datetime:

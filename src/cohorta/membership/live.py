@@ -34,7 +34,7 @@ from cohorta.customers.models import AttributeDefinition, EventDefinition
 from cohorta.customers.summary import chunked
 from cohorta.db import constant_rows, delete_rows, driver_cursor, insert_rows, pipelined, select_rows, table_of
 from cohorta.evaluation.catalog import build_catalog
-from cohorta.evaluation.snapshots import ValueTypes, load_event_rows, load_snapshots, value_types
+from cohorta.evaluation.snapshots import ValueTypes, load_snapshots, value_types, written_event_rows
 from cohorta.membership.service import (
     in_window,
     segment_figures,
@@ -278,10 +278,10 @@ def _dependency_order(segments: dict[str, LiveSegment]) -> list[LiveSegment]:
 
 @dataclass(frozen=True)
 class NewEvents:
-    """What an events write changed: the database ids of the rows it inserted, and the customers one of whose
-    events it rewrote (an update may have removed a row that counted)."""
+    """What an events write changed: the events it inserted (rows as written, each with its property rows), and the
+    customers one of whose events it rewrote (an update may have removed a row that counted)."""
 
-    pks: set[int]
+    inserted: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]
     rewritten: set[int]
 
 
@@ -353,7 +353,7 @@ def reevaluate(
         return {}
     scope = None
     if new_events is not None:
-        rows = load_event_rows(session, new_events.pks, index.types)
+        rows = written_event_rows(new_events.inserted, index.types)  # typed by the types current() just read
         scope = _changed_by(now, rows, new_events.rewritten, lambda s: s.event_effect)
     elif new_orders is not None:
         scope = _changed_by(now, new_orders.by_customer, new_orders.rewritten, lambda s: s.order_effect)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from collections import defaultdict
 from collections.abc import Callable, Hashable
 from enum import Enum
 from typing import Any
@@ -151,13 +152,21 @@ def event_row_effect(rule: Rule | NodeType, ctx: Context) -> Callable[[EventRow]
     key = ("events", *((b.event, tuple(anonymous(f) for f in b.filters), effect) for b, effect in activities))
 
     def make() -> Callable[[EventRow], RowEffect]:
-        tests = [(b.event, [compile_row_filter(f) for f in b.filters], effect) for b, effect in activities]
+        # By event name: a bulk write tests each of its rows against every events segment's function, and most
+        # rows are of a name the function does not count (then the answer is one dictionary miss).
+        unfiltered: dict[str | None, RowEffect] = {}
+        filtered: dict[str | None, list[tuple[list[Callable[[EventRow], bool]], RowEffect]]] = defaultdict(list)
+        for b, effect in activities:
+            if b.filters:
+                filtered[b.event].append(([compile_row_filter(f) for f in b.filters], effect))
+            else:
+                unfiltered[b.event] = unfiltered.get(b.event, RowEffect.NONE) | effect
 
         def effect_of(row: EventRow) -> RowEffect:
             name = row.get("name")
-            found = RowEffect.NONE
-            for event, filters, effect in tests:
-                if name == event and all(f(row) for f in filters):
+            found = unfiltered.get(name, RowEffect.NONE)
+            for filters, effect in filtered.get(name, ()):
+                if all(f(row) for f in filters):
                     found |= effect
             return found
 

@@ -103,16 +103,19 @@ def test_a_new_customer_is_decided_against_every_segment(api: TestClient) -> Non
         "op": "gte", "value": 1}})  # fmt: skip
     few_points = create(api, name="Few points", rule={"field": "loyalty.points_balance", "op": "lt", "value": 100})
     poles = create(api, name="Poles", text='profile.country in ("PL")')
-    segments = [none_yet, quiet, few_points, poles]
+    not_poles = create(api, name="Not Poles", rule={"not": {"in_segment": poles["id"]}})
+    segments = [none_yet, quiet, few_points, poles, not_poles]
     run(api)
     assert members(api, none_yet["id"]) == ["c0", "c1", "c2"]
     api.put("/api/v1/customers/n1", json={"country": "PL"}).raise_for_status()
     assert sorted(segment_names(api, "n1")) == ["Few points", "No orders yet", "No views this week", "Poles"]
+    # New and known customers in one write (one pass): c0 leaves Poles, and so enters the segment using it.
     api.post("/api/v1/customers/bulk", json={"items": [
         {"source_id": "n2", "country": "DE"}, {"source_id": "c0", "country": "DE"},
     ]}).raise_for_status()  # fmt: skip
-    assert sorted(segment_names(api, "n2")) == ["Few points", "No orders yet", "No views this week"]
+    assert sorted(segment_names(api, "n2")) == ["Few points", "No orders yet", "No views this week", "Not Poles"]
     assert members(api, poles["id"]) == ["c2", "n1"]
+    assert members(api, not_poles["id"]) == ["c0", "c1", "n2"]
     assert_no_drift(api, segments)
 
 

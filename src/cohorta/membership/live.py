@@ -365,9 +365,20 @@ def reevaluate(
 def reevaluate_customers(session: Session, settings: Settings, now: datetime, changed: set[int], created: set[int],
                          *, index: SegmentIndex) -> None:  # fmt: skip
     """After a profile write: customers whose profile changed against the segments that read profiles; customers it
-    created against every segment (any rule may hold for someone with no activity yet)."""
-    reevaluate(session, settings, now, changed - created, "profile", index=index)
-    reevaluate(session, settings, now, created, "created", index=index)
+    created against every segment (any rule may hold for someone with no activity yet). In one pass when the write
+    did both (a bulk write of new and known customers)."""
+    if not created:
+        reevaluate(session, settings, now, changed, "profile", index=index)
+        return
+    updated = changed - created
+    reading_profiles = {s.id for s in index.reading(session, settings, now, "profile", None)} if updated else set()
+    every_segment = index.reading(session, settings, now, "created", None)
+
+    def scope(segment: LiveSegment, chunk: Sequence[int], _memberships: Mapping[int, set[str]]) -> set[int]:
+        in_chunk = set(chunk)
+        return in_chunk & created if segment.id not in reading_profiles else in_chunk & (created | updated)
+
+    evaluate(session, settings, now, sorted(changed | created), every_segment, ChangeCause.data, index, scope)
 
 
 def _changed_by(now: datetime, rows: Mapping[int, Sequence[Any]], rewritten: set[int],

@@ -148,8 +148,8 @@ def event_row_effect(rule: Rule | NodeType, ctx: Context) -> Callable[[EventRow]
     leaves = _leaves(
         bind(root, ctx), lambda b: count_effect(b) if isinstance(b, BActivity) and b.activity == "events" else None
     )
-    activities = [(b, effect) for b, effect in leaves if isinstance(b, BActivity)]
-    key = ("events", *((b.event, tuple(anonymous(f) for f in b.filters), effect) for b, effect in activities))
+    activities, counts_key = _counted(leaves)
+    key = ("events", *counts_key)
 
     def make() -> Callable[[EventRow], RowEffect]:
         # By event name: a bulk write tests each of its rows against every events segment's function, and most
@@ -203,10 +203,9 @@ def order_effect(rule: Rule | NodeType, ctx: Context) -> Callable[[NewOrder], Ro
     if _moving_where(root, ("orders", "order_items")):
         return None
     leaves = _leaves(bind(root, ctx), _order_leaf_effect)
-    counts = [(b, effect) for b, effect in leaves if isinstance(b, BActivity)]
+    counts, counts_key = _counted(leaves)
     summary = [(b.name, effect) for b, effect in leaves if isinstance(b, BField)]
-    key = ("orders", tuple(summary), *((b.activity, tuple(anonymous(f) for f in b.filters), effect)
-                                       for b, effect in counts))  # fmt: skip
+    key = ("orders", tuple(summary), *counts_key)
 
     def make() -> Callable[[NewOrder], RowEffect]:
         activities = [(b.activity, [compile_row_filter(f) for f in b.filters], effect) for b, effect in counts]
@@ -259,10 +258,9 @@ def loyalty_effect(rule: Rule | NodeType, ctx: Context) -> Callable[[dict[str, A
     if _moving_where(root, ("points", "redemptions")):
         return None
     leaves = _leaves(bind(root, ctx), _loyalty_leaf_effect)
-    counts = [(b, effect) for b, effect in leaves if isinstance(b, BActivity)]
+    counts, counts_key = _counted(leaves)
     fields = [(b.source, b.name, b.program, effect) for b, effect in leaves if isinstance(b, BField)]
-    key = ("loyalty", tuple(fields), *((b.activity, tuple(anonymous(f) for f in b.filters), effect)
-                                       for b, effect in counts))  # fmt: skip
+    key = ("loyalty", tuple(fields), *counts_key)
 
     def make() -> Callable[[dict[str, Any]], RowEffect]:
         activities = [([compile_row_filter(f) for f in b.filters], effect) for b, effect in counts]
@@ -283,6 +281,15 @@ def loyalty_effect(rule: Rule | NodeType, ctx: Context) -> Callable[[dict[str, A
         return effect_of
 
     return _shared_effect(key, make)
+
+
+def _counted(leaves: list[tuple[Bound, RowEffect]]) -> tuple[list[tuple[BActivity, RowEffect]], tuple[Any, ...]]:
+    """The activity conditions among a rule's leaves with what one counted row does to each, and what an effect
+    function over them depends on: their activity, event name, row filters without node ids and effect (not their
+    thresholds or windows, so a rule's variants share the function)."""
+    counts = [(b, effect) for b, effect in leaves if isinstance(b, BActivity)]
+    key = tuple((b.activity, b.event, tuple(anonymous(f) for f in b.filters), effect) for b, effect in counts)
+    return counts, key
 
 
 #: One effect function for rules whose activities and fields test the same rows the same way (the variants of a

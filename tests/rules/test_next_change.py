@@ -755,6 +755,34 @@ def test_rules_that_test_event_rows_alike_share_one_effect_function() -> None:
     assert effect(2, 30, category="bags")(row) is RowEffect.RAISES  # type: ignore[operator]
 
 
+def test_an_event_effect_tells_each_row_by_its_own_values() -> None:
+    """An effect function remembers its filters' answer by the values they read (a bulk write's rows repeat a
+    few): every row still gets the answer its own values give, in any order, list values (not remembered) too."""
+    catalog = Catalog(event_definitions={"product_viewed": {"category": "string", "price": "number",
+                                                            "tags": "list"}})  # fmt: skip
+    ctx = Context(ANCHOR, "UTC", 2, catalog)
+    scalar = {"activity": "events", "event": "product_viewed", "op": "gte", "value": 2, "where": [
+        {"field": "properties.category", "op": "is", "value": "shoes"},
+        {"field": "properties.price", "op": "gt", "value": 10}]}  # fmt: skip
+    listed = {"activity": "events", "event": "product_viewed", "op": "gte", "value": 2,
+              "where": [{"field": "properties.tags", "op": "has_any", "value": ["sale"]}]}  # fmt: skip
+    by_scalars, by_list = (event_row_effect(validate(rule, catalog, 2), ctx) for rule in (scalar, listed))
+    assert by_scalars is not None and by_list is not None
+
+    def row(**properties: object) -> dict:
+        return {"name": "product_viewed", "occurred_at": ANCHOR.replace(tzinfo=None), "properties": properties}
+
+    cases = [(by_scalars, row(category="shoes", price=20.0), RowEffect.RAISES),
+             (by_scalars, row(category="bags", price=20.0), RowEffect.NONE),
+             (by_scalars, row(category="shoes", price=5.0), RowEffect.NONE),
+             (by_scalars, row(price=20.0), RowEffect.NONE),
+             (by_list, row(tags=["new", "sale"]), RowEffect.RAISES),
+             (by_list, row(tags=["new"]), RowEffect.NONE),
+             (by_list, row(), RowEffect.NONE)]  # fmt: skip
+    for order in (cases, cases[::-1], cases):
+        assert [effect_of(event) for effect_of, event, _ in order] == [expected for _, _, expected in order]
+
+
 # -- what a new order can do ------------------------------------------------------------------------------------------
 
 SUMMARY_FIELDS = {path: typ for path, typ in FIELDS.items() if path.startswith("summary.")}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from enum import Enum
 from typing import Any
 
 from .catalog import COUNTED_ORDER_STATUSES
 from .model import RELATIVE_OPERATORS, Activity, Condition, LastDays, NodeType, Rule, walk
-from .plan import BActivity, BAnd, BField, BNot, BOr, Bound, BSample, BSegment, Requirements, bind
+from .plan import BActivity, BAnd, BField, BList, BNot, BOr, Bound, BSample, BSegment, Requirements, bind
 from .predicate import anonymous, compile_row_filter
 from .semantics import Compare
 from .timeutil import REENTRY_MARGIN, Context
@@ -155,18 +155,18 @@ def event_row_effect(rule: Rule | NodeType, ctx: Context) -> Callable[[EventRow]
         # By event name: a bulk write tests each of its rows against every events segment's function, and most
         # rows are of a name the function does not count (then the answer is one dictionary miss).
         unfiltered: dict[str | None, RowEffect] = {}
-        filtered: dict[str | None, list[tuple[list[Callable[[EventRow], bool]], RowEffect]]] = defaultdict(list)
+        filtered: dict[str | None, list[tuple[Callable[[EventRow], bool], RowEffect]]] = defaultdict(list)
         for b, effect in activities:
             if b.filters:
-                filtered[b.event].append(([compile_row_filter(f) for f in b.filters], effect))
+                filtered[b.event].append((_remembered(b.filters), effect))
             else:
                 unfiltered[b.event] = unfiltered.get(b.event, RowEffect.NONE) | effect
 
         def effect_of(row: EventRow) -> RowEffect:
             name = row.get("name")
             found = unfiltered.get(name, RowEffect.NONE)
-            for filters, effect in filtered.get(name, ()):
-                if all(f(row) for f in filters):
+            for passes, effect in filtered.get(name, ()):
+                if passes(row):
                     found |= effect
             return found
 
@@ -281,6 +281,33 @@ def loyalty_effect(rule: Rule | NodeType, ctx: Context) -> Callable[[dict[str, A
         return effect_of
 
     return _shared_effect(key, make)
+
+
+def _remembered(filters: Sequence[Bound]) -> Callable[[EventRow], bool]:
+    """Whether an event row passes all of an activity's ``where`` filters, remembered by the values they read: a
+    bulk write's rows repeat a few values ("shoes", "bags") and eight variants of "viewed a category" test each row.
+    Exact, since a filter that does not move with the clock reads nothing but those values."""
+    tests = [compile_row_filter(f) for f in filters]
+    reads = [(f.source, f.name) for f in filters if isinstance(f, BField | BList)]
+    if len(reads) != len(filters) or any(source not in ("row", "property") for source, _ in reads):
+        return lambda row: all(test(row) for test in tests)
+    passed: dict[tuple[Any, ...], bool] = {}
+
+    def passes(row: EventRow) -> bool:
+        properties = row.get("properties") or {}
+        key = tuple(properties.get(name) if source == "property" else row.get(name) for source, name in reads)
+        try:
+            return passed[key]
+        except KeyError:
+            pass
+        except TypeError:  # a list value: not a key
+            return all(test(row) for test in tests)
+        if len(passed) >= 4_096:
+            passed.clear()
+        answer = passed[key] = all(test(row) for test in tests)
+        return answer
+
+    return passes
 
 
 def _counted(leaves: list[tuple[Bound, RowEffect]]) -> tuple[list[tuple[BActivity, RowEffect]], tuple[Any, ...]]:

@@ -298,7 +298,7 @@ class NewOrders:
         return cls(_by_customer(inserted, lambda order: order[0]), rewritten)
 
 
-@dataclass
+@dataclass(frozen=True)
 class NewLoyalty:
     """What a loyalty write changed: the journal rows it inserted (as the table holds them), by customer; and the
     customers one of whose rows it rewrote."""

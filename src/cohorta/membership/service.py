@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
 from decimal import ROUND_HALF_UP, Decimal
+from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -191,9 +192,10 @@ class DiffRows:
         """(entered, exited) per diff."""
         return [(len(entering), len(exiting)) for _, entering, exiting in self.prepared]
 
-    @property
+    @cached_property
     def exits(self) -> dict[tuple[int, ...], list[str]]:
-        """The segments grouped by the customers leaving them (:func:`_by_customers`)."""
+        """The segments grouped by the customers leaving them (:func:`_by_customers`): worked out once, read by
+        both :func:`settle_diffs` and :func:`write_diff_rows`."""
         return _by_customers((segment.id, exiting) for segment, _, exiting in self.prepared)
 
 

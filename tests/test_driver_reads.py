@@ -3,10 +3,12 @@ not."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cohorta import db
 from cohorta.customers.models import Customer, CustomerAttributeValue, Event, EventDefinition
@@ -178,3 +180,35 @@ def test_a_failed_pipelined_write_fails_its_transaction_and_leaves_the_connectio
             assert sorted(r["id"] for r in select_rows(connection, customers, ["id"], {"id": list(range(1, 8))})) == [
                 1, 2, 3, 4, 5, 6, 7,
             ]  # the delete sent before the failure was rolled back too
+
+
+_ELEMENTS = {
+    "text": st.one_of(st.none(), st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"))),
+    "bigint": st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)),
+    "numeric": st.one_of(st.none(), st.decimals(allow_nan=False, allow_infinity=False, places=4)),
+    "date": st.one_of(st.none(), st.dates()),
+    "timestamptz": st.one_of(st.none(), st.datetimes(
+        min_value=datetime(1900, 1, 1),  # noqa: DTZ001 (hypothesis takes naive bounds and adds the zones below)
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=-7, minutes=-30))]),
+    )),
+}  # fmt: skip
+
+
+@given(data=st.data())
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_an_array_literal_reads_back_as_the_values_it_was_made_of(postgres_database: str, data: st.DataObject) -> None:
+    """PostgreSQL reads ``array_literal``'s text as exactly the values it was made of: quotes, backslashes, braces,
+    commas, spaces, "NULL" as text, None, other time zones."""
+    type_name = data.draw(st.sampled_from(sorted(_ELEMENTS)))
+    values = data.draw(st.lists(_ELEMENTS[type_name], max_size=8))
+    engine = db.create_db_engine(postgres_database)
+    try:
+        with engine.connect() as connection:
+            cursor = db.driver_cursor(connection)
+            cursor.execute(f"SELECT %s::{type_name}[]", [db.array_literal(values)])
+            (found,) = cursor.fetchone()
+    finally:
+        engine.dispose()
+    assert found == values
+    assert isinstance(db.array_literal([*values, True]), list)  # other kinds of values stay a list for psycopg
+

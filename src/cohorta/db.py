@@ -11,7 +11,8 @@ import string
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from functools import lru_cache
 from itertools import groupby
 from operator import itemgetter
@@ -256,6 +257,38 @@ def add_rows(connection: sa.Connection, table: sa.Table, keys: Sequence[str], ro
     connection.exec_driver_sql(sql, [tuple(values) for values in params])
 
 
+#: Values whose text form PostgreSQL's array input reads as they are, and values it reads once double-quoted.
+_BARE_ELEMENTS = frozenset({int, Decimal})
+_QUOTED_ELEMENTS = frozenset({str, date, datetime})
+
+
+def array_literal(values: Iterable[Any]) -> Any:
+    """PostgreSQL's text form of an array of these values, for a parameter cast to an array type (``%s::int[]``);
+    the values as a list (psycopg dumps it) when one is of another kind or an instant without a time zone. psycopg
+    dumps a list element by element in Python: 0.42 ms for 1,000 ids, against 0.05 ms joined here, and a live bulk
+    write binds thousands of ids per statement (about a tenth of a bulk events request went to dumping lists)."""
+    values = list(values)
+    kinds = set(map(type, values))
+    if kinds <= _BARE_ELEMENTS:
+        return "{" + ",".join(map(str, values)) + "}"
+    if not kinds <= _QUOTED_ELEMENTS | _BARE_ELEMENTS | {type(None)}:
+        return values
+    if datetime in kinds and any(isinstance(v, datetime) and v.tzinfo is None for v in values):
+        return values  # naive: PostgreSQL would read it in the session's time zone; psycopg sends it as it is
+    if type(None) not in kinds:
+        joined = '","'.join(map(str, values))
+        if "\\" not in joined and '"' not in joined:  # the common case: nothing to escape
+            return '{"' + joined + '"}'
+    return "{" + ",".join("NULL" if v is None else _quoted(str(v)) for v in values) + "}"
+
+
+def _quoted(text: str) -> str:
+    """An array element double-quoted, backslashes and double quotes escaped (PostgreSQL's array input syntax)."""
+    if "\\" in text or '"' in text:
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + text + '"'
+
+
 def _insert_unnested(connection: sa.Connection, table: sa.Table, columns: Sequence[sa.Column[Any]],
                      params: list[list[Any]], suffix: str = "") -> None:  # fmt: skip
     """PostgreSQL: one ``INSERT ... SELECT FROM unnest(...)`` of these rows (values in ``columns`` order), each
@@ -266,7 +299,7 @@ def _insert_unnested(connection: sa.Connection, table: sa.Table, columns: Sequen
     arrays = ", ".join(f"%s::{c.type.compile(dialect)}[]" for c in columns)
     driver_cursor(connection).execute(
         f"INSERT INTO {quote(table.name)} ({names}) SELECT * FROM unnest({arrays}) {suffix}",
-        [list(values) for values in zip(*params, strict=True)],
+        [array_literal(values) for values in zip(*params, strict=True)],
     )
 
 
@@ -280,7 +313,7 @@ def update_rows(connection: sa.Connection, table: sa.Table, key: str, rows: list
     key_column = table.c[key]
     params = _processed_rows(dialect, [*columns, key_column], rows)
     if dialect.name == "postgresql":
-        arrays = [list(values) for values in zip(*params, strict=True)]
+        arrays = [array_literal(values) for values in zip(*params, strict=True)]
         unnest = ", ".join(
             f"unnest(%s::{c.type.compile(dialect)}[]) AS {quote(c.name)}" for c in [*columns, key_column]
         )
@@ -410,7 +443,7 @@ def _key_params(
         process = table.c[name].type._cached_bind_processor(dialect)
         listed = [process(v) for v in values] if process is not None else list(values)
         if dialect.name == "postgresql":
-            params.append(listed)
+            params.append(array_literal(listed))
         else:
             params.extend(listed)
     for name, value in at_least.items():
@@ -457,7 +490,7 @@ def _key_conditions(
             lists = [f"unnest(%s::{table.c[name].type.compile(dialect)}[]) AS k{i}(v)" for i, name in enumerate(any_of)]
             conditions = [f"{column[name]} = k{i}.v" for i, name in enumerate(any_of)]
         else:
-            conditions = [f"{column[name]} = ANY(%s)" for name in any_of]
+            conditions = [f"{column[name]} = ANY(%s::{table.c[name].type.compile(dialect)}[])" for name in any_of]
         conditions += [f"{column[name]} >= %s" for name in at_least]
     else:
         listed = zip(any_of, sqlite_lengths, strict=True)

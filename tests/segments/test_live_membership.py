@@ -539,6 +539,32 @@ def test_snapshots_hold_only_the_event_properties_the_rules_read(api: TestClient
     assert [members(api, s["id"]) for s in segments] == [["c0", "c1"], ["c0"], ["c0", "c1"]]
 
 
+def test_snapshots_of_known_customers_are_those_read_from_the_profile_table(api: TestClient, store: sa.Engine) -> None:
+    """Live membership vouches that its customers exist (they are the write's own), so snapshots for rules that read
+    no profile column skip the profile table: they must be the snapshots read with it, and a rule that reads a profile
+    column still gets it."""
+    from sqlalchemy.orm import Session
+
+    from cohorta import rules
+    from cohorta.evaluation.snapshots import load_snapshots
+
+    api.put("/api/v1/customers/c0", json={"country": "PL"})
+    api.post("/api/v1/events", json={"id": "e1", "customer": "c0", "name": "newsletter_opened"})
+    api.post("/api/v1/orders", json={"id": "o1", "customer": "c0", "total": "12.50"})
+    with Session(store) as session:
+        (customer_id,) = session.execute(sa.text("SELECT id FROM customers WHERE source_id = 'c0'")).one()
+        for fields in (set(), {"summary.order_count"}, {"profile.country"}):
+            requirements = rules.Requirements(fields=fields, activities={"events", "orders"})
+            read = load_snapshots(session, [customer_id], requirements)[customer_id]
+            vouched = load_snapshots(session, [customer_id], requirements, known=True)[customer_id]
+            assert (vouched.profile, vouched.summary, vouched.events, vouched.orders) == (
+                read.profile, read.summary, read.events, read.orders
+            ), fields
+            assert len(read.events) == 1 and len(read.orders) == 1
+        assert vouched.profile["country"] == "PL"
+        assert load_snapshots(session, [customer_id + 1000], rules.Requirements()) == {}  # unknown: left out
+
+
 def test_an_events_writes_new_rows_are_what_a_snapshot_reads_back(api: TestClient, store: sa.Engine,
                                                                    clock: FrozenClock) -> None:  # fmt: skip
     """Live membership tests a write's new events as it wrote them, without reading them back: typed by the declared

@@ -433,7 +433,7 @@ def wake(session: Session, settings: Settings, now: datetime, due: Sequence[tupl
         due_in[segment_id].add(customer_id)
     affected = _affected(segments, lambda s: s.id in due_in)
     return evaluate(session, settings, now, sorted({cid for _, cid in due}), affected, ChangeCause.time, index,
-                    lambda segment, _chunk, _memberships: due_in.get(segment.id, set()))  # fmt: skip
+                    lambda segment, _chunk, _memberships: due_in.get(segment.id, set()), known=False)  # fmt: skip
 
 
 def evaluate(
@@ -445,9 +445,13 @@ def evaluate(
     cause: ChangeCause,
     index: SegmentIndex,
     scope: Scope | None = None,
+    *,
+    known: bool = True,
 ) -> dict[str, tuple[int, int]]:
     """Decide membership of these customers in these segments now; apply the diff; plan their next wake-ups.
-    ``scope`` (None: all of them) picks the customers each segment is decided for."""
+    ``scope`` (None: all of them) picks the customers each segment is decided for. ``known``: every id is a customer
+    of this transaction (a write's own), so snapshots need not read the profile table to learn it
+    (:func:`load_snapshots`); not so for due wake-ups, read before a concurrent delete may have committed."""
     if not affected or not ids:
         return {}
     needs = {} if scope is None else index.needs(affected)  # what a customer decided for one needs (see _alike)
@@ -476,7 +480,9 @@ def evaluate(
         snapshots: dict[int, rules.CustomerSnapshot] = {}
         for customers_alike, parts in groups:
             snapshots.update(
-                load_snapshots(session, customers_alike, parts, segment_ids=memberships, types=index.types)
+                load_snapshots(
+                    session, customers_alike, parts, segment_ids=memberships, types=index.types, known=known
+                )
             )
         # One mutable set per customer, shared with the snapshot: segments that use a segment see its changes.
         member_of: dict[int, set[str]] = {}

@@ -55,6 +55,23 @@ def test_an_order_moves_its_customer_at_once(api: TestClient) -> None:
     assert api.get(f"/api/v1/segments/{big['id']}").json()["members"] == 0
 
 
+def test_a_write_past_a_segments_expiry_removes_a_member_its_rows_could_only_raise(
+    api: TestClient, clock: FrozenClock
+) -> None:
+    """A new view can only raise "viewed at least once", so a member viewing again is not decided again: except past
+    the segment's expiry (before its window edge is processed), where nobody is a member whatever the rule says."""
+    body = {"activity": "events", "event": "product_viewed", "op": "gte", "value": 1}
+    viewers = create(api, name="Viewers", rule=body, expires_at=(clock.now() + timedelta(hours=1)).isoformat())
+    run(api)
+    api.post("/api/v1/events", json={"id": "v1", "customer": "c0", "name": "product_viewed"})
+    assert members(api, viewers["id"]) == ["c0"]
+    api.post("/api/v1/events", json={"id": "v2", "customer": "c0", "name": "product_viewed"})
+    assert members(api, viewers["id"]) == ["c0"]
+    clock.advance(timedelta(hours=2))
+    api.post("/api/v1/events", json={"id": "v3", "customer": "c0", "name": "product_viewed"})
+    assert members(api, viewers["id"]) == []
+
+
 def test_profile_events_and_loyalty_writes(api: TestClient) -> None:
     poles = create(api, name="Poles", text='profile.country in ("PL")')
     viewers = create(

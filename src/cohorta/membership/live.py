@@ -385,39 +385,50 @@ def _changed_by(now: datetime, rows: Mapping[int, Sequence[Any]], rewritten: set
                 effect_in: Callable[[LiveSegment], Callable[[Any], rules.RowEffect] | None]) -> Scope:  # fmt: skip
     """The scope of a write that added these rows (by customer) and rewrote rows of ``rewritten``, given where a
     segment keeps what one new row does to its answer (``effect_in``; None: anything)."""
-    # Per effect function, the customers whose new rows can change the answer and how (variants of a rule share
-    # one function), worked out once for the whole write.
-    effects: dict[int, dict[int, rules.RowEffect]] = {}
+    # Per effect function, the customers whose new rows can change the answer, by how (variants of a rule share one
+    # function): worked out once for the whole write.
+    effects: dict[int, dict[rules.RowEffect, set[int]]] = {}
+    # The chunk's customers and its members by segment, for the chunk in hand: the scope of ~20 segments per chunk of
+    # 1,000 customers is then set operations, where a loop over (segment, customer) pairs cost a bulk events request
+    # about 5%.
+    last: tuple[Sequence[int], Mapping[int, set[str]], set[int], dict[str, set[int]]] | None = None
 
-    def effects_of(effect_of: Callable[[Any], rules.RowEffect]) -> dict[int, rules.RowEffect]:
+    def effects_of(effect_of: Callable[[Any], rules.RowEffect]) -> dict[rules.RowEffect, set[int]]:
         found = effects.get(id(effect_of))
         if found is None:
-            found = {}
+            found = {effect: set() for effect in rules.RowEffect}
             for cid, customer_rows in rows.items():
                 effect = rules.RowEffect.NONE
                 for row in customer_rows:
                     effect |= effect_of(row)
-                if effect is not rules.RowEffect.NONE:
-                    found[cid] = effect
+                found[effect].add(cid)
             effects[id(effect_of)] = found
         return found
 
+    def chunk_sets(chunk: Sequence[int], memberships: Mapping[int, set[str]]) -> tuple[set[int], dict[str, set[int]]]:
+        nonlocal last
+        if last is None or last[0] is not chunk or last[1] is not memberships:
+            members: dict[str, set[int]] = defaultdict(set)
+            for cid, segment_ids in memberships.items():
+                for segment_id in segment_ids:
+                    members[segment_id].add(cid)
+            last = (chunk, memberships, set(chunk), members)
+        return last[2], last[3]
+
     def scope(segment: LiveSegment, chunk: Sequence[int], memberships: Mapping[int, set[str]]) -> set[int]:
-        in_chunk = set(chunk)
+        in_chunk, members_of = chunk_sets(chunk, memberships)
         out = in_chunk & rewritten  # a rewritten row may have removed one that counted
         effect_of = effect_in(segment)
         if effect_of is None:
             return out | (in_chunk & rows.keys())
-        live = in_window(segment.starts_at, segment.expires_at, now)
-        by_customer = effects_of(effect_of)
-        for cid in in_chunk & by_customer.keys():
-            effect = by_customer[cid]
-            member = segment.id in memberships.get(cid, ())
-            if (effect is rules.RowEffect.RAISES and member and live) or (
-                effect is rules.RowEffect.LOWERS and not member
-            ):
-                continue
-            out.add(cid)
+        by_effect = effects_of(effect_of)
+        members = members_of.get(segment.id, set())  # the chunk's members (memberships are the chunk's)
+        # Rows that can only raise the answer change nothing for a member (outside its window nobody is a member,
+        # whatever the answer: decided anyway); rows that can only lower it change nothing for a non-member.
+        raised = by_effect[rules.RowEffect.RAISES] & in_chunk
+        out |= raised - members if in_window(segment.starts_at, segment.expires_at, now) else raised
+        out |= by_effect[rules.RowEffect.LOWERS] & members
+        out |= by_effect[rules.RowEffect.ANY] & in_chunk
         return out
 
     return scope

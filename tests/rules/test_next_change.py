@@ -390,7 +390,9 @@ ORDERED_IN_90_DAYS = {"activity": "orders", "window": {"last_days": 90}, "op": "
     ({"not": {"and": [VIEWED_3_TIMES, {"not": ORDERED_IN_90_DAYS}]}}, set(), True),
     ({"or": [VIEWED_3_TIMES, {"field": "profile.birthdate", "op": "anniversary_within_days", "value": 7}]}, None,
      None),
-    ({**VIEWED_3_TIMES, "window": {"days_ago": [7, 14]}}, None, None),
+    # rows only enter and leave from the window's start on: a customer with none since then keeps either answer
+    ({**VIEWED_3_TIMES, "window": {"days_ago": [7, 14]}}, {False, True}, None),
+    ({"and": [VIEWED_3_TIMES, {**VIEWED_3_TIMES, "window": {"days_ago": [7, 14]}}]}, {False}, False),
     ({**VIEWED_3_TIMES, "window": {"calendar": "last_month"}}, None, None),
     ({**VIEWED_3_TIMES, "op": "between", "value": [1, 3]}, None, None),
     ({"activity": "events", "event": "product_viewed", "window": {"last_days": 30},

@@ -101,6 +101,8 @@ def test_a_simulated_day_leaves_no_drift(api: TestClient, clock: FrozenClock, st
                                                "window": {"calendar": "this_month"},
                                                "measure": {"fn": "sum", "field": "points"}, "op": "gt", "value": 60}},
         {"name": "Big spenders", "text": "summary.total_spent > 400"},
+        {"name": "Viewed 1-2 days ago", "rule": {"activity": "events", "event": "product_viewed",
+                                                 "window": {"days_ago": [1, 2]}, "op": "gte", "value": 1}},
     ]  # fmt: skip
     segments = [create(api, **d) for d in definitions]
     passes = scheduler(api)

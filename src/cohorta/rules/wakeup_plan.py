@@ -36,6 +36,7 @@ from .model import (
     BetweenDates,
     CalendarWindow,
     Condition,
+    DaysAgo,
     LastDays,
     NodeType,
     Not,
@@ -296,8 +297,9 @@ def kept_answer(rule: Rule | NodeType, ctx: Context, cache: NextChangeCache | No
     30 days", the bulk of the pairs a bulk events write decides). ``lt``/``lte`` counts are the mirror image; counts
     over all time or between two dates change only with arrivals; ``and``/``or`` keep their members' direction and
     ``not`` reverses it; an ``and`` stays false while a member stays false (an ``or`` true while one stays true).
-    Relative dates, ``days_ago`` and ``last_*`` windows (rows enter them), other measures and ``where`` conditions
-    that move with the clock may go either way. Mirrors :meth:`_Walker.visit`."""
+    A ``days_ago`` window moves either way, but only over rows from its start on: a customer with none keeps either
+    answer. Relative dates, ``last_*`` windows (rows enter them), other measures and ``where`` conditions that move
+    with the clock may go either way. Mirrors :meth:`_Walker.visit`."""
     root = rule.root if isinstance(rule, Rule) else rule
     cache = cache or NextChangeCache()
     # the bound tree and compiled members are the walk's own (next_change binds at as_of into the same cache)
@@ -349,9 +351,14 @@ def _answer(direction: str | None, watches: tuple[Watch, ...], deciding: bool | 
 def _activity_direction(m: Activity, b: BActivity, walker: _Walker) -> tuple[str | None, Watch | None]:
     """From the activity's leaf (:func:`_activity_leaf`: None for empty windows, moving ``where`` conditions and
     ``days_ago`` windows): rows arrive in every window, leave ``last_days`` and ``this_*`` ones, and enter
-    ``last_*`` ones at the period's end (either way)."""
-    leaf = _activity_leaf(m, b, walker.ctx, walker, negated=False)
+    ``last_*`` ones at the period's end (either way). A ``days_ago`` window takes rows in and lets them out as local
+    days pass, but only rows from its start on (which only moves forward): a customer with none stays as they are."""
     w = m.window
+    if isinstance(w, DaysAgo):
+        if b.empty or b.lo is None or any(c.op in RELATIVE_OPERATORS for c in m.where):
+            return None, None
+        return _STILL, (activity_spec(b), b.lo - REENTRY_MARGIN, None)
+    leaf = _activity_leaf(m, b, walker.ctx, walker, negated=False)
     if leaf is None or (isinstance(w, CalendarWindow) and not w.calendar.startswith("this_")):
         return None, None
     if w is None or isinstance(w, BetweenDates):

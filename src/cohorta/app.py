@@ -27,7 +27,7 @@ from cohorta.clv.router import router as clv_router
 from cohorta.config import Settings, get_settings
 from cohorta.customers.router import customer_router
 from cohorta.customers.router import router as customers_router
-from cohorta.db import create_db_engine, make_session_factory
+from cohorta.db import WalCheckpointer, create_db_engine, make_session_factory
 from cohorta.deps import reader
 from cohorta.evaluation.router import router as rules_router
 from cohorta.evaluation.store import warm_up
@@ -65,6 +65,10 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         gc.set_threshold(*GC_THRESHOLDS)
         await anyio.to_thread.run_sync(warm_up)
+        # SQLite: checkpoints of the WAL in a thread of their own, not in the requests whose commits fill it.
+        checkpointer = WalCheckpointer(engine) if engine.dialect.name == "sqlite" else None
+        if checkpointer is not None:
+            checkpointer.start()
         scheduler = Scheduler(session_factory, clock, settings, segment_index) if settings.scheduler else None
         if scheduler is not None:
             scheduler.start()
@@ -73,6 +77,8 @@ def create_app(
         finally:
             if scheduler is not None:
                 scheduler.stop()
+            if checkpointer is not None:
+                checkpointer.stop()
 
     app = FastAPI(
         lifespan=lifespan,

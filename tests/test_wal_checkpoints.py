@@ -66,6 +66,24 @@ def test_a_commit_leaves_the_checkpoint_to_the_checkpointer(sqlite_file: tuple[s
     assert path.stat().st_size > size  # back to checkpoints on commit
 
 
+def test_writes_in_a_row_keep_the_wal_bounded(sqlite_file: tuple[sa.Engine, Path]) -> None:
+    """SQLite starts the WAL over only when a write begins with every page copied: writes one after the other, with
+    no turn of the checkpointer between them, would make it grow without end. Past ``commit_pages`` a commit
+    checkpoints by itself, and the next write starts the WAL over."""
+    engine, path = sqlite_file
+    wal = Path(f"{path}-wal")
+    checkpointer = db.WalCheckpointer(engine, interval=3600, commit_pages=1_000)
+    checkpointer.start()
+    try:
+        _write_pages(engine, 0)
+        one_write = wal.stat().st_size
+        for n in range(1, 5):
+            _write_pages(engine, n * ROWS)
+        assert wal.stat().st_size < 2 * one_write  # five writes' pages without the bound
+    finally:
+        checkpointer.stop()
+
+
 def test_the_app_checkpoints_in_the_background(sqlite_file: tuple[sa.Engine, Path]) -> None:
     engine, path = sqlite_file
     settings = Settings(database_url=str(engine.url), admin_token=ADMIN_TOKEN, scheduler=False)

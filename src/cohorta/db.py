@@ -592,15 +592,16 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
     return sa.create_engine(sa_url, **kwargs)
 
 
-#: SQLite engines whose WAL a :class:`WalCheckpointer` is checkpointing: their connections do not checkpoint on commit.
-_CHECKPOINTED_ELSEWHERE: weakref.WeakSet[Engine] = weakref.WeakSet()
+#: SQLite engines whose WAL a :class:`WalCheckpointer` is checkpointing, with the WAL size (pages) past which a commit
+#: still checkpoints by itself.
+_CHECKPOINTED_ELSEWHERE: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
 _SQLITE_AUTOCHECKPOINT = 1000  # SQLite's default, in pages
 
 
 def _sqlite_checkout(engine: Engine, dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-    """Each connection checkpoints on commit (SQLite's default) unless a :class:`WalCheckpointer` runs for its engine;
-    the pragma is sent only when that changes."""
-    wanted = 0 if engine in _CHECKPOINTED_ELSEWHERE else _SQLITE_AUTOCHECKPOINT
+    """Each connection checkpoints on commit past SQLite's default WAL size, or past the :class:`WalCheckpointer`'s
+    while one runs for its engine; the pragma is sent only when that changes."""
+    wanted = _CHECKPOINTED_ELSEWHERE.get(engine, _SQLITE_AUTOCHECKPOINT)
     if record.info.get("wal_autocheckpoint", _SQLITE_AUTOCHECKPOINT) != wanted:
         dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={wanted}")
         record.info["wal_autocheckpoint"] = wanted
@@ -611,18 +612,22 @@ class WalCheckpointer:
 
     By default the connection whose commit takes the WAL past 1,000 pages copies them back into the database file
     before its commit returns: a bulk events request at 100,000 customers dirties some 12,000 pages, so every request
-    paid a checkpoint (about 150 of 200 ms of its commit). While started, connections checked out of the engine do no
-    automatic checkpoint, and this thread runs a passive one every ``interval`` seconds: like SQLite's own, it waits
-    for nobody (pages a reader still needs stay in the WAL for the next turn), so it never holds up a request. A
-    commit is durable without any checkpoint (WAL mode); the WAL only grows between them."""
+    paid a checkpoint (about 150 of 200 ms of its commit). While started, this thread runs a passive checkpoint every
+    ``interval`` seconds: like SQLite's own, it waits for nobody (pages a reader still needs stay in the WAL for the
+    next turn), so it never holds up a request; and connections checked out of the engine checkpoint on commit only
+    past ``commit_pages``. That bound stays necessary: SQLite starts the WAL over only when a write begins with every
+    page already copied, and writes that follow each other closely (recomputes) begin before the thread's next turn,
+    so without it the WAL grew until the disk was full (seen at 1,000,000 customers). Past the bound the commit's own
+    checkpoint copies only what came after the thread's last turn. A commit is durable without any checkpoint (WAL
+    mode)."""
 
-    def __init__(self, engine: Engine, interval: float = 0.5) -> None:
-        self.engine, self.interval = engine, interval
+    def __init__(self, engine: Engine, interval: float = 0.5, commit_pages: int = 100_000) -> None:
+        self.engine, self.interval, self.commit_pages = engine, interval, commit_pages
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        _CHECKPOINTED_ELSEWHERE.add(self.engine)
+        _CHECKPOINTED_ELSEWHERE[self.engine] = self.commit_pages
         self._thread = threading.Thread(target=self._run, name="cohorta-wal-checkpoints", daemon=True)
         self._thread.start()
 
@@ -630,7 +635,7 @@ class WalCheckpointer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        _CHECKPOINTED_ELSEWHERE.discard(self.engine)
+        _CHECKPOINTED_ELSEWHERE.pop(self.engine, None)
         self.checkpoint()  # nothing left behind for connections that checkpoint by themselves again
 
     def checkpoint(self) -> tuple[int, int, int]:

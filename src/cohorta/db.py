@@ -636,7 +636,7 @@ class WalCheckpointer:
         if self._thread is not None:
             self._thread.join()
         _CHECKPOINTED_ELSEWHERE.pop(self.engine, None)
-        self.checkpoint()  # nothing left behind for connections that checkpoint by themselves again
+        self._checkpoint_logged()  # nothing left behind for connections that checkpoint by themselves again
 
     def checkpoint(self) -> tuple[int, int, int]:
         """One passive checkpoint: (busy, pages in the WAL, pages of it in the database file) as SQLite reports
@@ -650,10 +650,13 @@ class WalCheckpointer:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                self.checkpoint()
-            except Exception:  # a locked or busy database: the next turn tries again
-                logging.getLogger(__name__).warning("WAL checkpoint failed", exc_info=True)
+            self._checkpoint_logged()
+
+    def _checkpoint_logged(self) -> None:
+        try:
+            self.checkpoint()
+        except Exception:  # a locked database or a full disk: logged, and the next turn (or commit) tries again
+            logging.getLogger(__name__).warning("WAL checkpoint failed", exc_info=True)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -91,8 +91,8 @@ def load_snapshots(
         # Every part's select is sent before any answer is read: one round trip on PostgreSQL instead of one each.
         attach: list[Callable[[], None]] = []
         with pipelined(connection):
-            # A bulk events write decides most of its customers for event counts alone: reading their profile rows
-            # only to learn that they exist cost a random page each at 1,000,000 customers.
+            # A bulk events write decides most of its customers for event counts alone: their profile rows would be
+            # read (a page of a wide table each, at 1,000,000 customers mostly not cached) only to learn they exist.
             profiles = None if known and profile_columns == ("id",) else send_rows(
                 connection, table_of(Customer), profile_columns, {"id": chunk}
             )

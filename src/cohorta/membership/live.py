@@ -359,7 +359,7 @@ def reevaluate(
         scope = _changed_by(now, new_orders.by_customer, new_orders.rewritten, lambda s: s.order_effect)
     elif new_loyalty is not None:
         scope = _changed_by(now, new_loyalty.by_customer, new_loyalty.rewritten, lambda s: s.loyalty_effect)
-    return evaluate(session, settings, now, ids, affected, ChangeCause.data, index, scope)
+    return evaluate(session, settings, now, ids, affected, ChangeCause.data, index, scope, known=True)
 
 
 def reevaluate_customers(session: Session, settings: Settings, now: datetime, changed: set[int], created: set[int],
@@ -378,7 +378,8 @@ def reevaluate_customers(session: Session, settings: Settings, now: datetime, ch
         in_chunk = set(chunk)
         return in_chunk & created if segment.id not in reading_profiles else in_chunk & (created | updated)
 
-    evaluate(session, settings, now, sorted(changed | created), every_segment, ChangeCause.data, index, scope)
+    evaluate(session, settings, now, sorted(changed | created), every_segment, ChangeCause.data, index, scope,
+             known=True)
 
 
 def _changed_by(now: datetime, rows: Mapping[int, Sequence[Any]], rewritten: set[int],
@@ -444,7 +445,7 @@ def wake(session: Session, settings: Settings, now: datetime, due: Sequence[tupl
         due_in[segment_id].add(customer_id)
     affected = _affected(segments, lambda s: s.id in due_in)
     return evaluate(session, settings, now, sorted({cid for _, cid in due}), affected, ChangeCause.time, index,
-                    lambda segment, _chunk, _memberships: due_in.get(segment.id, set()), known=False)  # fmt: skip
+                    lambda segment, _chunk, _memberships: due_in.get(segment.id, set()))  # fmt: skip
 
 
 def evaluate(
@@ -457,7 +458,7 @@ def evaluate(
     index: SegmentIndex,
     scope: Scope | None = None,
     *,
-    known: bool = True,
+    known: bool = False,
 ) -> dict[str, tuple[int, int]]:
     """Decide membership of these customers in these segments now; apply the diff; plan their next wake-ups.
     ``scope`` (None: all of them) picks the customers each segment is decided for. ``known``: every id is a customer

@@ -27,7 +27,7 @@ from cohorta.clv.router import router as clv_router
 from cohorta.config import Settings, get_settings
 from cohorta.customers.router import customer_router
 from cohorta.customers.router import router as customers_router
-from cohorta.db import WalCheckpointer, create_db_engine, make_session_factory
+from cohorta.db import ReadAhead, WalCheckpointer, create_db_engine, make_session_factory
 from cohorta.deps import reader
 from cohorta.evaluation.router import router as rules_router
 from cohorta.evaluation.store import warm_up
@@ -69,6 +69,9 @@ def create_app(
         checkpointer = WalCheckpointer(engine) if engine.dialect.name == "sqlite" else None
         if checkpointer is not None:
             checkpointer.start()
+        # Bulk writes read their customers' rows ahead on connections of their own (db.ReadAhead).
+        if settings.read_ahead_threads and ReadAhead.available(engine):
+            app.state.read_ahead = ReadAhead(engine, settings.read_ahead_threads)
         scheduler = Scheduler(session_factory, clock, settings, segment_index) if settings.scheduler else None
         if scheduler is not None:
             scheduler.start()
@@ -79,6 +82,9 @@ def create_app(
                 scheduler.stop()
             if checkpointer is not None:
                 checkpointer.stop()
+            if app.state.read_ahead is not None:
+                app.state.read_ahead.close()
+                app.state.read_ahead = None
 
     app = FastAPI(
         lifespan=lifespan,
@@ -105,6 +111,7 @@ def create_app(
     app.state.engine = engine
     app.state.session_factory = session_factory
     app.state.segment_index = segment_index
+    app.state.read_ahead = None  # started with the app (lifespan)
     app.state.token_cache = TokenCache(settings.token_cache_seconds)
     problems.install(app)
     app.add_middleware(problems.BodySizeLimit, max_bytes=settings.max_request_bytes)

@@ -62,6 +62,13 @@ class Settings(BaseSettings):
         default=100_000, ge=100, description="Fit on a random sample of at most this many buyers"
     )
     clv_batch_size: int = Field(default=50_000, ge=100, le=1_000_000, description="Customers scored per transaction")
+    read_ahead_threads: int = Field(
+        default=8,
+        ge=0,
+        le=64,
+        description="Connections that read a bulk write's rows in parallel before its transaction does, so that a "
+        "database larger than memory is read from disk several pages at a time (0: off); docs/operations.md",
+    )
     default_sync_period_seconds: int = Field(default=86_400, ge=60, description="Safety-net recompute period")
 
     # External segment sources; see docs/sources.md.

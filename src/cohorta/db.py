@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import secrets
 import string
 import threading
+import time
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import lru_cache, partial
@@ -390,8 +395,42 @@ def send_rows(
     bounds = at_least or {}
     sql = _select_sql(dialect, table, tuple(columns), tuple(any_of), tuple(bounds), _list_lengths(dialect, any_of))
     cursor = driver_cursor(connection)
+    if _READING_AHEAD.get():
+        names = tuple(table.c[c].name for c in columns)
+        cursor.execute(_counted_sql(dialect, names, sql), _key_params(dialect, table, any_of, bounds))
+        cursor.fetchall()
+        return _NoRows(connection, table, columns, cursor)
     cursor.execute(sql, _key_params(dialect, table, any_of, bounds))
     return SentRows(connection, table, columns, cursor)
+
+
+_READING_AHEAD: ContextVar[bool] = ContextVar("reading_ahead", default=False)
+
+
+@contextmanager
+def reading_ahead() -> Iterator[None]:
+    """Inside, :func:`send_rows` and :func:`select_rows` read the columns of the rows they select and keep none:
+    every row answers nothing. For :class:`ReadAhead`, which wants the pages, not the rows: one statement's count of
+    each column is worked out in the database, where a row at a time through the driver would pass Python's lock
+    back and forth with the write it reads ahead of, once per row."""
+    token = _READING_AHEAD.set(True)
+    try:
+        yield
+    finally:
+        _READING_AHEAD.reset(token)
+
+
+class _NoRows(SentRows):
+    def rows(self) -> list[dict[str, Any]]:
+        return []
+
+
+@lru_cache(maxsize=1024)
+def _counted_sql(dialect: Dialect, columns: tuple[str, ...], sql: str) -> str:
+    """``sql``, whose rows have these columns, as one row counting each column's values: the database reads the
+    same rows and columns by the same plan."""
+    quote = dialect.identifier_preparer.quote
+    return f"SELECT {', '.join(f'count(read_ahead.{quote(c)})' for c in columns)} FROM ({sql}) AS read_ahead"
 
 
 @lru_cache(maxsize=1)
@@ -657,6 +696,101 @@ class WalCheckpointer:
             self.checkpoint()
         except Exception:  # a locked database or a full disk: logged, and the next turn (or commit) tries again
             logging.getLogger(__name__).warning("WAL checkpoint failed", exc_info=True)
+
+
+class ReadAhead:
+    """Reads run in parallel on connections of their own, ahead of a write that will read the same rows: the pages
+    they touch are then in memory when the write's transaction reads them.
+
+    SQLite reads one page at a time and waits for each; PostgreSQL's index scans do the same. A bulk write to thousands
+    of customers whose pages are not cached (a database larger than memory) so waits for thousands of disk reads one
+    after the other: at 1,000,000 customers about 1.5 s of a 5,000-event request. A disk serves many reads at once
+    (random 4 KB reads on this machine kind: 132 us each one at a time, 18 us each with 8 in flight), so reading the
+    rows from several connections at once while the transaction works through them turns most of that wait into
+    parallel reads. The write does not wait for them: when its pages are cached they cost it only the other core's
+    time. What the reads see does not matter (they are discarded); a failure is logged, and the write reads what it
+    needs anyway. While more tasks are queued than ``max_pending`` (writes arriving faster than they can be read
+    ahead), new ones are dropped: they would read for writes already done."""
+
+    def __init__(self, engine: Engine, threads: int, max_pending: int | None = None) -> None:
+        self.threads = threads
+        self.max_pending = 4 * threads if max_pending is None else max_pending
+        url = engine.url.render_as_string(hide_password=False)
+        # An engine of its own: the reads never take connections the requests need.
+        self._engine = create_db_engine(url, pool_size=threads, max_overflow=0)
+        if self._engine.dialect.name == "sqlite":
+            event.listen(self._engine, "connect", _read_only)
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cohorta-read-ahead")
+        self._pending = 0
+        self._idle = threading.Condition()
+        self._size_checked, self._large = -math.inf, True
+
+    @staticmethod
+    def available(engine: Engine) -> bool:
+        """Whether the engine's database has pages on disk to read ahead (not an in-memory SQLite)."""
+        return engine.dialect.name != "sqlite" or engine.url.database not in (None, "", ":memory:")
+
+    def worthwhile(self) -> bool:
+        """Whether reading ahead can pay: always on PostgreSQL (whose server's memory is unknown here); on SQLite
+        while the database file is larger than a quarter of this machine's memory. A smaller one stays in the
+        operating system's cache once read, and there the reads only cost time on the other core, which the write
+        shares (at 100,000 customers, a 2 GB file, bulk events ran 7% slower with them; at 1,000,000, 15 GB, as fast
+        when cached and 40% faster when not). The size is looked at once a minute."""
+        path = self._engine.url.database
+        if self._engine.dialect.name != "sqlite" or not path:
+            return True
+        now = time.monotonic()
+        if now >= self._size_checked + 60:
+            self._size_checked = now
+            try:
+                self._large = os.path.getsize(path) > _memory_bytes() / 4
+            except OSError:
+                self._large = True
+        return self._large
+
+    def start(self, tasks: Sequence[Callable[[Session], None]]) -> bool:
+        """Queue every task (each given a session on a connection of its own), run ``threads`` at a time; return at
+        once: whether they were queued (not when not :meth:`worthwhile`, nor while too many are pending)."""
+        if not self.worthwhile():
+            return False
+        with self._idle:
+            if self._pending + len(tasks) > max(self.max_pending, len(tasks)):
+                return False
+            self._pending += len(tasks)
+        for task in tasks:
+            self._pool.submit(self._run_one, task)
+        return True
+
+    def wait(self) -> None:
+        """Return when no task is queued or running."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._pending == 0)
+
+    def _run_one(self, task: Callable[[Session], None]) -> None:
+        try:
+            with Session(self._engine) as session:
+                task(session)
+                session.rollback()
+        except Exception:  # advisory: the write reads everything again anyway
+            logging.getLogger(__name__).warning("read-ahead failed", exc_info=True)
+        finally:
+            with self._idle:
+                self._pending -= 1
+                self._idle.notify_all()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._engine.dispose()
+
+
+def _memory_bytes() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _read_only(dbapi_connection: Any, _record: Any) -> None:
+    # The pages matter in the operating system's cache, not in the connection's own.
+    dbapi_connection.execute("PRAGMA query_only = 1")
+    dbapi_connection.execute("PRAGMA cache_size = -2000")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -16,6 +16,7 @@ from cohorta.access.models import Permission
 from cohorta.access.service import Principal, authenticate, require, write_apart
 from cohorta.clock import Clock
 from cohorta.config import Settings
+from cohorta.db import ReadAhead
 from cohorta.errors import Forbidden
 from cohorta.membership.live import SegmentIndex
 
@@ -165,7 +166,13 @@ RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 SessionDep = Annotated[Session, Depends(get_session)]
 ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
+def get_read_ahead(request: Request) -> ReadAhead | None:
+    reader: ReadAhead | None = request.app.state.read_ahead
+    return reader
+
+
 SegmentIndexDep = Annotated[SegmentIndex, Depends(get_segment_index)]
+ReadAheadDep = Annotated[ReadAhead | None, Depends(get_read_ahead)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ReaderDep = Annotated[Principal, Depends(reader)]

@@ -39,6 +39,7 @@ from cohorta.deps import (
     AdminDep,
     ClockDep,
     EditorDep,
+    ReadAheadDep,
     ReaderDep,
     SegmentIndexDep,
     SessionDep,
@@ -302,9 +303,16 @@ def post_order(
 
 @router.post("/orders/bulk", response_model=BulkResult, tags=["activity"], dependencies=EDITOR)
 def bulk_orders(
-    body: OrderBulkIn, session: SessionDep, clock: ClockDep, settings: SettingsDep, index: SegmentIndexDep
+    body: OrderBulkIn,
+    session: SessionDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+    index: SegmentIndexDep,
+    reader: ReadAheadDep,
 ) -> BulkResult:
     _check_bulk_size(len(body.items), settings.bulk_max_items)
+    live.read_ahead(reader, session, settings, clock.now(), "orders", [item.customer for item in body.items],
+                    [item.id for item in body.items], index=index)  # fmt: skip
     ingested = service.record_orders(
         session, clock, settings.currency_exponent, body.items, timezone=settings.timezone
     )
@@ -338,10 +346,13 @@ def bulk_events(
     clock: ClockDep,
     settings: SettingsDep,
     index: SegmentIndexDep,
+    reader: ReadAheadDep,
 ) -> BulkResult:
     _check_bulk_size(len(body.items), settings.bulk_max_items)
-    ingested = service.record_events(session, clock, body.items)
     names = {item.name for item in body.items}
+    live.read_ahead(reader, session, settings, clock.now(), "events", [item.customer for item in body.items],
+                    [item.id for item in body.items], index=index, event_names=names)  # fmt: skip
+    ingested = service.record_events(session, clock, body.items)
     live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "events", event_names=names,
                     new_events=live.NewEvents(ingested.inserted, ingested.rewritten), index=index)  # fmt: skip
     session.commit()
@@ -369,9 +380,16 @@ def post_loyalty_transaction(
 
 @router.post("/loyalty/transactions/bulk", response_model=BulkResult, tags=["activity"], dependencies=EDITOR)
 def bulk_loyalty_transactions(
-    body: LoyaltyBulkIn, session: SessionDep, clock: ClockDep, settings: SettingsDep, index: SegmentIndexDep
+    body: LoyaltyBulkIn,
+    session: SessionDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+    index: SegmentIndexDep,
+    reader: ReadAheadDep,
 ) -> BulkResult:
     _check_bulk_size(len(body.items), settings.bulk_max_items)
+    live.read_ahead(reader, session, settings, clock.now(), "loyalty", [item.customer for item in body.items],
+                    [item.id for item in body.items], index=index)  # fmt: skip
     ingested = service.record_loyalty(session, clock, settings.currency_exponent, body.items)
     live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "loyalty",
                     new_loyalty=live.NewLoyalty.of(ingested.inserted, ingested.rewritten), index=index)  # fmt: skip

@@ -84,6 +84,17 @@ def rebuild_summaries(connection: sa.Connection, customer_ids: Sequence[int] | N
         connection.execute(statement, params)
 
 
+def read_summary_sources(connection: sa.Connection, customer_ids: Sequence[int]) -> None:
+    """Read what :func:`refresh_summaries` reads of these customers, writing nothing: a read ahead of an orders or
+    loyalty write (``cohorta.db.ReadAhead``)."""
+    programs = table_of(CustomerProgramSummary)
+    for chunk in chunked(sorted(set(customer_ids)), REBUILD_CHUNK):
+        for statement in _rebuild_statements(True):
+            if isinstance(statement, sa.Insert) and statement.select is not None:
+                connection.execute(statement.select, {"ids": list(chunk)}).all()
+        connection.execute(sa.select(programs.c.program).where(InValues(programs.c.customer_id, chunk))).all()
+
+
 @cache
 def _rebuild_statements(scoped: bool) -> tuple[sa.Executable, ...]:
     """The four statements of :func:`rebuild_summaries`, built once (``scoped``: for the customers of the parameter

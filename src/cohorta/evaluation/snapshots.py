@@ -28,7 +28,7 @@ from cohorta.customers.models import (
 )
 from cohorta.customers.service import attribute_definitions
 from cohorta.customers.summary import chunked
-from cohorta.db import SentRows, pipelined, send_rows, table_of
+from cohorta.db import SentRows, pipelined, reading_ahead, send_rows, table_of
 
 PROFILE_COLUMNS = tuple(rules.tables.SCHEMAS["customers"])
 ALL_ACTIVITY = frozenset({"orders", "order_items", "events", "loyalty_transactions"})
@@ -214,17 +214,44 @@ def _attach_events(
     declared: dict[str, dict[str, str]],
     property_keys: Sequence[str] | None,
 ) -> Callable[[], None]:
-    any_of: dict[str, Sequence[Any]] = {"customer_id": chunk}
-    if names:
-        any_of["name"] = sorted(names)
-    at_least = None if since is None else {"occurred_at": aware_utc(since)}
-    sent = _send_events(connection, any_of, at_least)
+    sent = _send_events(connection, *_events_read(chunk, since, names))
 
     def attach() -> None:
         for customer_id, event in _event_rows(connection, sent, declared, property_keys):
             snapshots[customer_id].events.append(event)
 
     return attach
+
+
+def _events_read(
+    chunk: Sequence[int], since: datetime | None, names: set[str]
+) -> tuple[dict[str, Sequence[Any]], dict[str, Any] | None]:
+    """The keys and lower bound of the read of a chunk's events since ``since`` named ``names`` (all if empty)."""
+    any_of: dict[str, Sequence[Any]] = {"customer_id": chunk}
+    if names:
+        any_of["name"] = sorted(names)
+    return any_of, None if since is None else {"occurred_at": aware_utc(since)}
+
+
+def read_event_properties_ahead(
+    connection: sa.Connection, customer_ids: Sequence[int], requirements: rules.Requirements
+) -> None:
+    """Read the event properties :func:`load_snapshots` reads for these customers, keeping nothing: for a read ahead
+    (``cohorta.db.ReadAhead``), inside which :func:`load_snapshots` reads no event rows and so no properties. The
+    events' ids are read (the properties are read by them), then their properties counted."""
+    keys = _named(requirements.fields, "properties.")
+    if "events" not in requirements.activities or keys == []:
+        return
+    since = requirements.earliest_activity.get("events")
+    for chunk in chunked(sorted(set(customer_ids))):
+        sent = _send(connection, table_of(Event), *_events_read(chunk, since, requirements.events), columns=("id",))
+        pks = sorted(row["id"] for row in sent.rows())
+        with reading_ahead():
+            for part in chunked(pks):
+                wanted: dict[str, Sequence[Any]] = {"event_pk": part}
+                if keys is not None:
+                    wanted["key"] = keys
+                _send(connection, table_of(EventPropertyValue), wanted).rows()
 
 
 def written_event_rows(

@@ -30,14 +30,39 @@ from sqlalchemy.orm import Session
 
 from cohorta import rules
 from cohorta.config import Settings
-from cohorta.customers.models import AttributeDefinition, EventDefinition
-from cohorta.customers.summary import chunked
-from cohorta.db import constant_rows, delete_rows, driver_cursor, insert_rows, pipelined, select_rows, table_of
+from cohorta.customers.models import (
+    AttributeDefinition,
+    Customer,
+    CustomerMonth,
+    Event,
+    EventDefinition,
+    LoyaltyTransaction,
+    Order,
+)
+from cohorta.customers.summary import chunked, read_summary_sources
+from cohorta.db import (
+    ReadAhead,
+    constant_rows,
+    delete_rows,
+    driver_cursor,
+    insert_rows,
+    pipelined,
+    reading_ahead,
+    select_rows,
+    table_of,
+)
 from cohorta.evaluation.catalog import build_catalog
-from cohorta.evaluation.snapshots import ValueTypes, load_snapshots, value_types, written_event_rows
+from cohorta.evaluation.snapshots import (
+    ValueTypes,
+    load_snapshots,
+    read_event_properties_ahead,
+    value_types,
+    written_event_rows,
+)
 from cohorta.membership.service import (
     in_window,
     segment_figures,
+    send_summary_sums,
     settle_diffs,
     store_figures,
     write_diff_rows,
@@ -360,6 +385,77 @@ def reevaluate(
     elif new_loyalty is not None:
         scope = _changed_by(now, new_loyalty.by_customer, new_loyalty.rewritten, lambda s: s.loyalty_effect)
     return evaluate(session, settings, now, ids, affected, ChangeCause.data, index, scope, known=True)
+
+
+#: Bulk writes to fewer customers than this read their pages themselves (:func:`read_ahead`).
+READ_AHEAD_MIN_CUSTOMERS = 200
+#: Where each kind of activity write looks up its items' own ids (the write's idempotency check).
+_ITEM_KEYS: dict[str, tuple[type[Any], str]] = {
+    "orders": (Order, "order_id"),
+    "events": (Event, "event_id"),
+    "loyalty": (LoyaltyTransaction, "transaction_id"),
+}
+
+
+def read_ahead(
+    reader: ReadAhead | None,
+    session: Session,
+    settings: Settings,
+    now: datetime,
+    kind: str,
+    customers: Sequence[str],
+    item_ids: Sequence[str],
+    *,
+    index: SegmentIndex,
+    event_names: set[str] | None = None,
+) -> None:
+    """Before a bulk ``kind`` write to these customers (source ids) of items with these ids: read on ``reader``'s
+    connections, in parallel, what the write and its re-evaluation will read of them, one customer at a time in
+    the write's transaction (:class:`cohorta.db.ReadAhead`): the customers' ids, the items' existing rows, and for
+    the segments the write can affect the customers' memberships, snapshots (what all those segments' rules read)
+    and wake-ups. Returns at once: the transaction, reading the same rows meanwhile, finds more and more of their
+    pages in memory."""
+    wanted = sorted(set(customers))
+    if reader is None or len(wanted) < READ_AHEAD_MIN_CUSTOMERS:
+        return
+    affected = index.reading(session, settings, now, kind, event_names)
+    needs = _union([s.requirements for s in affected])
+    read = sorted({s.id for s in affected}.union(*(s.uses for s in affected)))
+    timed = sorted(s.id for s in affected if s.requirements.time_dependent)
+    types = index.types
+    model, id_column = _ITEM_KEYS[kind]
+    items, people = table_of(model), table_of(Customer)
+
+    def reads(source_ids: Sequence[str], own_ids: Sequence[str]) -> Callable[[Session], None]:
+        def run(reading: Session) -> None:
+            connection = reading.connection()
+            ids = sorted(row["id"] for row in select_rows(connection, people, ("id",), {"source_id": source_ids}))
+            if ids and kind in ("orders", "loyalty"):  # such writes refresh their customers' summaries
+                read_summary_sources(connection, ids)
+            with reading_ahead():  # the rows are read and dropped in the database
+                for chunk in chunked(list(own_ids)):
+                    select_rows(connection, items, ("id",), {id_column: chunk})
+                if not ids or not affected:
+                    return
+                memberships_of(reading, ids, read)
+                load_snapshots(reading, ids, needs, types=types, known=True)
+                # What a diff reads of the customers who move (whom only the write can tell): sums and months.
+                send_summary_sums(connection, [tuple(ids)])()
+                select_rows(connection, table_of(CustomerMonth), ("month",), {"customer_id": ids})
+                if timed:
+                    wakeups = {"segment_id": timed, "customer_id": ids}
+                    select_rows(connection, table_of(SegmentWakeup), ("customer_id",), wakeups)
+            read_event_properties_ahead(connection, ids, needs)
+
+        return run
+
+    parts = 2 * reader.threads  # smaller parts even out the threads' work
+    size = -(-len(wanted) // parts)
+    own = sorted(set(item_ids))
+    own_size = -(-len(own) // parts)
+    reader.start([
+        reads(wanted[i * size:(i + 1) * size], own[i * own_size:(i + 1) * own_size]) for i in range(parts)
+    ])  # fmt: skip
 
 
 def reevaluate_customers(session: Session, settings: Settings, now: datetime, changed: set[int], created: set[int],

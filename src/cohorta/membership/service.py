@@ -219,7 +219,7 @@ def settle_diffs(
     entries = _by_customers((segment.id, entering) for segment, entering, _ in prepared)
     # Every read the diff needs, sent before any is read: one round trip on PostgreSQL.
     with pipelined(connection):
-        read_sums = _send_summary_sums(connection, [*entries, *exits])
+        read_sums = send_summary_sums(connection, [*entries, *exits])
         read_zone = monthly.send_kept_zone(connection)
         read_subscriptions = send_subscriptions(connection)
         sums, zone, subscriptions = read_sums(), read_zone(), read_subscriptions()
@@ -312,7 +312,7 @@ def enter_list(session: Session, segment: Segment, now: datetime, cause: ChangeC
     return entered
 
 
-def _send_summary_sums(
+def send_summary_sums(
     connection: sa.Connection, groups: Sequence[tuple[int, ...]]
 ) -> Callable[[], dict[tuple[int, ...], tuple[int, int, int | None]]]:
     """Send the reads of, per group of customers, their orders, spending and predicted CLV (minor units) together

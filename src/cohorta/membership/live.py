@@ -42,6 +42,7 @@ from cohorta.customers.models import (
 from cohorta.customers.summary import chunked, read_summary_sources
 from cohorta.db import (
     ReadAhead,
+    array_literal,
     constant_rows,
     delete_rows,
     driver_cursor,
@@ -782,5 +783,6 @@ def lock_segments(session: Session, segment_ids: Sequence[str]) -> None:
     more than the statement (2.3 of 3.2 ms per order at 100,000 customers)."""
     if session.get_bind().dialect.name == "postgresql" and segment_ids:
         driver_cursor(session.connection()).execute(
-            "SELECT id FROM segments WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [sorted(segment_ids)]
+            "SELECT id FROM segments WHERE id = ANY(%s::varchar[]) ORDER BY id FOR UPDATE",
+            [array_literal(sorted(segment_ids))],
         )

@@ -412,10 +412,11 @@ def read_ahead(
 ) -> None:
     """Before a bulk ``kind`` write to these customers (source ids) of items with these ids: read on ``reader``'s
     connections, in parallel, what the write and its re-evaluation will read of them, one customer at a time in
-    the write's transaction (:class:`cohorta.db.ReadAhead`): the customers' ids, the items' existing rows, and for
-    the segments the write can affect the customers' memberships, snapshots (what all those segments' rules read)
-    and wake-ups. Returns at once: the transaction, reading the same rows meanwhile, finds more and more of their
-    pages in memory."""
+    the write's transaction (:class:`cohorta.db.ReadAhead`): the customers' ids, the items' existing rows, the
+    summaries' sources (orders and loyalty writes refresh them), and for the segments the write can affect the
+    customers' memberships, snapshots (what all those segments' rules read, event properties included), summary
+    sums, months and wake-ups. Returns at once: the transaction, reading the same rows meanwhile, finds more and
+    more of their pages in memory. A test holds every index the write searches to be searched here first."""
     wanted = sorted(set(customers))
     if reader is None or len(wanted) < READ_AHEAD_MIN_CUSTOMERS:
         return

@@ -394,13 +394,13 @@ def send_rows(
     dialect = connection.dialect
     bounds = at_least or {}
     sql = _select_sql(dialect, table, tuple(columns), tuple(any_of), tuple(bounds), _list_lengths(dialect, any_of))
+    params = _key_params(dialect, table, any_of, bounds)
     cursor = driver_cursor(connection)
     if _READING_AHEAD.get():
-        names = tuple(table.c[c].name for c in columns)
-        cursor.execute(_counted_sql(dialect, names, sql), _key_params(dialect, table, any_of, bounds))
+        cursor.execute(_counted_sql(dialect, tuple(table.c[c].name for c in columns), sql), params)
         cursor.fetchall()
         return _NoRows(connection, table, columns, cursor)
-    cursor.execute(sql, _key_params(dialect, table, any_of, bounds))
+    cursor.execute(sql, params)
     return SentRows(connection, table, columns, cursor)
 
 

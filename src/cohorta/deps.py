@@ -158,6 +158,11 @@ def get_segment_index(request: Request) -> SegmentIndex:
     return index
 
 
+def get_read_ahead(request: Request) -> ReadAhead | None:
+    reader: ReadAhead | None = request.app.state.read_ahead
+    return reader
+
+
 # Offsets and integer ids in paths are bounded: a bigger number than the databases' 64-bit integers is a 422, not
 # an overflow deep in the driver.
 MAX_OFFSET = 1_000_000_000
@@ -166,11 +171,6 @@ RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 SessionDep = Annotated[Session, Depends(get_session)]
 ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
-def get_read_ahead(request: Request) -> ReadAhead | None:
-    reader: ReadAhead | None = request.app.state.read_ahead
-    return reader
-
-
 SegmentIndexDep = Annotated[SegmentIndex, Depends(get_segment_index)]
 ReadAheadDep = Annotated[ReadAhead | None, Depends(get_read_ahead)]
 ClockDep = Annotated[Clock, Depends(get_clock)]

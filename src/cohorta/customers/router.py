@@ -311,8 +311,7 @@ def bulk_orders(
     reader: ReadAheadDep,
 ) -> BulkResult:
     _check_bulk_size(len(body.items), settings.bulk_max_items)
-    live.read_ahead(reader, session, settings, clock.now(), "orders", [item.customer for item in body.items],
-                    [item.id for item in body.items], index=index)  # fmt: skip
+    live.read_ahead(reader, session, settings, clock.now(), "orders", body.items, index=index)
     ingested = service.record_orders(
         session, clock, settings.currency_exponent, body.items, timezone=settings.timezone
     )
@@ -350,8 +349,7 @@ def bulk_events(
 ) -> BulkResult:
     _check_bulk_size(len(body.items), settings.bulk_max_items)
     names = {item.name for item in body.items}
-    live.read_ahead(reader, session, settings, clock.now(), "events", [item.customer for item in body.items],
-                    [item.id for item in body.items], index=index, event_names=names)  # fmt: skip
+    live.read_ahead(reader, session, settings, clock.now(), "events", body.items, index=index, event_names=names)
     ingested = service.record_events(session, clock, body.items)
     live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "events", event_names=names,
                     new_events=live.NewEvents(ingested.inserted, ingested.rewritten), index=index)  # fmt: skip
@@ -388,8 +386,7 @@ def bulk_loyalty_transactions(
     reader: ReadAheadDep,
 ) -> BulkResult:
     _check_bulk_size(len(body.items), settings.bulk_max_items)
-    live.read_ahead(reader, session, settings, clock.now(), "loyalty", [item.customer for item in body.items],
-                    [item.id for item in body.items], index=index)  # fmt: skip
+    live.read_ahead(reader, session, settings, clock.now(), "loyalty", body.items, index=index)
     ingested = service.record_loyalty(session, clock, settings.currency_exponent, body.items)
     live.reevaluate(session, settings, clock.now(), ingested.customer_ids, "loyalty",
                     new_loyalty=live.NewLoyalty.of(ingested.inserted, ingested.rewritten), index=index)  # fmt: skip

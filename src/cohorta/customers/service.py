@@ -549,6 +549,14 @@ def _repeated_ids(items: Sequence[Any], loc_of: Any, errors: list[FieldError]) -
         first_seen.setdefault(item.id, index)
 
 
+#: Each kind of activity write's table and the column of its items' own ids (the idempotency key).
+ITEM_KEYS: dict[str, tuple[type[Any], str]] = {
+    "orders": (Order, "order_id"),
+    "events": (Event, "event_id"),
+    "loyalty": (LoyaltyTransaction, "transaction_id"),
+}
+
+
 def _apply(
     session: Session,
     model: type[Any],
@@ -699,8 +707,7 @@ def record_orders(
     zone = monthly.kept_zone(session, claim=timezone)  # before the first order is written: nothing to build yet
     ingested = _apply(
         session,
-        Order,
-        "order_id",
+        *ITEM_KEYS["orders"],
         prepared,
         child_table=table_of(OrderItem),
         child_key="order_pk",
@@ -761,8 +768,7 @@ def record_events(session: Session, clock: Clock, events: Sequence[EventIn], *, 
         raise InvalidInput(errors)
     return _apply(
         session,
-        Event,
-        "event_id",
+        *ITEM_KEYS["events"],
         prepared,
         child_table=table_of(EventPropertyValue),
         child_key="event_pk",
@@ -843,8 +849,7 @@ def record_loyalty(
         raise InvalidInput(errors)
     ingested = _apply(
         session,
-        LoyaltyTransaction,
-        "transaction_id",
+        *ITEM_KEYS["loyalty"],
         prepared,
         child_table=None,
         child_key="",

@@ -34,11 +34,9 @@ from cohorta.customers.models import (
     AttributeDefinition,
     Customer,
     CustomerMonth,
-    Event,
     EventDefinition,
-    LoyaltyTransaction,
-    Order,
 )
+from cohorta.customers.service import ITEM_KEYS
 from cohorta.customers.summary import chunked, read_summary_sources
 from cohorta.db import (
     ReadAhead,
@@ -390,12 +388,6 @@ def reevaluate(
 
 #: Bulk writes to fewer customers than this read their pages themselves (:func:`read_ahead`).
 READ_AHEAD_MIN_CUSTOMERS = 200
-#: Where each kind of activity write looks up its items' own ids (the write's idempotency check).
-_ITEM_KEYS: dict[str, tuple[type[Any], str]] = {
-    "orders": (Order, "order_id"),
-    "events": (Event, "event_id"),
-    "loyalty": (LoyaltyTransaction, "transaction_id"),
-}
 
 
 def read_ahead(
@@ -404,20 +396,19 @@ def read_ahead(
     settings: Settings,
     now: datetime,
     kind: str,
-    customers: Sequence[str],
-    item_ids: Sequence[str],
+    items: Sequence[Any],
     *,
     index: SegmentIndex,
     event_names: set[str] | None = None,
 ) -> None:
-    """Before a bulk ``kind`` write to these customers (source ids) of items with these ids: read on ``reader``'s
-    connections, in parallel, what the write and its re-evaluation will read of them, one customer at a time in
-    the write's transaction (:class:`cohorta.db.ReadAhead`): the customers' ids, the items' existing rows, the
+    """Before a bulk ``kind`` write of these items (each with its ``id`` and its ``customer``'s source id): read on
+    ``reader``'s connections, in parallel, what the write and its re-evaluation will read of them, one customer at a
+    time in the write's transaction (:class:`cohorta.db.ReadAhead`): the customers' ids, the items' existing rows, the
     summaries' sources (orders and loyalty writes refresh them), and for the segments the write can affect the
     customers' memberships, snapshots (what all those segments' rules read, event properties included), summary
     sums, months and wake-ups. Returns at once: the transaction, reading the same rows meanwhile, finds more and
     more of their pages in memory. A test holds every index the write searches to be searched here first."""
-    wanted = sorted(set(customers))
+    wanted = sorted({item.customer for item in items})
     if reader is None or len(wanted) < READ_AHEAD_MIN_CUSTOMERS:
         return
     affected = index.reading(session, settings, now, kind, event_names)
@@ -425,8 +416,8 @@ def read_ahead(
     read = sorted({s.id for s in affected}.union(*(s.uses for s in affected)))
     timed = sorted(s.id for s in affected if s.requirements.time_dependent)
     types = index.types
-    model, id_column = _ITEM_KEYS[kind]
-    items, people = table_of(model), table_of(Customer)
+    model, id_column = ITEM_KEYS[kind]
+    rows, people = table_of(model), table_of(Customer)
 
     def reads(source_ids: Sequence[str], own_ids: Sequence[str]) -> Callable[[Session], None]:
         def run(reading: Session) -> None:
@@ -436,7 +427,7 @@ def read_ahead(
                 read_summary_sources(connection, ids)
             with reading_ahead():  # the rows are read and dropped in the database
                 for chunk in chunked(list(own_ids)):
-                    select_rows(connection, items, ("id",), {id_column: chunk})
+                    select_rows(connection, rows, ("id",), {id_column: chunk})
                 if not ids or not affected:
                     return
                 memberships_of(reading, ids, read)
@@ -453,7 +444,7 @@ def read_ahead(
 
     parts = 2 * reader.threads  # smaller parts even out the threads' work
     size = -(-len(wanted) // parts)
-    own = sorted(set(item_ids))
+    own = sorted({item.id for item in items})
     own_size = -(-len(own) // parts)
     reader.start([
         reads(wanted[i * size:(i + 1) * size], own[i * own_size:(i + 1) * own_size]) for i in range(parts)
